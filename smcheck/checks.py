@@ -1,0 +1,367 @@
+"""The registry of checks: one place that says which checks a command runs, in which order.
+
+A check is a function ``case -> CheckResult | None`` registered under a command and a stable
+name (SPEC "Check names"); None means the check does not apply and is left out of the report.
+Checks compute and return results; they never print.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .dtypes import DtypeInfo
+from .errors_ulp import (Comparison, Overrides, Tolerance, apply_overrides, compare,
+                         log_softmax_tolerance, softmax_tolerance, sum_tolerance)
+from .impls import Implementation
+from .reference import ExactSoftmax, exact_softmax
+from .results import CheckResult, Entry
+
+CheckFn = Callable[[object], "CheckResult | None"]
+REGISTRY: dict[str, list[tuple[str, CheckFn]]] = {}
+
+
+def register(command: str, name: str):
+    """Register ``fn`` as check ``name`` of ``command`` (order of registration = report order)."""
+
+    def deco(fn: CheckFn) -> CheckFn:
+        REGISTRY.setdefault(command, []).append((name, fn))
+        return fn
+
+    return deco
+
+
+def check_names(command: str) -> list[str]:
+    return [name for name, _ in REGISTRY.get(command, [])]
+
+
+def run_checks(command: str, case) -> list[CheckResult]:
+    out = []
+    for name, fn in REGISTRY.get(command, []):
+        res = fn(case)
+        if res is not None:
+            assert res.name == name
+            out.append(res)
+    return out
+
+
+# --- shared pieces --------------------------------------------------------------------------
+
+
+def fmt(v: float, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
+                cause: Callable[[int, int], str]) -> list[Entry]:
+    """The k entries furthest over (or closest to) their allowance, worst first."""
+    k = max(int(k), 0)
+    flat = cmp.ratio.ravel()
+    if k == 0 or flat.size == 0:
+        return []
+    key = np.nan_to_num(flat, nan=np.inf, posinf=np.inf)
+    if flat.size > k:
+        idx = np.argpartition(-key, k - 1)[:k]
+    else:
+        idx = np.arange(flat.size)
+    idx = idx[np.argsort(-key[idx], kind="stable")]
+    n = cmp.ratio.shape[-1]
+    out = []
+    for f in idx:
+        r, i = divmod(int(f), n)
+        out.append(Entry(row=int(rows[r]), index=i, x=float(X[r, i]),
+                         computed=float(cmp.computed[r, i]), reference=float(cmp.ref[r, i]),
+                         abs_err=float(cmp.abs_err[r, i]), rel_err=float(cmp.rel_err[r, i]),
+                         ulp_err=float(cmp.ulp_err[r, i]), allowed=float(cmp.allowed[r, i]),
+                         cause=cause(r, i)))
+    return out
+
+
+def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
+                      statement: str) -> CheckResult:
+    """A CheckResult carrying a comparison's maxima, worst entry and allowance."""
+    w = cmp.worst_index()
+    worst = None if w is None else {"row": int(rows[w[0]]), "index": int(w[1])}
+    m = cmp.maxima()
+    bad = int(np.count_nonzero(~cmp.ok))
+    measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"
+    if w is not None:
+        allowed = f"{fmt(cmp.allowed[w])} abs at worst entry"
+    else:
+        allowed = "-"
+    res = CheckResult(name=name, passed=cmp.passed, max_abs_err=m["max_abs_err"],
+                      max_rel_err=m["max_rel_err"], max_ulp=m["max_ulp"],
+                      tolerance=cmp.tolerance.to_json(info), worst=worst, measured=measured,
+                      allowed=allowed, statement=statement)
+    res.details["failing_entries"] = bad
+    return res
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+
+def exp_overflows(X: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """Where exp(x_i) itself overflows in the dtype (the naive formula's failure)."""
+    with np.errstate(over="ignore"):
+        if info.name == "float64":
+            return np.isinf(np.exp(X)) & (X > 0)
+        return np.exp(X) >= info.max * (1 + info.u)
+
+
+def exp_underflows(X: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """Where exp(x_i) rounds to 0 in the dtype."""
+    with np.errstate(under="ignore", over="ignore"):
+        if info.name == "float64":
+            return np.exp(X) == 0
+        return np.exp(X) <= info.eta / 2
+
+
+@dataclass
+class ForwardCase:
+    """Everything the forward checks look at. X holds the defined rows, rounded to the dtype
+    (as float64); ``rows`` their indices in the user's input."""
+
+    X: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    log: bool
+    metric: str
+    overrides: Overrides | None
+    dps: int
+    computed: np.ndarray
+    exact: ExactSoftmax
+    top: int = 10
+    progress: Callable[[int], None] | None = None
+    _main: Comparison | None = field(default=None, repr=False)
+    _scaled_ok: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def quantity(self) -> str:
+        return "log-softmax" if self.log else "softmax"
+
+    def tolerance(self, exact: ExactSoftmax, metric: str | None = None) -> Tolerance:
+        m = metric or self.metric
+        if self.log:
+            tol = log_softmax_tolerance(exact.d, exact.s_hi, exact.y_hi, self.info, m)
+        else:
+            tol = softmax_tolerance(exact.d, exact.s_hi, self.info)
+        return apply_overrides(tol, self.overrides)
+
+    def compare(self, computed, exact: ExactSoftmax, metric: str | None = None) -> Comparison:
+        hi, lo = (exact.y_hi, exact.y_lo) if self.log else (exact.s_hi, exact.s_lo)
+        return compare(computed, hi, lo, self.tolerance(exact, metric), self.info)
+
+    @property
+    def main(self) -> Comparison:
+        if self._main is None:
+            self._main = self.compare(self.computed, self.exact)
+        return self._main
+
+    def evaluate(self, X64: np.ndarray) -> np.ndarray:
+        """The implementation at X64 (float64 values already representable in the dtype)."""
+        out = self.impl.softmax(X64.astype(self.info.np_dtype), self.info, self.log)
+        out = np.asarray(out)
+        if out.shape != X64.shape:
+            from .exceptions import ImplementationError
+
+            raise ImplementationError(f"--impl {self.impl.name} returned shape {out.shape} for "
+                                      f"an input of shape {X64.shape}")
+        return out.astype(np.float64)
+
+    def cause(self, X: np.ndarray, cmp: Comparison, r: int, i: int) -> str:
+        """Why entry (r, i) is off, in words (empty when it is within its allowance)."""
+        c, ref = cmp.computed[r, i], cmp.ref[r, i]
+        info = self.info
+        if np.isnan(c):
+            ov = np.flatnonzero(exp_overflows(X[r], info))
+            if ov.size:
+                return (f"nan: exp(x_j) overflows for x_j > log(realmax) = {info.log_max:.2f} "
+                        f"(indices {_ilist(ov)}), inf/inf = nan")
+            if np.all(exp_underflows(X[r], info)):
+                return (f"nan: every exp(x_j) underflows (x_j < log(min subnormal) = "
+                        f"{info.log_eta:.2f}), 0/0 = nan")
+            return "nan"
+        if cmp.ok[r, i]:
+            return ""
+        if np.isinf(c):
+            return f"overflow: computed {c}, exact {fmt(ref)}"
+        if not self.log and c == 0 and ref >= info.tiny:
+            return f"underflow: computed 0, exact {fmt(ref)} is a normal number"
+        if not self.log and 0 < abs(c) < info.tiny <= abs(ref):
+            return "gradual underflow: computed a subnormal, exact is normal"
+        if self.log and self.metric == "strict" and cmp is self._main:
+            if self._scaled_ok is None:
+                self._scaled_ok = self.compare(self.computed, self.exact, "scaled").ok
+            if self._scaled_ok[r, i]:
+                return "cancellation: relative digits lost (within the scaled bound)"
+        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+
+
+def _ilist(idx, limit: int = 8) -> str:
+    idx = [int(i) for i in idx]
+    s = ", ".join(str(i) for i in idx[:limit])
+    return s + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
+
+
+@register("forward", "reference")
+def forward_reference(case: ForwardCase) -> CheckResult:
+    cmp = case.main
+    res = comparison_result(
+        "reference", cmp, case.info, case.rows,
+        f"{case.impl.name} {case.quantity} in {case.info.name} agrees with the exact "
+        f"{case.quantity} of the rounded input, entry by entry")
+    res.entries = top_entries(cmp, case.X, case.rows, case.top,
+                              lambda r, i: case.cause(case.X, cmp, r, i))
+    bad = ~cmp.ok
+    if bad.any():
+        n_bad = int(bad.sum())
+        w = cmp.worst_index()
+        res.failures.append(
+            f"{n_bad} of {bad.size} entries exceed their allowance; worst: row {case.rows[w[0]]},"
+            f" index {w[1]}: computed {fmt(cmp.computed[w], 6)}, exact {fmt(cmp.ref[w], 6)}, "
+            f"error {fmt(cmp.abs_err[w])} (allowed {fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err[w])}"
+            " ULP)")
+        nonfinite_rows = bad.any(axis=-1) & ~np.all(np.isfinite(cmp.computed), axis=-1)
+        for r in np.flatnonzero(nonfinite_rows)[:5]:
+            ov = np.flatnonzero(exp_overflows(case.X[r], case.info))
+            if ov.size:
+                res.failures.append(
+                    f"row {case.rows[r]}: exp(x_i) overflows at indices {_ilist(ov)} (x_i > "
+                    f"log(realmax) = {case.info.log_max:.2f} in {case.info.name}): shift by "
+                    "max(x) to avoid it")
+            elif np.all(exp_underflows(case.X[r], case.info)):
+                res.failures.append(
+                    f"row {case.rows[r]}: every exp(x_i) underflows (x_i < log(min subnormal) "
+                    f"= {case.info.log_eta:.2f} in {case.info.name}): shift by max(x)")
+    user_tol = case.overrides is not None and case.overrides.any
+    if case.log and case.metric == "scaled" and not user_tol:
+        strict = case.compare(case.computed, case.exact, "strict")
+        lost = cmp.ok & ~strict.ok
+        if lost.any():
+            idx = np.argwhere(lost)
+            res.details["cancelled"] = [[int(case.rows[r]), int(i)] for r, i in idx[:100]]
+            r, i = idx[np.argmax(strict.ratio[lost])]
+            res.notes.append(
+                f"{len(idx)} entr{'y' if len(idx) == 1 else 'ies'} lost relative accuracy to "
+                f"cancellation, e.g. row {case.rows[r]}, index {i}: exact {fmt(strict.ref[r, i], 6)}"
+                f", computed {fmt(strict.computed[r, i], 6)} (relative error "
+                f"{fmt(strict.rel_err[r, i])}, strict bound {fmt(strict.allowed[r, i] / max(abs(strict.ref[r, i]), 1e-300))}). "
+                "x_max - logsumexp(x) cancels when softmax saturates; -log1p(sum over j != max "
+                "of exp(x_j - max)) keeps the digits. Within the scaled bound; --metric strict "
+                "fails it.")
+    return res
+
+
+@register("forward", "normalization")
+def forward_normalization(case: ForwardCase) -> CheckResult:
+    cmp = case.main
+    info = case.info
+    with np.errstate(over="ignore", invalid="ignore"):
+        if case.log:
+            terms = np.exp(case.computed)
+            allowed = sum_tolerance(cmp.allowed, case.exact.s_hi) + 4 * 2.0 ** -53
+            what = "|sum_i exp(y_i) - 1|"
+        else:
+            terms = case.computed
+            allowed = sum_tolerance(cmp.allowed)
+            what = "|sum_i s_i - 1|"
+        totals = np.array([math.fsum(row) if np.all(np.isfinite(row)) else np.nan
+                           for row in terms])
+        err = np.abs(totals - 1.0)
+        err = np.where(np.isnan(err), np.inf, err)
+    ok = err <= allowed
+    r = int(np.argmax(np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1), np.inf)))
+    mx = float(np.max(err))
+    res = CheckResult(
+        name="normalization", passed=bool(np.all(ok)), max_abs_err=mx, max_rel_err=mx,
+        max_ulp=mx / info.eps, worst={"row": int(case.rows[r]), "index": None},
+        tolerance={"source": cmp.tolerance.source,
+                   "formula": "sum over the row of each entry's allowance"
+                   + (" weighted by s_i" if case.log else ""),
+                   "atol": float(np.max(allowed))},
+        measured=f"{what} = {fmt(err[r])} (row {case.rows[r]})", allowed=fmt(allowed[r]),
+        statement=f"each row of the computed {case.quantity} sums to 1"
+        + (" after exp" if case.log else ""))
+    if not res.passed:
+        res.failures.append(f"row {case.rows[r]}: {what} = {fmt(err[r])} exceeds "
+                            f"{fmt(allowed[r])} (sum = {fmt(totals[r], 17)})")
+    return res
+
+
+def shift_targets(info: DtypeInfo) -> dict[str, float]:
+    """Where the shifts put max(x + c): just past the overflow threshold log(realmax), and
+    with every entry below the underflow threshold log(min subnormal)."""
+    return {"overflow": info.log_max * 1.02 + 1.0, "underflow": info.log_eta * 1.02 - 1.0}
+
+
+@register("forward", "shift_invariance")
+def forward_shift_invariance(case: ForwardCase) -> CheckResult:
+    info = case.info
+    targets = shift_targets(info)
+    a = np.max(case.X, axis=-1, keepdims=True)
+    worst_cmp, worst_X, worst_label, per_shift = None, None, None, []
+    for label, target in targets.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            Xs = info.round(case.X + (target - a)).astype(np.float64)
+        exact = exact_softmax(Xs, case.dps, case.progress)
+        cmp = case.compare(case.evaluate(Xs), exact)
+        m = cmp.maxima()
+        per_shift.append({"shift": label, "max_of_shifted_x": float(target),
+                          "passed": cmp.passed, **m})
+        key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
+        if worst_cmp is None or key > float(np.max(worst_cmp.ratio)):
+            worst_cmp, worst_X, worst_label = cmp, Xs, label
+    res = comparison_result(
+        "shift_invariance", worst_cmp, info, case.rows,
+        f"{case.quantity}(x + c) agrees with the exact {case.quantity} of the rounded x + c, "
+        f"for c putting max(x + c) at {fmt(targets['overflow'], 4)} (past log(realmax) = "
+        f"{info.log_max:.2f}) and at {fmt(targets['underflow'], 4)} (all x below "
+        f"log(min subnormal) = {info.log_eta:.2f})")
+    res.passed = all(p["passed"] for p in per_shift)
+    res.details["shifts"] = per_shift
+    res.entries = top_entries(worst_cmp, worst_X, case.rows, case.top,
+                              lambda r, i: case.cause(worst_X, worst_cmp, r, i))
+    for p in per_shift:
+        if not p["passed"]:
+            res.failures.append(
+                f"at the {p['shift']} shift (max(x + c) = {fmt(p['max_of_shifted_x'], 4)}): "
+                f"max {fmt(p['max_ulp'])} ULP, rel {fmt(p['max_rel_err'])}"
+                + (f" — {res.entries[0].cause}" if p["shift"] == worst_label and res.entries
+                   and res.entries[0].cause else ""))
+    return res
+
+
+@register("forward", "finite")
+def forward_finite(case: ForwardCase) -> CheckResult:
+    hi = case.exact.y_hi if case.log else case.exact.s_hi
+    with np.errstate(over="ignore"):
+        expected_finite = np.isfinite(case.info.round(hi).astype(np.float64))
+    bad = expected_finite & ~np.isfinite(case.computed)
+    nbad = int(bad.sum())
+    worst = None
+    res = CheckResult(
+        name="finite", passed=nbad == 0, max_abs_err=None, max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "no inf or nan where the exact value rounded to the dtype is finite"},
+        worst=worst, measured=f"{nbad} non-finite entr{'y' if nbad == 1 else 'ies'}",
+        allowed="0", statement=f"the computed {case.quantity} is finite wherever the exact one is")
+    if nbad:
+        r, i = np.argwhere(bad)[0]
+        res.worst = {"row": int(case.rows[r]), "index": int(i)}
+        kinds = []
+        for label, m in (("nan", np.isnan(case.computed)), ("inf", np.isinf(case.computed))):
+            k = int((bad & m).sum())
+            if k:
+                kinds.append(f"{k} {label}")
+        res.failures.append(f"{nbad} non-finite entries ({', '.join(kinds)}); first: row "
+                            f"{case.rows[r]}, index {i} = {case.computed[r, i]}")
+        res.details["non_finite"] = [[int(case.rows[r]), int(i)] for r, i in np.argwhere(bad)[:100]]
+    return res

@@ -1,0 +1,288 @@
+"""Errors and tolerances, defined once.
+
+* :func:`ulp` — the spacing of the target format at the exact value (subnormals included).
+* :func:`compare` — the one comparison engine: absolute, relative and ULP error of every entry,
+  the allowance for each entry, and which entries pass.
+* The tolerance models (:func:`softmax_tolerance`, :func:`log_softmax_tolerance`,
+  :func:`sum_tolerance`) — forward-error bounds of the shifted softmax algorithm, derived in the
+  README from the unit roundoff ``u`` of the dtype and the condition of the problem (Blanchard,
+  Higham & Higham, IMA J. Numer. Anal. 2021). :func:`apply_overrides` swaps in the user's
+  ``--rtol``/``--atol``/``--max-ulp``.
+
+Exact values travel as double-double pairs (hi, lo): hi = float64(r), lo = float64(r - hi), so
+an error far below one float64 ULP is still measured correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtypes import DtypeInfo
+
+#: Roundings and library-function errors a correct implementation may spend beyond the
+#: condition terms: exp and log to within 1 ULP (2u) in the numerator and in the sum,
+#: a subtraction, and a division that may be a reciprocal and a multiplication (2u): 8u in all.
+C_OPS = 8.0
+
+METRICS = ("scaled", "strict")
+
+
+def summation_allowance(n: int) -> float:
+    """Relative error (in units of u) allowed for summing n positive terms.
+
+    ceil(log2 n) is the worst case of pairwise summation (numpy, torch, jax); sqrt(n) is the
+    error of recursive summation with probability near 1 (Higham & Mary, SIAM J. Sci. Comput.
+    2019). The sum of both keeps every summation order that a correct library uses inside,
+    while a sum that stagnates (float16 accumulation over thousands of terms) stays outside.
+    """
+    n = max(int(n), 1)
+    return math.ceil(math.log2(n)) + math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an entry may err by: ``|c - r| <= atol + rtol * |r|`` and/or ``ulp_err <= max_ulp``.
+
+    ``atol`` and ``rtol`` are arrays broadcastable to the compared values (the derived model
+    gives each entry its own allowance) or None when that criterion is not used.
+    """
+
+    atol: np.ndarray | float | None
+    rtol: np.ndarray | float | None
+    max_ulp: float | None = None
+    source: str = "derived"  # "derived" (from dtype and condition) or "user"
+    metric: str = "scaled"
+    formula: str = ""
+
+    def allowed(self, ref_abs: np.ndarray) -> np.ndarray:
+        """The absolute error allowed at each entry by the atol/rtol criterion (inf if unused)."""
+        if self.atol is None and self.rtol is None:
+            return np.full(np.shape(ref_abs), np.inf)
+        atol = 0.0 if self.atol is None else self.atol
+        rtol = 0.0 if self.rtol is None else self.rtol
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = atol + rtol * np.where(np.isfinite(ref_abs), ref_abs, 0.0)
+        return np.broadcast_to(out, np.shape(ref_abs)).astype(np.float64)
+
+    def to_json(self, info: DtypeInfo) -> dict:
+        def big(v):
+            return None if v is None else float(np.max(v)) if np.size(v) else 0.0
+
+        return {
+            "source": self.source,
+            "metric": self.metric,
+            "formula": self.formula,
+            "unit_roundoff": info.u,
+            "rtol": big(self.rtol),
+            "atol": big(self.atol),
+            "max_ulp": self.max_ulp,
+        }
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The user's ``--rtol``, ``--atol`` and ``--max-ulp`` (None: keep the derived value)."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    max_ulp: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return not (self.rtol is None and self.atol is None and self.max_ulp is None)
+
+
+def apply_overrides(tol: Tolerance, ov: Overrides | None) -> Tolerance:
+    """The derived tolerance with the user's values swapped in.
+
+    ``--rtol``/``--atol`` replace their part of the bound ``atol + rtol·|r|`` (the other part
+    keeps its derived value); ``--max-ulp`` alone replaces the bound by the ULP criterion; given
+    together, an entry must satisfy both.
+    """
+    if ov is None or not ov.any:
+        return tol
+    if ov.rtol is None and ov.atol is None:
+        atol = rtol = None
+        formula = f"ulp_err <= {ov.max_ulp:g}"
+    else:
+        atol = tol.atol if ov.atol is None else ov.atol
+        rtol = tol.rtol if ov.rtol is None else ov.rtol
+        parts = [
+            "atol=" + ("derived" if ov.atol is None else f"{ov.atol:g}"),
+            "rtol=" + ("derived" if ov.rtol is None else f"{ov.rtol:g}"),
+        ]
+        formula = "|c - r| <= atol + rtol*|r| (" + ", ".join(parts) + ")"
+        if ov.max_ulp is not None:
+            formula += f" and ulp_err <= {ov.max_ulp:g}"
+    return Tolerance(atol=atol, rtol=rtol, max_ulp=ov.max_ulp, source="user",
+                     metric=tol.metric, formula=formula)
+
+
+def ulp(hi: np.ndarray, lo: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """One ULP of ``info``'s format at the exact value hi + lo.
+
+    The spacing 2^(E-p+1) of the binade [2^E, 2^(E+1)) holding |r|; in the subnormal range and
+    at 0 it is the smallest subnormal eta, so a correctly rounded underflow errs by <= 0.5 ULP.
+    When hi is a power of two but the exact value lies just below it (lo of opposite sign), the
+    binade below is the right one.
+    """
+    hi = np.asarray(hi, dtype=np.float64)
+    lo = np.asarray(lo, dtype=np.float64)
+    r = np.abs(hi)
+    finite = np.isfinite(r) & (r > 0)
+    m, e = np.frexp(np.where(finite, r, 1.0))
+    E = e.astype(np.int64) - 1
+    below = (m == 0.5) & (lo * np.sign(hi) < 0)
+    E = np.where(below, E - 1, E)
+    E = np.maximum(E, info.emin)
+    out = np.ldexp(1.0, (E - (info.p - 1)).astype(np.int32))
+    return np.where(finite, out, np.where(r == 0, info.eta, np.inf))
+
+
+@dataclass
+class Comparison:
+    """Entry-by-entry errors of computed values against exact ones (all float64 arrays)."""
+
+    computed: np.ndarray
+    ref: np.ndarray  # hi part of the exact value
+    abs_err: np.ndarray
+    rel_err: np.ndarray
+    ulp_err: np.ndarray
+    allowed: np.ndarray  # absolute error allowed by the atol/rtol criterion
+    ok: np.ndarray  # bool: entry passes
+    ratio: np.ndarray  # how far over its allowance an entry is (> 1: fails); ranks "worst"
+    tolerance: Tolerance = field(repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.all(self.ok))
+
+    def worst_index(self) -> tuple[int, ...] | None:
+        if self.ratio.size == 0:
+            return None
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(self.ratio)), self.ratio.shape))
+
+    def maxima(self) -> dict:
+        def mx(a):
+            return float(np.max(a)) if a.size else 0.0
+
+        return {"max_abs_err": mx(self.abs_err), "max_rel_err": mx(self.rel_err),
+                "max_ulp": mx(self.ulp_err)}
+
+
+def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
+    """Compare ``computed`` (any float dtype) with the exact values ``hi + lo``.
+
+    A nan, or an infinity where the exact value rounded to the format is not that same
+    infinity, has infinite error. An infinity that *is* the correctly rounded exact value
+    (log-softmax of a masked entry, or beyond realmax) has error 0.
+    """
+    c = np.asarray(computed).astype(np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    lo = np.where(np.isfinite(hi), np.asarray(lo, dtype=np.float64), 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = info.round(hi).astype(np.float64)
+        err = np.abs((c - hi) - lo)
+        both_inf = np.isinf(c) & (c == rounded)
+        err = np.where(both_inf, 0.0, err)
+        err = np.where(np.isnan(err), np.inf, err)
+        ref_abs = np.abs(hi)
+        rel = np.where(ref_abs > 0, err / np.where(ref_abs > 0, ref_abs, 1.0),
+                       np.where(err > 0, np.inf, 0.0))
+        rel = np.where(both_inf, 0.0, rel)
+        u = ulp(hi, lo, info)
+        ulp_err = np.where(both_inf, 0.0, np.where(np.isfinite(u), err / u, np.where(err > 0, np.inf, 0.0)))
+        allowed = tol.allowed(ref_abs)
+        ok = np.ones(err.shape, dtype=bool)
+        ratio = np.zeros(err.shape)
+        if tol.atol is not None or tol.rtol is not None:
+            ok &= err <= allowed
+            ratio = np.maximum(ratio, np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0),
+                                               np.where(err > 0, np.inf, 0.0)))
+        if tol.max_ulp is not None:
+            ok &= ulp_err <= tol.max_ulp
+            m = tol.max_ulp
+            ratio = np.maximum(ratio, ulp_err / m if m > 0 else np.where(ulp_err > 0, np.inf, 0.0))
+    return Comparison(c, hi, err, rel, ulp_err, allowed, ok, ratio, tol)
+
+
+# --- the derived tolerance models -------------------------------------------------------------
+
+
+def _spread_terms(d: np.ndarray, s: np.ndarray):
+    """|x_i - max| per entry (0 where masked) and W = sum_j s_j |x_j - max| per row."""
+    finite = np.isfinite(d)
+    ad = np.where(finite, np.abs(d), 0.0)
+    W = np.sum(np.where(finite, s, 0.0) * ad, axis=-1, keepdims=True)
+    return ad, W, finite
+
+
+def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo) -> Tolerance:
+    """Allowance for s_i = softmax(x)_i computed in ``info``'s format.
+
+    d = x - max(x) (rows; -inf where masked), s = the exact softmax (float64). The shifted
+    algorithm perturbs x_i - max by u|x_i - max| (the rounded subtraction), hence exp by that
+    relative amount; the sum inherits the weighted mean W = sum_j s_j |x_j - max|; so
+        |ŝ_i - s_i| <= u (C + |x_i - max| + W + sigma(n)) s_i + 2 eta,
+    the 2 eta covering the two roundings into the subnormal range. See README "Tolerances".
+    """
+    u = info.u
+    n = d.shape[-1]
+    ad, W, finite = _spread_terms(d, s)
+    K = C_OPS + ad + W + summation_allowance(n)
+    rtol = np.minimum(u * np.where(finite, K, C_OPS), 1.0)
+    formula = ("|c - s| <= u*(8 + |x_i - max| + sum_j s_j|x_j - max| + ceil(log2 n) + sqrt(n))*s"
+               " + 2*eta")
+    return Tolerance(atol=2.0 * info.eta, rtol=rtol, formula=formula, metric="relative")
+
+
+def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: DtypeInfo,
+                          metric: str = "scaled") -> Tolerance:
+    """Allowance for y_i = log softmax(x)_i in ``info``'s format.
+
+    ``scaled`` (default): the absolute error of a backward-stable evaluation
+    (x_i - max) - log(sum_j exp(x_j - max)):
+        |ŷ_i - y_i| <= u (C + |x_i - max| + |y_i| + log S + W + sigma(n)),
+    which holds for every correct method, including x_i - logsumexp(x).
+    ``strict``: componentwise relative error u (C + W' + sigma(n)) |y_i|, W' the mean of
+    |x_j - max| over the non-maximal entries weighted by exp(x_j - max): what computing the
+    largest entry as -log1p(sum_{j != max} exp(x_j - max)) achieves. It fails a method that
+    loses the digits of y_max ≈ 0 to cancellation.
+    """
+    u = info.u
+    n = d.shape[-1]
+    ad, W, finite = _spread_terms(d, s)
+    sig = summation_allowance(n)
+    if metric == "strict":
+        e = np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0)
+        # the sum over the others excludes one maximal entry (ties stay in T)
+        first_max = np.zeros_like(e, dtype=bool)
+        if e.size:
+            idx = np.argmax(np.where(finite, d, -np.inf), axis=-1)
+            np.put_along_axis(first_max, idx[..., None], True, axis=-1)
+        others = np.where(first_max, 0.0, e)
+        T = np.sum(others, axis=-1, keepdims=True)
+        Wp = np.sum(others * ad, axis=-1, keepdims=True) / np.where(T > 0, T, 1.0)
+        rtol = u * (C_OPS + Wp + sig) * np.ones_like(d)
+        formula = ("|c - y| <= u*(8 + W' + ceil(log2 n) + sqrt(n))*|y| + eta,"
+                   " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
+        return Tolerance(atol=info.eta, rtol=rtol, metric="strict", formula=formula)
+    logS = np.log(np.sum(np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0), axis=-1,
+                         keepdims=True))
+    ay = np.where(np.isfinite(y), np.abs(y), 0.0)
+    atol = u * (C_OPS + ad + ay + logS + W + sig)
+    formula = ("|c - y| <= u*(8 + |x_i - max| + |y_i| + log S + sum_j s_j|x_j - max|"
+               " + ceil(log2 n) + sqrt(n))")
+    return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula)
+
+
+def sum_tolerance(allowed: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Allowance for a row sum of computed entries: the sum of the entries' own allowances
+    (weighted, e.g. by s_i for sum_i exp(y_i)). Returns one value per row."""
+    a = np.where(np.isfinite(allowed), allowed, 0.0)
+    if weights is not None:
+        a = a * weights
+    return np.sum(a, axis=-1)

@@ -1,0 +1,127 @@
+"""Result objects: what a check found, as data. Nothing here prints; report.py renders them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a comparison, for the table of worst entries."""
+
+    row: int
+    index: int | tuple
+    x: float
+    computed: float
+    reference: float
+    abs_err: float
+    rel_err: float
+    ulp_err: float
+    allowed: float
+    cause: str = ""
+
+    def to_json(self) -> dict:
+        idx = list(self.index) if isinstance(self.index, tuple) else self.index
+        return {"row": self.row, "index": idx, "x": jnum(self.x), "computed": jnum(self.computed),
+                "reference": jnum(self.reference), "abs_err": jnum(self.abs_err),
+                "rel_err": jnum(self.rel_err), "ulp": jnum(self.ulp_err),
+                "allowed": jnum(self.allowed), "cause": self.cause}
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one named check (SPEC "Check names")."""
+
+    name: str
+    passed: bool
+    max_abs_err: float | None
+    max_rel_err: float | None
+    max_ulp: float | None
+    tolerance: dict
+    worst: dict | None  # {"row": r, "index": i}
+    measured: str  # headline measurement, for the summary table
+    allowed: str  # headline allowance, next to it
+    statement: str = ""  # what the check verifies, one line
+    failures: list[str] = field(default_factory=list)  # why it failed, with numbers
+    notes: list[str] = field(default_factory=list)  # worth knowing although it passed
+    entries: list[Entry] = field(default_factory=list)  # worst entries, worst first
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, top: int | None = None) -> dict:
+        out = {"name": self.name, "passed": self.passed, "statement": self.statement,
+               "max_abs_err": jnum(self.max_abs_err), "max_rel_err": jnum(self.max_rel_err),
+               "max_ulp": jnum(self.max_ulp), "tolerance": jsonable(self.tolerance),
+               "worst": self.worst, "measured": self.measured, "allowed": self.allowed,
+               "failures": self.failures, "notes": self.notes}
+        if self.entries:
+            out["worst_entries"] = [e.to_json() for e in self.entries[:top]]
+        out.update(jsonable(self.details))
+        return out
+
+
+@dataclass
+class Report:
+    """Everything one command found; report.py turns it into tables or JSON."""
+
+    command: str
+    impl: str
+    dtype: str
+    dps: int
+    shape: list[int]
+    checks: list[CheckResult]
+    reference: str  # engine and its precision, in words
+    undefined_rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    blocks: dict[str, Any] = field(default_factory=dict)  # command-specific: "overflow", ...
+    options: dict[str, Any] = field(default_factory=dict)  # log, metric, ...
+    vectors: dict[str, Any] = field(default_factory=dict)  # x, computed, reference (small n)
+    result: Any = None  # computed values, input-shaped, None for undefined rows
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_json(self, version: str, top: int | None = None, max_result: int = 4096) -> dict:
+        size = math.prod(self.shape) if self.shape else 0
+        out = {"smcheck": version, "command": self.command, "impl": self.impl,
+               "dtype": self.dtype, "dps": self.dps, "shape": self.shape, "passed": self.passed,
+               "reference_engine": self.reference, **jsonable(self.options),
+               "checks": [c.to_json(top) for c in self.checks],
+               "undefined_rows": self.undefined_rows, "notes": self.notes}
+        out.update(jsonable(self.blocks))
+        if self.result is not None and size <= max_result:
+            out["result"] = jsonable(self.result)
+        return out
+
+
+def jnum(v):
+    """A float for JSON: non-finite numbers become the strings "inf", "-inf", "nan"."""
+    if v is None:
+        return None
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def jsonable(obj):
+    """Plain JSON types throughout (numpy scalars and arrays included)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return jnum(obj)
+    return obj
