@@ -1,0 +1,240 @@
+"""The command line: parse options, call the core, render, choose the exit status.
+
+Exit status: 0 ran (and with --check every check passed), 1 with --check some check failed,
+2 usage or input error (one ``error:`` line on stderr, never a traceback). Nothing heavy is
+imported at start-up: numpy, mpmath and rich load inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from . import __version__
+from .exceptions import SmcheckError
+
+app = typer.Typer(
+    name="smcheck",
+    help="Verify softmax, log-softmax and their derivatives against an mpmath reference.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# --- options shared by the commands (defined once) ---------------------------------------------
+
+INPUT = "Input (exactly one source for x)"
+COMMON = "Common options"
+
+Positional = Annotated[Optional[str], typer.Argument(
+    help="x as a file path, '-' for stdin, a preset name, or numbers (instead of --x...)",
+    show_default=False)]
+XText = Annotated[Optional[str], typer.Option(
+    "--x", help="numbers separated by commas/spaces or a JSON array; ';' separates rows",
+    rich_help_panel=INPUT, show_default=False)]
+XFile = Annotated[Optional[str], typer.Option(
+    "--x-file", help=".npy, .npz[:key], .json, .csv, .tsv, .txt, or - for stdin",
+    rich_help_panel=INPUT, show_default=False)]
+Random = Annotated[Optional[int], typer.Option(
+    "--random", help="N random normal entries (see --rows, --seed, --scale)",
+    rich_help_panel=INPUT, show_default=False)]
+Rows = Annotated[int, typer.Option("--rows", help="rows of --random", rich_help_panel=INPUT)]
+Seed = Annotated[int, typer.Option("--seed", help="seed of --random", rich_help_panel=INPUT)]
+Scale = Annotated[float, typer.Option("--scale", help="scale of --random",
+                                      rich_help_panel=INPUT)]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="a named adversarial input (see 'smcheck presets')",
+    rich_help_panel=INPUT, show_default=False)]
+Impl = Annotated[str, typer.Option(
+    "--impl", help="stable, naive, divfree, or module.path:function (imports only that module)",
+    rich_help_panel=COMMON)]
+Dtype = Annotated[str, typer.Option(
+    "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
+Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference",
+                                  rich_help_panel=COMMON)]
+Rtol = Annotated[Optional[float], typer.Option(
+    "--rtol", help="relative tolerance (overrides the derived one)", rich_help_panel=COMMON,
+    show_default=False)]
+Atol = Annotated[Optional[float], typer.Option(
+    "--atol", help="absolute tolerance (overrides the derived one)", rich_help_panel=COMMON,
+    show_default=False)]
+MaxUlp = Annotated[Optional[float], typer.Option(
+    "--max-ulp", help="largest error in ULPs of the dtype", rich_help_panel=COMMON,
+    show_default=False)]
+Check = Annotated[bool, typer.Option("--check", help="exit 1 if any check fails",
+                                     rich_help_panel=COMMON)]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
+                                    rich_help_panel=COMMON)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit status only",
+                                     rich_help_panel=COMMON)]
+Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
+                                  rich_help_panel=COMMON)]
+Metric = Annotated[str, typer.Option(
+    "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
+    "strict (componentwise relative)", rich_help_panel=COMMON)]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"smcheck {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False):
+    """Verify softmax, log-softmax and their derivatives against an mpmath reference."""
+
+
+def load_x(positional, x, x_file, random, rows, seed, scale, preset):
+    """The x array from exactly one source; the positional INPUT is sorted into one of them."""
+    from . import inputs, presets
+
+    if positional is not None:
+        p = positional
+        if p == "-" or os.path.exists(p.split(":")[0]) or os.path.splitext(p)[1].lower() in (
+                ".npy", ".npz", ".json", ".csv", ".tsv", ".txt"):
+            if x_file is not None:
+                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x-file")
+            x_file = p
+        elif p in presets.PRESETS:
+            if preset is not None:
+                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --preset")
+            preset = p
+        else:
+            if x is not None:
+                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x")
+            x = p
+    src = inputs.load_vector("x", text=x, file=x_file, random=random, rows=rows, seed=seed,
+                             scale=scale, preset=preset)
+    return src
+
+
+class Progress:
+    """A transient rich progress bar on stderr, shown only on a terminal for long work."""
+
+    THRESHOLD = 30_000  # reference entries: about a second of mpmath work
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.THRESHOLD:
+            return
+        if self.bar is None:
+            from rich.progress import Progress as RichProgress
+
+            from .report import make_console
+
+            self.bar = RichProgress(console=make_console(stderr=True), transient=True)
+            self.task = self.bar.add_task("exact reference", total=total)
+            self.bar.start()
+        self.bar.advance(self.task, done)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
+    """Render the report as asked and leave with the right exit status."""
+    from .report import make_console, render, to_json_text
+
+    if json_out and not quiet:
+        sys.stdout.write(to_json_text(report, __version__, top) + "\n")
+    elif not quiet:
+        render(report, make_console(), top)
+    raise typer.Exit(1 if check and not report.passed else 0)
+
+
+@app.command()
+def forward(
+    input: Positional = None,
+    x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    log: Annotated[bool, typer.Option("--log", help="check log-softmax instead of softmax")] = False,
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None, metric: Metric = "scaled",
+    check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+):
+    """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
+    from .run import run_forward
+
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+    progress = Progress(enabled=not quiet)
+    try:
+        report = run_forward(src.array, impl=impl, dtype=dtype, dps=dps, log=log, metric=metric,
+                             rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, progress=progress)
+    finally:
+        progress.close()
+    report.options["input"] = src.description
+    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+
+
+@app.command()
+def presets(json: Json = False):
+    """List the named adversarial inputs."""
+    from .presets import PRESETS
+
+    items = []
+    for p in PRESETS.values():
+        arr = p.make()
+        items.append({"name": p.name, "shape": list(arr.shape), "description": p.description})
+    if json:
+        from .report import dumps
+
+        sys.stdout.write(dumps(items) + "\n")
+        return
+    from rich.table import Table
+
+    from .report import make_console
+
+    t = Table(header_style="bold")
+    for col in ("name", "shape", "what it exercises"):
+        t.add_column(col)
+    for it in items:
+        t.add_row(it["name"], " x ".join(map(str, it["shape"])), it["description"])
+    make_console().print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure becomes one ``error:`` line and exit status 2."""
+    try:
+        rv = app(args=argv, prog_name="smcheck", standalone_mode=False)
+    except SmcheckError as exc:
+        _fail(str(exc))
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.format_message() + "\n")
+        sys.exit(0)
+    except UsageError as exc:
+        msg = exc.format_message()
+        _fail(msg.splitlines()[0] if msg else str(exc))
+    except typer.Abort:
+        _fail("aborted")
+    except ClickException as exc:
+        _fail(exc.format_message())
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except Exception as exc:  # a bug of smcheck: still one line, never a traceback
+        if os.environ.get("SMCHECK_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set SMCHECK_DEBUG=1 for the "
+              "traceback, and please report it)")
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str) -> None:
+    message = " ".join(str(message).split())
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
