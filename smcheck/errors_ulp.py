@@ -212,41 +212,55 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
 # --- the derived tolerance models -------------------------------------------------------------
 
 
-def _spread_terms(d: np.ndarray, s: np.ndarray):
-    """|x_i - max| per entry (0 where masked) and W = sum_j s_j |x_j - max| per row."""
+def _condition(X: np.ndarray, d: np.ndarray, s: np.ndarray):
+    """Per entry, the larger of the two condition terms a correct method may spend:
+
+    * backward-stable (any method): |x_i| + sum_j s_j |x_j| bounds the componentwise condition
+      number of softmax, |x_i| (1 - s_i) + sum_{j != i} s_j |x_j|;
+    * the shifted formula: |x_i - max| + sum_j s_j |x_j - max| (the rounded subtraction).
+
+    Returns (kappa per entry, finite mask); masked entries (-inf) get 0.
+    """
     finite = np.isfinite(d)
+    sf = np.where(finite, s, 0.0)
+    ax = np.where(finite, np.abs(X), 0.0)
     ad = np.where(finite, np.abs(d), 0.0)
-    W = np.sum(np.where(finite, s, 0.0) * ad, axis=-1, keepdims=True)
-    return ad, W, finite
+    with np.errstate(over="ignore", invalid="ignore"):
+        k_abs = ax + np.sum(sf * ax, axis=-1, keepdims=True)
+        k_shift = ad + np.sum(sf * ad, axis=-1, keepdims=True)
+    return np.where(finite, np.maximum(k_abs, k_shift), 0.0), finite
 
 
-def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo) -> Tolerance:
+def softmax_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, info: DtypeInfo) -> Tolerance:
     """Allowance for s_i = softmax(x)_i computed in ``info``'s format.
 
-    d = x - max(x) (rows; -inf where masked), s = the exact softmax (float64). The shifted
-    algorithm perturbs x_i - max by u|x_i - max| (the rounded subtraction), hence exp by that
-    relative amount; the sum inherits the weighted mean W = sum_j s_j |x_j - max|; so
-        |ŝ_i - s_i| <= u (C + |x_i - max| + W + sigma(n)) s_i + 2 eta,
-    the 2 eta covering the two roundings into the subnormal range. See README "Tolerances".
+    X = the rounded input, d = X - max(X) (-inf where masked), s = the exact softmax. An entry
+    may err by
+
+        |ŝ_i - s_i| <= u (C + kappa_i + sigma(n)) s_i + 2 eta,
+
+    kappa_i the larger of the condition number of softmax in x (what any backward-stable
+    method may lose) and the error term of the shifted formula; sigma(n) the summation
+    allowance; 2 eta the two roundings into the subnormal range. See README "Tolerances".
     """
     u = info.u
-    n = d.shape[-1]
-    ad, W, finite = _spread_terms(d, s)
-    K = C_OPS + ad + W + summation_allowance(n)
-    rtol = np.minimum(u * np.where(finite, K, C_OPS), 1.0)
-    formula = ("|c - s| <= u*(8 + |x_i - max| + sum_j s_j|x_j - max| + ceil(log2 n) + sqrt(n))*s"
-               " + 2*eta")
+    kappa, finite = _condition(X, d, s)
+    K = C_OPS + kappa + summation_allowance(d.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        rtol = np.minimum(u * np.where(finite, K, C_OPS), 1.0)
+    formula = ("|c - s_i| <= u*(8 + kappa_i + ceil(log2 n) + sqrt(n))*s_i + 2*eta, kappa_i = "
+               "max(|x_i| + sum_j s_j|x_j|, |x_i - max| + sum_j s_j|x_j - max|)")
     return Tolerance(atol=2.0 * info.eta, rtol=rtol, formula=formula, metric="relative")
 
 
-def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: DtypeInfo,
-                          metric: str = "scaled") -> Tolerance:
+def log_softmax_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, y: np.ndarray,
+                          info: DtypeInfo, metric: str = "scaled") -> Tolerance:
     """Allowance for y_i = log softmax(x)_i in ``info``'s format.
 
-    ``scaled`` (default): the absolute error of a backward-stable evaluation
-    (x_i - max) - log(sum_j exp(x_j - max)):
-        |ŷ_i - y_i| <= u (C + |x_i - max| + |y_i| + log S + W + sigma(n)),
-    which holds for every correct method, including x_i - logsumexp(x).
+    ``scaled`` (default): the absolute error of a backward-stable evaluation,
+        |ŷ_i - y_i| <= u (C + kappa_i + |y_i| + log S + sigma(n)),
+    (log S = log sum_j exp(x_j - max) <= log n), which every correct method meets, including
+    x_i - logsumexp(x).
     ``strict``: componentwise relative error u (C + W' + sigma(n)) |y_i|, W' the mean of
     |x_j - max| over the non-maximal entries weighted by exp(x_j - max): what computing the
     largest entry as -log1p(sum_{j != max} exp(x_j - max)) achieves. It fails a method that
@@ -254,12 +268,13 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     """
     u = info.u
     n = d.shape[-1]
-    ad, W, finite = _spread_terms(d, s)
     sig = summation_allowance(n)
+    finite = np.isfinite(d)
+    ad = np.where(finite, np.abs(d), 0.0)
     if metric == "strict":
         e = np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0)
-        # the sum over the others excludes one maximal entry (ties stay in T)
-        first_max = np.zeros_like(e, dtype=bool)
+        # the sum over the others leaves out one maximal entry (ties stay in T)
+        first_max = np.zeros(e.shape, dtype=bool)
         if e.size:
             idx = np.argmax(np.where(finite, d, -np.inf), axis=-1)
             np.put_along_axis(first_max, idx[..., None], True, axis=-1)
@@ -267,15 +282,17 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
         T = np.sum(others, axis=-1, keepdims=True)
         Wp = np.sum(others * ad, axis=-1, keepdims=True) / np.where(T > 0, T, 1.0)
         rtol = u * (C_OPS + Wp + sig) * np.ones_like(d)
-        formula = ("|c - y| <= u*(8 + W' + ceil(log2 n) + sqrt(n))*|y| + eta,"
+        formula = ("|c - y_i| <= u*(8 + W' + ceil(log2 n) + sqrt(n))*|y_i| + eta,"
                    " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
         return Tolerance(atol=info.eta, rtol=rtol, metric="strict", formula=formula)
-    logS = np.log(np.sum(np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0), axis=-1,
-                         keepdims=True))
-    ay = np.where(np.isfinite(y), np.abs(y), 0.0)
-    atol = u * (C_OPS + ad + ay + logS + W + sig)
-    formula = ("|c - y| <= u*(8 + |x_i - max| + |y_i| + log S + sum_j s_j|x_j - max|"
-               " + ceil(log2 n) + sqrt(n))")
+    kappa, _ = _condition(X, d, s)
+    with np.errstate(over="ignore", invalid="ignore"):
+        logS = np.log(np.sum(np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0), axis=-1,
+                             keepdims=True))
+        ay = np.where(np.isfinite(y), np.abs(y), 0.0)
+        atol = u * (C_OPS + kappa + ay + logS + sig)
+    formula = ("|c - y_i| <= u*(8 + kappa_i + |y_i| + log S + ceil(log2 n) + sqrt(n)), kappa_i "
+               "= max(|x_i| + sum_j s_j|x_j|, |x_i - max| + sum_j s_j|x_j - max|)")
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula)
 
 
