@@ -94,7 +94,9 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
     bad = int(np.count_nonzero(~cmp.ok))
     measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"
     if w is not None:
-        allowed = f"{fmt(cmp.allowed[w])} abs at worst entry"
+        a, ref = cmp.allowed[w], abs(cmp.ref[w])
+        rel = fmt(a / ref) if ref > 0 else "-"
+        allowed = f"{fmt(a / cmp.ulp[w])} ULP, rel {rel} (entry {worst['index']})"
     else:
         allowed = "-"
     res = CheckResult(name=name, passed=cmp.passed, max_abs_err=m["max_abs_err"],

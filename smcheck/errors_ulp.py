@@ -155,6 +155,7 @@ class Comparison:
     ok: np.ndarray  # bool: entry passes
     ratio: np.ndarray  # how far over its allowance an entry is (> 1: fails); ranks "worst"
     tolerance: Tolerance = field(repr=False)
+    ulp: np.ndarray = field(default=None, repr=False)  # one ULP of the format at each exact value
 
     @property
     def passed(self) -> bool:
@@ -206,7 +207,7 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
             ok &= ulp_err <= tol.max_ulp
             m = tol.max_ulp
             ratio = np.maximum(ratio, ulp_err / m if m > 0 else np.where(ulp_err > 0, np.inf, 0.0))
-    return Comparison(c, hi, err, rel, ulp_err, allowed, ok, ratio, tol)
+    return Comparison(c, hi, err, rel, ulp_err, allowed, ok, ratio, tol, u)
 
 
 # --- the derived tolerance models -------------------------------------------------------------

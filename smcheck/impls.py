@@ -163,9 +163,14 @@ def load_callable(spec: str):
     return obj
 
 
-def get_implementation(spec: str) -> Implementation:
-    """The implementation named by ``--impl``."""
-    spec = (spec or "").strip()
+def get_implementation(spec) -> Implementation:
+    """The implementation named by ``--impl`` (or, from Python, an Implementation or a plain
+    callable, which is treated like a user's ``module:function``)."""
+    if isinstance(spec, Implementation):
+        return spec
+    if callable(spec):
+        return UserCallable(getattr(spec, "__qualname__", None) or repr(spec), spec)
+    spec = (spec or "").strip() if isinstance(spec, str) else ""
     if spec in _BUILTINS:
         return Builtin(spec)
     if ":" in spec:

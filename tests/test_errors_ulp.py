@@ -1,0 +1,105 @@
+"""ULP, error measurement and tolerance semantics, against numpy's own spacing and mpmath."""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from smcheck.dtypes import DTYPE_NAMES, dtype_info
+from smcheck.errors_ulp import (Overrides, Tolerance, apply_overrides, compare, softmax_tolerance,
+                                summation_allowance, ulp)
+
+
+@given(st.floats(min_value=0, max_value=1e300, allow_subnormal=True))
+@example(5e-324)
+@example(2.0 ** -1022)
+@example(1.0)
+def test_ulp_float64_matches_math_ulp(v):
+    assert ulp(np.array([v]), np.array([0.0]), dtype_info("float64"))[0] == math.ulp(v)
+
+
+@pytest.mark.parametrize("name", ["float32", "float16"])
+@given(st.floats(min_value=0, max_value=60000, allow_subnormal=True))
+def test_ulp_matches_numpy_spacing(name, v):
+    info = dtype_info(name)
+    r = np.float64(np.asarray(v).astype(info.np_dtype))  # a value of the format
+    assert ulp(np.array([r]), np.array([0.0]), info)[0] == float(np.spacing(info.np_dtype.type(r)))
+
+
+def test_ulp_just_below_a_power_of_two_uses_the_lower_binade():
+    info = dtype_info("float64")
+    # exact value 1 - 2^-60 rounds to hi = 1.0 with lo < 0: the ULP is that of [0.5, 1)
+    assert ulp(np.array([1.0]), np.array([-(2.0 ** -60)]), info)[0] == 2.0 ** -53
+    assert ulp(np.array([1.0]), np.array([2.0 ** -60]), info)[0] == 2.0 ** -52
+
+
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+@given(st.floats(min_value=-1e4, max_value=1e4))
+def test_correct_rounding_is_at_most_half_an_ulp(name, v):
+    info = dtype_info(name)
+    with mpmath.workdps(60):
+        exact = mpmath.mpf(v) / 3  # not representable: a genuine rounding
+        hi = float(exact)
+        lo = float(exact - mpmath.mpf(hi))
+    c = info.round(np.array([hi]))  # hi is within 2^-53 of exact: rounding it is near-correct
+    tol = Tolerance(atol=0.0, rtol=0.0)
+    cmp = compare(c, np.array([hi]), np.array([lo]), tol, info)
+    assert cmp.ulp_err[0] <= 0.5 + 2.0 ** -40
+
+
+@pytest.mark.parametrize("name", ["float32", "float16", "bfloat16"])  # float64: 0.3 eta is 0
+def test_underflow_to_zero_is_within_half_an_ulp(name):
+    info = dtype_info(name)
+    exact = info.eta * 0.3  # below half the smallest subnormal: correctly rounds to 0
+    cmp = compare(np.array([0.0]), np.array([exact]), np.array([0.0]),
+                  Tolerance(atol=0.0, rtol=0.0), info)
+    assert cmp.ulp_err[0] == pytest.approx(0.3)
+    assert cmp.rel_err[0] == pytest.approx(1.0)
+
+
+def test_errors_far_below_one_float64_ulp_are_measured():
+    info = dtype_info("float64")
+    with mpmath.workdps(50):
+        exact = mpmath.mpf(1) / 3
+        hi = float(exact)
+        lo = float(exact - mpmath.mpf(hi))
+        want = abs(mpmath.mpf(hi) - exact)
+    cmp = compare(np.array([hi]), np.array([hi]), np.array([lo]), Tolerance(0.0, 0.0), info)
+    assert cmp.abs_err[0] == pytest.approx(float(want), rel=1e-12)
+
+
+def test_nan_and_inf_handling():
+    info = dtype_info("float16")
+    hi = np.array([0.5, -70000.0, -np.inf, 0.25])
+    c = np.array([np.nan, -np.inf, -np.inf, np.inf])
+    cmp = compare(c, hi, np.zeros(4), Tolerance(atol=1e-3, rtol=0.0), info)
+    assert cmp.abs_err[0] == np.inf and not cmp.ok[0]  # nan is infinitely wrong
+    assert cmp.abs_err[1] == 0 and cmp.ok[1]  # -70000 rounds to -inf in float16: exact match
+    assert cmp.ok[2]  # -inf where exact is -inf
+    assert not cmp.ok[3]
+
+
+def test_overrides_replace_their_part():
+    base = Tolerance(atol=np.array([1e-20]), rtol=np.array([1e-15]))
+    t = apply_overrides(base, Overrides(rtol=1e-3))
+    assert t.rtol == 1e-3 and t.atol is base.atol and t.source == "user"
+    t = apply_overrides(base, Overrides(max_ulp=2.0))
+    assert t.atol is None and t.rtol is None and t.max_ulp == 2.0
+    info = dtype_info("float64")
+    cmp = compare(np.array([1.0 + 2 ** -52 * 3]), np.array([1.0]), np.array([0.0]), t, info)
+    assert cmp.ulp_err[0] == 3.0 and not cmp.ok[0]
+    assert apply_overrides(base, Overrides()) is base
+
+
+def test_softmax_tolerance_grows_with_condition_and_n():
+    info = dtype_info("float64")
+    X = np.array([[0.0, -1.0, -2.0], [500.0, 499.0, 498.0]])
+    d = X - X.max(axis=1, keepdims=True)
+    s = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
+    tol = softmax_tolerance(X, d, s, info)
+    assert np.all(tol.rtol[1] > 100 * info.u)  # |x| ~ 500: ill-conditioned in x
+    assert np.all(tol.rtol[0] < 20 * info.u)
+    assert summation_allowance(10 ** 6) > summation_allowance(10)
