@@ -94,9 +94,10 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
     bad = int(np.count_nonzero(~cmp.ok))
     measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"
     if w is not None:
-        a, ref = cmp.allowed[w], abs(cmp.ref[w])
-        rel = fmt(a / ref) if ref > 0 else "-"
-        allowed = f"{fmt(a / cmp.ulp[w])} ULP, rel {rel} (entry {worst['index']})"
+        a, ref = float(cmp.allowed[w]), abs(float(cmp.ref[w]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            rel = fmt(a / ref) if 0 < ref < np.inf else "-"
+            allowed = f"{fmt(a / float(cmp.ulp[w]))} ULP, rel {rel} (entry {worst['index']})"
     else:
         allowed = "-"
     res = CheckResult(name=name, passed=cmp.passed, max_abs_err=m["max_abs_err"],

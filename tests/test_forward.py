@@ -156,3 +156,23 @@ def test_undefined_rows_are_reported_not_checked():
 def test_public_api():
     assert smcheck.check_forward is run_forward
     assert smcheck.__version__
+
+
+def test_stable_is_correctly_rounded_on_the_overflow_preset():
+    rep = run_forward(PRESETS["overflow"].make())
+    assert rep.passed and rep.checks[0].max_ulp < 0.5
+
+
+FAST = [p for p in PRESETS if p != "large-n"]
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+def test_divfree_passes_except_where_its_rounding_is_catastrophic(dtype):
+    # README: divfree fails only where logsumexp rounded at |max x| ~ 1000 wrecks the result
+    failing = {p for p in FAST if not run_forward(PRESETS[p].make(), impl="divfree",
+                                                  dtype=dtype).passed}
+    assert failing == ({"overflow", "underflow"} if dtype == "bfloat16" else set())
+    for p in ("overflow", "underflow"):
+        if dtype == "bfloat16":
+            rep = run_forward(PRESETS[p].make(), impl="divfree", dtype=dtype)
+            assert rep.checks[1].max_abs_err >= 0.5  # the probabilities sum far from 1
