@@ -61,8 +61,9 @@ def fmt(v: float, digits: int = 3) -> str:
 
 
 def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
-                cause: Callable[[int, int], str]) -> list[Entry]:
-    """The k entries furthest over (or closest to) their allowance, worst first."""
+                cause: Callable[..., str]) -> list[Entry]:
+    """The k entries furthest over (or closest to) their allowance, worst first. Works for
+    (rows, n) comparisons (index i) and (rows, n, n) ones (index (i, k); x is x_i)."""
     k = max(int(k), 0)
     flat = cmp.ratio.ravel()
     if k == 0 or flat.size == 0:
@@ -73,15 +74,16 @@ def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
     else:
         idx = np.arange(flat.size)
     idx = idx[np.argsort(-key[idx], kind="stable")]
-    n = cmp.ratio.shape[-1]
     out = []
     for f in idx:
-        r, i = divmod(int(f), n)
-        out.append(Entry(row=int(rows[r]), index=i, x=float(X[r, i]),
-                         computed=float(cmp.computed[r, i]), reference=float(cmp.ref[r, i]),
-                         abs_err=float(cmp.abs_err[r, i]), rel_err=float(cmp.rel_err[r, i]),
-                         ulp_err=float(cmp.ulp_err[r, i]), allowed=float(cmp.allowed[r, i]),
-                         cause=cause(r, i)))
+        pos = np.unravel_index(int(f), cmp.ratio.shape)
+        r, rest = int(pos[0]), tuple(int(p) for p in pos[1:])
+        index = rest[0] if len(rest) == 1 else rest
+        out.append(Entry(row=int(rows[r]), index=index, x=float(X[r, rest[0]]),
+                         computed=float(cmp.computed[pos]), reference=float(cmp.ref[pos]),
+                         abs_err=float(cmp.abs_err[pos]), rel_err=float(cmp.rel_err[pos]),
+                         ulp_err=float(cmp.ulp_err[pos]), allowed=float(cmp.allowed[pos]),
+                         cause=cause(r, *rest)))
     return out
 
 
@@ -89,7 +91,8 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
                       statement: str) -> CheckResult:
     """A CheckResult carrying a comparison's maxima, worst entry and allowance."""
     w = cmp.worst_index()
-    worst = None if w is None else {"row": int(rows[w[0]]), "index": int(w[1])}
+    worst = None if w is None else {"row": int(rows[w[0]]),
+                                    "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]]}
     m = cmp.maxima()
     bad = int(np.count_nonzero(~cmp.ok))
     measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"

@@ -182,6 +182,147 @@ def forward(
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
+FdOpt = Annotated[str, typer.Option(
+    "--fd", help="finite differences: central, richardson, complex, or auto (the most accurate "
+    "available)")]
+VText = Annotated[Optional[str], typer.Option("--v", help="the vector v of v J (default: random "
+                                              "from --seed)", show_default=False)]
+VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
+                                              show_default=False)]
+LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
+
+
+def load_companion(name: str, text, file, required: bool = False):
+    from . import inputs
+
+    src = inputs.load_vector(name, text=text, file=file, required=required)
+    return None if src is None else src.array
+
+
+def _run(fn, src, progress_enabled, **kw):
+    progress = Progress(enabled=progress_enabled)
+    try:
+        report = fn(**kw, progress=progress)
+    finally:
+        progress.close()
+    if src is not None:
+        report.options["input"] = src.description
+    return report
+
+
+@app.command()
+def jacobian(
+    input: Positional = None,
+    x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    log: LogOpt = False, fd: FdOpt = "auto",
+    max_dense: Annotated[int, typer.Option(
+        "--max-dense", help="largest n for which J is formed; beyond it, v^T J u on random "
+        "probe pairs")] = 2048,
+    metric: Annotated[str, typer.Option(
+        "--metric", help="scaled (each entry against its natural size) or strict "
+        "(componentwise relative)", rich_help_panel=COMMON)] = "scaled",
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+):
+    """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
+    from .run import run_jacobian
+
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+    report = _run(run_jacobian, src, not quiet, x=src.array, impl=impl, dtype=dtype, dps=dps,
+                  log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
+                  atol=atol, max_ulp=max_ulp, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+
+
+@app.command()
+def vjp(
+    input: Positional = None,
+    x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+):
+    """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
+    from .run import run_vjp
+
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+    varr = load_companion("v", v, v_file)
+    report = _run(run_vjp, src, not quiet, x=src.array, v=varr, impl=impl, dtype=dtype, dps=dps,
+                  fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+
+
+@app.command()
+def loss(
+    input: Positional = None,
+    x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    t: Annotated[Optional[str], typer.Option("--t", help="the targets t",
+                                             show_default=False)] = None,
+    t_file: Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
+                                                  show_default=False)] = None,
+    v: VText = None, v_file: VFile = None,
+    z: Annotated[Optional[str], typer.Option("--z", help="z given directly",
+                                             show_default=False)] = None,
+    z_file: Annotated[Optional[str], typer.Option("--z-file", help="z from a file",
+                                                  show_default=False)] = None,
+    fd: FdOpt = "auto",
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+):
+    """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
+
+    z is the VJP v J(x) with --v, given with --z, or softmax(x) otherwise."""
+    from .run import run_loss
+
+    tarr = load_companion("t", t, t_file, required=True)
+    varr = load_companion("v", v, v_file)
+    zarr = load_companion("z", z, z_file)
+    given = any(a is not None for a in (input, x, x_file, random, preset))
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset) if (
+        given or zarr is None) else None
+    report = _run(run_loss, src, not quiet, x=None if src is None else src.array, t=tarr, v=varr,
+                  z=zarr, impl=impl, dtype=dtype, dps=dps, fd=fd, seed=seed, rtol=rtol,
+                  atol=atol, max_ulp=max_ulp, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+
+
+@app.command()
+def claims(
+    input: Positional = None,
+    x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    claim: Annotated[Optional[list[str]], typer.Option(
+        "--claim", help="run only this claim (repeatable)", show_default=False)] = None,
+    v: VText = None, v_file: VFile = None,
+    t: Annotated[Optional[str], typer.Option("--t", help="targets for the loss claim",
+                                             show_default=False)] = None,
+    dps: Dps = 50, check: Check = False, json: Json = False, quiet: Quiet = False,
+):
+    """Verify every identity of the derivation in mpmath at --dps digits (random x by default)."""
+    from .claims import run_claims
+
+    given = any(a is not None for a in (input, x, x_file, random, preset))
+    if given:
+        src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+        arr = src.array
+    else:
+        from . import inputs
+
+        src = None
+        arr = inputs.random_input(5, 1, seed, 1.0)
+    varr = load_companion("v", v, v_file)
+    tarr = load_companion("t", t, None)
+    report = run_claims(arr, claim=claim or None, dps=dps, v=varr, t=tarr, seed=seed)
+    report.options["input"] = src.description if src else f"random n=5 seed={seed}"
+    emit(report, json_out=json, quiet=quiet, check=check, top=10)
+
+
 @app.command()
 def presets(json: Json = False):
     """List the named adversarial inputs."""

@@ -197,16 +197,12 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
         u = ulp(hi, lo, info)
         ulp_err = np.where(both_inf, 0.0, np.where(np.isfinite(u), err / u, np.where(err > 0, np.inf, 0.0)))
         allowed = tol.allowed(ref_abs)
-        ok = np.ones(err.shape, dtype=bool)
-        ratio = np.zeros(err.shape)
-        if tol.atol is not None or tol.rtol is not None:
-            ok &= err <= allowed
-            ratio = np.maximum(ratio, np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0),
-                                               np.where(err > 0, np.inf, 0.0)))
-        if tol.max_ulp is not None:
-            ok &= ulp_err <= tol.max_ulp
-            m = tol.max_ulp
-            ratio = np.maximum(ratio, ulp_err / m if m > 0 else np.where(ulp_err > 0, np.inf, 0.0))
+        if tol.max_ulp is not None:  # one absolute allowance per entry, whichever criteria apply
+            by_ulp = tol.max_ulp * u
+            allowed = by_ulp if tol.atol is None and tol.rtol is None else np.minimum(allowed, by_ulp)
+        ok = err <= allowed
+        ratio = np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0),
+                         np.where(err > 0, np.inf, 0.0))
     return Comparison(c, hi, err, rel, ulp_err, allowed, ok, ratio, tol, u)
 
 
@@ -295,6 +291,76 @@ def log_softmax_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, y: np.nda
     formula = ("|c - y_i| <= u*(8 + kappa_i + |y_i| + log S + ceil(log2 n) + sqrt(n)), kappa_i "
                "= max(|x_i| + sum_j s_j|x_j|, |x_i - max| + sum_j s_j|x_j - max|)")
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula)
+
+
+def jacobian_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, J_abs: np.ndarray,
+                       info: DtypeInfo, log: bool = False, metric: str = "scaled") -> Tolerance:
+    """Allowance for the Jacobian entries (rows, n, n), computed from a softmax with relative
+    errors r_i (the softmax allowance of each entry, see :func:`softmax_tolerance`).
+
+    Softmax, J_ik = [i=k] s_i - s_i s_k: a product of computed s_i, s_k errs by
+    (r_i + r_k + 4u) relative; the diagonal s_i (1 - s_i), with 1 - s_i a sum of the others, by
+    (r_i + max_j r_j + 4u). ``scaled`` measures that against each entry's natural size
+    s_i s_k + [i=k] s_i (what s_i - s_i^2 from a correctly rounded s achieves); ``strict``
+    against |J_ik| itself (componentwise relative: fails s_i - s_i^2 when s_i is near 1).
+    Log-softmax, J_ik = [i=k] - s_k: (r_k + 2u) against s_k + [i=k] (scaled) or |J_ik|.
+    """
+    u = info.u
+    r = softmax_tolerance(X, d, s, info).rtol
+    r = np.broadcast_to(r, s.shape)
+    rmax = np.max(r, axis=-1, keepdims=True)
+    n = s.shape[-1]
+    eye = np.eye(n, dtype=bool)[None]
+    if log:
+        rel = np.broadcast_to((r + 2 * u)[:, None, :], J_abs.shape).copy()
+        rel = np.where(eye, (rmax + 2 * u)[:, :, None], rel)
+        natural = s[:, None, :] + eye
+    else:
+        rel = r[:, :, None] + r[:, None, :] + 4 * u
+        rel = np.where(eye, (r + rmax + 4 * u)[:, :, None], rel)
+        natural = s[:, :, None] * s[:, None, :] + eye * s[:, :, None]
+    rel = np.minimum(rel, 1.0)
+    what = "[i=k] - s_k" if log else "[i=k] s_i - s_i s_k"
+    if metric == "strict":
+        return Tolerance(atol=4 * info.eta, rtol=rel, metric="strict",
+                         formula=f"|c - J_ik| <= rho_ik*|J_ik| + 4*eta, J_ik = {what}, rho_ik "
+                         "from the softmax allowances r_i, r_k (README)")
+    return Tolerance(atol=rel * natural + 4 * info.eta, rtol=None, metric="scaled",
+                     formula=f"|c - J_ik| <= rho_ik*({'s_k + [i=k]' if log else 's_i s_k + [i=k] s_i'}) + 4*eta,"
+                     " rho_ik from the softmax allowances r_i, r_k (README)")
+
+
+def vjp_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, V: np.ndarray,
+                  abs_dot: np.ndarray, info: DtypeInfo) -> Tolerance:
+    """Allowance for z_i = s_i (v_i - <v, s>): the relative errors r_i of the computed s, the
+    sum <v, s> (max_j r_j + sigma(n) u relative to sum_j |v_j| s_j) and two roundings, all
+    scaled by s_i (|v_i| + sum_j |v_j| s_j):
+
+        |ẑ_i - z_i| <= (r_i + max_j r_j + (sigma(n) + 2) u) s_i (|v_i| + sum_j |v_j| s_j) + 4 eta.
+
+    Its smallest part, u s_i (|v_i| + sum_j |v_j| s_j), is the rounding floor below which the
+    sign of a computed z_i means nothing (the z_i = 0 condition)."""
+    u = info.u
+    r = np.broadcast_to(softmax_tolerance(X, d, s, info).rtol, s.shape)
+    rmax = np.max(r, axis=-1, keepdims=True)
+    scale = s * (np.where(np.isfinite(V), np.abs(V), 0.0) + abs_dot[:, None])
+    rho = r + rmax + (summation_allowance(s.shape[-1]) + 2) * u
+    return Tolerance(atol=np.minimum(rho, 1.0) * scale + 4 * info.eta, rtol=None,
+                     metric="scaled",
+                     formula="|c - z_i| <= (r_i + max_j r_j + (ceil(log2 n) + sqrt(n) + 2) u) * "
+                     "s_i (|v_i| + sum_j |v_j| s_j) + 4*eta")
+
+
+def rounding_floor(s: np.ndarray, V: np.ndarray, abs_dot: np.ndarray, info: DtypeInfo):
+    """u s_i (|v_i| + sum_j |v_j| s_j): below it a computed z_i has no reliable sign."""
+    return info.u * s * (np.abs(V) + abs_dot[:, None])
+
+
+def quotient_tolerance(info: DtypeInfo) -> Tolerance:
+    """Allowance for -t_i / z_i from t and z in the dtype: one rounded division (u), with a
+    factor 4 for a reciprocal-and-multiply and for libraries that round t or z once more."""
+    return Tolerance(atol=2 * info.eta, rtol=4 * info.u, metric="relative",
+                     formula="|c - g_i| <= 4u*|g_i| + 2*eta")
 
 
 def sum_tolerance(allowed: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -71,6 +71,96 @@ def divfree_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.nda
 _BUILTINS = {"stable": stable_softmax, "naive": naive_softmax, "divfree": divfree_softmax}
 
 
+def exact_formula(name: str, log: bool = False):
+    """The built-in formula ``name`` in float64 or complex128 arithmetic, with no rounding to a
+    narrower dtype: the forward function that finite differences (the complex step included)
+    differentiate. Rows along the last axis; the shift is the max of the real parts, which
+    leaves an analytic function analytic."""
+
+    def f(X):
+        X = np.asarray(X)
+        with _errstate():
+            re = X.real
+            a = np.max(re, axis=-1, keepdims=True)
+            if name == "naive":
+                e = np.exp(X)
+                sm = e / np.sum(e, axis=-1, keepdims=True)
+                return np.log(sm) if log else sm
+            if name == "divfree":
+                lse = a + np.log(np.sum(np.exp(X - a), axis=-1, keepdims=True))
+                return X - lse if log else np.exp(X - lse)
+            d = X - a
+            e = np.exp(d)
+            if not log:
+                return e / np.sum(e, axis=-1, keepdims=True)
+            first = np.zeros(X.shape, dtype=bool)
+            np.put_along_axis(first, np.argmax(re, axis=-1)[..., None], True, axis=-1)
+            T = np.sum(np.where(first, 0, e), axis=-1, keepdims=True)
+            return d - np.log1p(T)
+
+    return f
+
+
+def _one_minus(s: np.ndarray, acc) -> np.ndarray:
+    """1 - s_i without cancellation: the sum of the other entries for the largest s_i (the only
+    one that can be near 1), 1 - s_i for the rest (s_i <= 1/2 there, so the subtraction is
+    benign)."""
+    s32 = s.astype(acc)
+    out = (1 - s32)
+    m = np.argmax(s32, axis=-1)
+    rows = np.arange(s.shape[0])
+    mask = np.ones(s.shape, dtype=bool)
+    mask[rows, m] = False
+    others = np.sum(np.where(mask, s32, 0), axis=-1, dtype=acc)
+    out[rows, m] = others
+    return out
+
+
+def builtin_jacobian(name: str, X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
+    """J = diag(s) - s s^T (log: I - 1 s^T) per row, in the dtype; shape (rows, n, n).
+
+    ``stable`` computes 1 - s_i as the sum of the other entries where s_i is near 1, so the
+    diagonal keeps its digits on saturated inputs; ``naive`` and ``divfree`` use the textbook
+    s_i - s_i^2 (resp. 1 - s_i), which cancels there."""
+    dt, acc = info.np_dtype, info.accumulator
+    s = _BUILTINS[name](X, info, False)
+    rows, n = s.shape
+    with _errstate():
+        if log:
+            J = np.broadcast_to(-s[:, None, :], (rows, n, n)).astype(acc)
+            if name == "stable":
+                diag = _one_minus(s, acc)
+            else:
+                diag = (1 - s.astype(acc)).astype(dt).astype(acc)
+        else:
+            sa = s.astype(acc)
+            J = (-(sa[:, :, None] * sa[:, None, :])).astype(dt).astype(acc)
+            if name == "stable":
+                diag = sa * _one_minus(s, acc)
+            else:
+                diag = (sa - (sa * sa).astype(dt).astype(acc))
+        idx = np.arange(n)
+        J[:, idx, idx] = diag
+        return J.astype(dt)
+
+
+def builtin_vjp(name: str, X: np.ndarray, V: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """z = s * (v - <v, s>) per row in O(n), without forming J; 16-bit formats compute the
+    bracket and the product in float32 and round once."""
+    dt, acc = info.np_dtype, info.accumulator
+    s = _BUILTINS[name](X, info, False)
+    with _errstate():
+        sa, va = s.astype(acc), V.astype(dt).astype(acc)
+        dot = np.sum(va * sa, axis=-1, keepdims=True, dtype=acc)
+        return (sa * (va - dot)).astype(dt)
+
+
+def builtin_loss_grad(Z: np.ndarray, T: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """D_z l = -t / z for l(z, t) = -sum t_i log z_i, one rounding per entry."""
+    with _errstate():
+        return (-(T.astype(info.np_dtype)) / Z.astype(info.np_dtype)).astype(info.np_dtype)
+
+
 class Implementation:
     """An implementation under test. ``softmax`` takes rows (2-D, in the dtype) and returns
     an array of the same shape (the values it computed, in whatever float dtype it chose)."""
@@ -80,6 +170,26 @@ class Implementation:
     def softmax(self, X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
         raise NotImplementedError
 
+    def jacobian(self, X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
+        """(rows, n, n): the Jacobian of softmax (log-softmax) at each row."""
+        raise NotImplementedError
+
+    def vjp(self, X: np.ndarray, V: np.ndarray, info: DtypeInfo) -> np.ndarray:
+        """(rows, n): v J(x) for each row."""
+        raise NotImplementedError
+
+    def loss_grad(self, Z: np.ndarray, T: np.ndarray, info: DtypeInfo) -> np.ndarray:
+        """(rows, n): -t / z for each row."""
+        raise NotImplementedError
+
+    def forward64(self, log: bool = False):
+        """A float64/complex128 forward function for finite differences (batch of rows)."""
+        return exact_formula("stable", log)
+
+    @property
+    def fd_source(self) -> str:
+        return "smcheck's stable softmax in float64"
+
 
 @dataclass
 class Builtin(Implementation):
@@ -87,6 +197,22 @@ class Builtin(Implementation):
 
     def softmax(self, X, info, log=False):
         return _BUILTINS[self.name](X, info, log)
+
+    def jacobian(self, X, info, log=False):
+        return builtin_jacobian(self.name, X, info, log)
+
+    def vjp(self, X, V, info):
+        return builtin_vjp(self.name, X, V, info)
+
+    def loss_grad(self, Z, T, info):
+        return builtin_loss_grad(Z, T, info)
+
+    def forward64(self, log=False):
+        return exact_formula(self.name, log)
+
+    @property
+    def fd_source(self) -> str:
+        return f"the {self.name} formula in float64 (complex128 for the complex step)"
 
 
 def to_numpy(value, what: str) -> np.ndarray:
@@ -122,7 +248,7 @@ class UserCallable(Implementation):
     def call(self, *args, expect_shape, row: int):
         try:
             out = self.func(*args)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a callable's sys.exit() is not a verdict
             raise ImplementationError(
                 f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}") from None
         arr = to_numpy(out, f"--impl {self.name}")
@@ -132,11 +258,24 @@ class UserCallable(Implementation):
                 f"{tuple(expect_shape)}")
         return arr
 
-    def softmax(self, X, info, log=False):
-        out = np.empty(X.shape, dtype=np.float64)
-        for r in range(X.shape[0]):
-            out[r] = self.call(X[r].copy(), expect_shape=X.shape[1:], row=r)
+    def _rows(self, arrays, shape):
+        out = np.empty((arrays[0].shape[0],) + tuple(shape), dtype=np.float64)
+        for r in range(arrays[0].shape[0]):
+            out[r] = self.call(*(a[r].copy() for a in arrays), expect_shape=shape, row=r)
         return out
+
+    def softmax(self, X, info, log=False):
+        return self._rows([X], X.shape[1:])
+
+    def jacobian(self, X, info, log=False):
+        n = X.shape[1]
+        return self._rows([X], (n, n))
+
+    def vjp(self, X, V, info):
+        return self._rows([X, V.astype(info.np_dtype)], X.shape[1:])
+
+    def loss_grad(self, Z, T, info):
+        return self._rows([Z.astype(info.np_dtype), T.astype(info.np_dtype)], Z.shape[1:])
 
 
 def load_callable(spec: str):

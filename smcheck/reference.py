@@ -1,16 +1,17 @@
-"""The mpmath reference: exact softmax and log-softmax of float64 inputs, to ``dps`` digits.
+"""The exact references, computed with mpmath at ``dps`` digits (scoped; never left changed).
 
-Precision is scoped (``mp.workdps``) and never left changed. Every step is arranged so the
-stated precision holds at the extremes:
+Every step is arranged so the stated precision holds at the extremes:
 
 * x_j - max(x) is formed exactly (``fsub(..., exact=True)``), so |x| up to 1e308 loses nothing;
 * the sum is S = 1 + T with T the sum over the non-maximal entries (mpmath's ``fsum`` adds
-  exactly), and log S = log1p(T), so log softmax of a saturated entry (S = 1 + 1e-300) keeps
-  its relative accuracy;
+  exactly), and log S = log1p(T), so the log-softmax of a saturated entry (S = 1 + 1e-300)
+  keeps its relative accuracy; likewise 1 - s_max = T / S;
 * -inf entries are exact zeros (log: -inf).
 
-Each entry is then correct to a few units in 10^-dps, relative. Results are double-double
-pairs (hi, lo) so that errors far below one float64 ULP are still measured.
+Each entry is then correct to a few units in 10^-dps, relative. Results are double-double pairs
+(hi, lo), so errors far below one float64 ULP are still measured. Products of such pairs (the
+Jacobian's s_i s_k, the loss gradient -t/z) use error-free transformations in float64, exact to
+about 2^-104 relative: far beyond what judging any float64 result needs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ExactSoftmax:
     y_lo: np.ndarray
     d: np.ndarray  # x - max(x) rounded to float64 (-inf where masked): for the tolerances
     dps: int
+    om_hi: np.ndarray | None = None  # 1 - s_i, without cancellation (when asked for)
+    om_lo: np.ndarray | None = None
     engine: str = "mpmath"
 
     @property
@@ -47,38 +50,231 @@ def _split(v, hi_out, lo_out, i, mpf):
         lo_out[i] = float(v - mpf(h))
 
 
-def exact_softmax(X: np.ndarray, dps: int = 50, progress: Progress | None = None) -> ExactSoftmax:
+class _Row:
+    """One row's exact quantities in mpmath: d_i = x_i - max exactly, e_i = exp(d_i),
+    T = sum over the non-maximal entries, S = 1 + T, L = log S = log1p(T)."""
+
+    def __init__(self, row: np.ndarray, r: int):
+        import mpmath
+        from mpmath import mpf
+
+        fin = np.flatnonzero(row > -np.inf)
+        if fin.size == 0:
+            raise ValueError(f"row {r} has no finite entry: its softmax is undefined")
+        self.fin = fin
+        self.m = m = int(fin[np.argmax(row[fin])])
+        a = mpf(float(row[m]))
+        self.d = {int(i): mpmath.fsub(mpf(float(row[i])), a, exact=True) for i in fin}
+        self.e = {i: mpmath.exp(dv) for i, dv in self.d.items()}
+        self.T = mpmath.fsum(e for i, e in self.e.items() if i != m)
+        self.S = 1 + self.T
+        self.L = mpmath.log1p(self.T)
+
+    def s(self, i):
+        return self.e[i] / self.S
+
+    def one_minus_s(self, i):
+        return self.T / self.S if i == self.m else (self.S - self.e[i]) / self.S
+
+
+def _rows(X):
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    return X, X.shape[0], X.shape[-1]
+
+
+def exact_softmax(X: np.ndarray, dps: int = 50, progress: Progress | None = None,
+                  one_minus: bool = False) -> ExactSoftmax:
     """Exact softmax and log-softmax of every row of ``X`` (2-D float64, each row with at
-    least one finite entry and no +inf or nan: the caller filters undefined rows)."""
-    import mpmath
+    least one finite entry and no +inf or nan: the caller sets undefined rows aside).
+    With ``one_minus``, also 1 - s_i (for the Jacobian's diagonal)."""
     from mpmath import mp, mpf
 
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    rows, n = X.shape
-    s_hi = np.zeros((rows, n))
-    s_lo = np.zeros((rows, n))
-    y_hi = np.full((rows, n), -np.inf)
-    y_lo = np.zeros((rows, n))
+    X, rows, n = _rows(X)
+    s_hi, s_lo = np.zeros((rows, n)), np.zeros((rows, n))
+    y_hi, y_lo = np.full((rows, n), -np.inf), np.zeros((rows, n))
+    om_hi = np.ones((rows, n)) if one_minus else None
+    om_lo = np.zeros((rows, n)) if one_minus else None
     d64 = np.full((rows, n), -np.inf)
-    fsub, exp, fsum, log1p = mpmath.fsub, mpmath.exp, mpmath.fsum, mpmath.log1p
     with mp.workdps(dps):
         for r in range(rows):
             row = X[r]
-            fin = np.flatnonzero(row > -np.inf)
-            if fin.size == 0:
-                raise ValueError(f"row {r} has no finite entry: its softmax is undefined")
-            m = int(fin[np.argmax(row[fin])])
-            a = mpf(float(row[m]))
+            R = _Row(row, r)
             with np.errstate(over="ignore"):
-                d64[r, fin] = row[fin] - row[m]
-            ds = {int(i): fsub(mpf(float(row[i])), a, exact=True) for i in fin}
-            es = {i: exp(dv) for i, dv in ds.items()}
-            T = fsum(e for i, e in es.items() if i != m)
-            S = 1 + T
-            L = log1p(T)
-            for i, e in es.items():
-                _split(e / S, s_hi[r], s_lo[r], i, mpf)
-                _split(ds[i] - L, y_hi[r], y_lo[r], i, mpf)
+                d64[r, R.fin] = row[R.fin] - row[R.m]
+            for i in R.e:
+                _split(R.s(i), s_hi[r], s_lo[r], i, mpf)
+                _split(R.d[i] - R.L, y_hi[r], y_lo[r], i, mpf)
+                if one_minus:
+                    _split(R.one_minus_s(i), om_hi[r], om_lo[r], i, mpf)
             if progress is not None:
                 progress(n)
-    return ExactSoftmax(s_hi, s_lo, y_hi, y_lo, d64, dps)
+    return ExactSoftmax(s_hi, s_lo, y_hi, y_lo, d64, dps, om_hi, om_lo)
+
+
+@dataclass
+class ExactVJP:
+    """z = s * (v - <v, s>) (double-double), <v, s> per row, and sum_j |v_j| s_j per row."""
+
+    z_hi: np.ndarray
+    z_lo: np.ndarray
+    dot: np.ndarray  # <v, s>, float64, (rows,)
+    dot_str: list  # <v, s> to 17 digits, as text (for reports)
+    abs_dot: np.ndarray  # sum_j |v_j| s_j
+    exact_zero: list  # per row: indices where v_i = <v, s> to the reference's precision
+    softmax: ExactSoftmax
+
+
+def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
+              progress: Progress | None = None) -> ExactVJP:
+    """Exact v J(x) for each row (O(n) per row; J is never formed)."""
+    import mpmath
+    from mpmath import mp, mpf
+
+    X, rows, n = _rows(X)
+    V = np.atleast_2d(np.asarray(V, dtype=np.float64))
+    sm = exact_softmax(X, dps)
+    z_hi, z_lo = np.zeros((rows, n)), np.zeros((rows, n))
+    dot, abs_dot, dot_str, zeros = np.zeros(rows), np.zeros(rows), [], []
+    with mp.workdps(dps):
+        eps = mpf(10) ** (-(dps - 5))
+        for r in range(rows):
+            R = _Row(X[r], r)
+            s = {i: R.s(i) for i in R.e}
+            v = {i: mpf(float(V[r, i])) for i in R.e}
+            dv = mpmath.fsum(v[i] * s[i] for i in s)
+            dot[r] = float(dv)
+            dot_str.append(mpmath.nstr(dv, 17))
+            abs_dot[r] = float(mpmath.fsum(abs(v[i]) * s[i] for i in s))
+            zr = []
+            for i in s:
+                diff = v[i] - dv
+                if abs(diff) <= eps * max(abs(v[i]), abs(dv)):
+                    zr.append(int(i))
+                _split(s[i] * diff, z_hi[r], z_lo[r], i, mpf)
+            zeros.append(zr)
+            if progress is not None:
+                progress(n)
+    return ExactVJP(z_hi, z_lo, dot, dot_str, abs_dot, zeros, sm)
+
+
+def exact_bilinear(X: np.ndarray, V: np.ndarray, U: np.ndarray, dps: int = 50,
+                   log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """v^T J u for probe pairs: V, U of shape (rows, k, n); returns (hi, lo) of shape (rows, k).
+    Softmax: sum v_i s_i u_i - <v, s><u, s>; log-softmax: <v, u> - (sum v)<s, u>."""
+    import mpmath
+    from mpmath import mp, mpf
+
+    X, rows, n = _rows(X)
+    k = V.shape[1]
+    hi, lo = np.zeros((rows, k)), np.zeros((rows, k))
+    with mp.workdps(dps):
+        for r in range(rows):
+            R = _Row(X[r], r)
+            s = {i: R.s(i) for i in R.e}
+            for p in range(k):
+                v = {i: mpf(float(V[r, p, i])) for i in s}
+                u = {i: mpf(float(U[r, p, i])) for i in s}
+                us = mpmath.fsum(u[i] * s[i] for i in s)
+                if log:
+                    val = mpmath.fsum(v[i] * u[i] for i in s) - mpmath.fsum(v.values()) * us
+                else:
+                    vs = mpmath.fsum(v[i] * s[i] for i in s)
+                    val = mpmath.fsum(v[i] * s[i] * u[i] for i in s) - vs * us
+                _split(val, hi[r], lo[r], p, mpf)
+    return hi, lo
+
+
+# --- double-double arithmetic (error-free transformations in float64) ----------------------
+
+_SPLIT = 134217729.0  # 2^27 + 1 (Veltkamp)
+
+
+def _split_bits(a):
+    c = _SPLIT * a
+    ah = c - (c - a)
+    return ah, a - ah
+
+
+def two_prod(a, b):
+    """p + e = a * b exactly (barring underflow), p = fl(a * b)."""
+    p = a * b
+    ah, al = _split_bits(a)
+    bh, bl = _split_bits(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def dd_mul(ah, al, bh, bl):
+    """(ah + al)(bh + bl) as a double-double, relative error about 2^-104."""
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        p, e = two_prod(ah, bh)
+        e = e + (ah * bl + al * bh)
+        hi = p + e
+        lo = e - (hi - p)
+        bad = ~np.isfinite(hi)
+        return np.where(bad, p, hi), np.where(bad, 0.0, lo)
+
+
+def exact_jacobian(ex: ExactSoftmax, log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The exact Jacobian of each row, (rows, n, n) double-double, from the exact softmax
+    (``ex`` computed with ``one_minus=True``): softmax J_ik = [i=k] s_i - s_i s_k with the
+    diagonal s_i (1 - s_i); log-softmax J_ik = [i=k] - s_k with the diagonal 1 - s_k."""
+    rows, n = ex.s_hi.shape
+    idx = np.arange(n)
+    if log:
+        hi = np.broadcast_to(-ex.s_hi[:, None, :], (rows, n, n)).copy()
+        lo = np.broadcast_to(-ex.s_lo[:, None, :], (rows, n, n)).copy()
+        hi[:, idx, idx], lo[:, idx, idx] = ex.om_hi, ex.om_lo
+        return hi, lo
+    hi, lo = dd_mul(ex.s_hi[:, :, None], ex.s_lo[:, :, None], ex.s_hi[:, None, :],
+                    ex.s_lo[:, None, :])
+    hi, lo = -hi, -lo
+    dh, dl = dd_mul(ex.s_hi, ex.s_lo, ex.om_hi, ex.om_lo)
+    hi[:, idx, idx], lo[:, idx, idx] = dh, dl
+    return hi, lo
+
+
+def exact_loss_grad(Z: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-t / z for float64 z and t, as a double-double (hi = fl(-t/z), lo the exact residual
+    divided by z); entries with z = 0 are nan (undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        hi = -T / Z
+        p, e = two_prod(hi, Z)
+        lo = ((-T - p) - e) / Z
+        # Veltkamp's split overflows beyond ~1e300: there hi alone (correctly rounded) serves
+        ok = np.isfinite(hi) & (Z != 0) & (np.abs(hi) < 1e290) & np.isfinite(lo)
+        return np.where(Z != 0, hi, np.nan), np.where(ok, lo, 0.0)
+
+
+def exact_loss_value(Z: np.ndarray, T: np.ndarray, dps: int = 50) -> list:
+    """l(z, t) = -sum t_i log z_i per row, in mpmath; None where some t_i != 0 has z_i <= 0."""
+    import mpmath
+    from mpmath import mp, mpf
+
+    out = []
+    with mp.workdps(dps):
+        for z, t in zip(np.atleast_2d(Z), np.atleast_2d(T)):
+            if np.any((t != 0) & ~(z > 0)):
+                out.append(None)
+                continue
+            out.append(float(-mpmath.fsum(mpf(float(ti)) * mpmath.log(mpf(float(zi)))
+                                          for zi, ti in zip(z, t) if ti != 0)))
+    return out
+
+
+def exact_grad_x(X: np.ndarray, T: np.ndarray, dps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient of -sum t_i log softmax(x)_i with respect to x: s * sum(t) - t."""
+    import mpmath
+    from mpmath import mp, mpf
+
+    X, rows, n = _rows(X)
+    T = np.atleast_2d(np.asarray(T, dtype=np.float64))
+    hi, lo = np.zeros((rows, n)), np.zeros((rows, n))
+    with mp.workdps(dps):
+        for r in range(rows):
+            R = _Row(X[r], r)
+            tsum = mpmath.fsum(mpf(float(v)) for v in T[r])
+            for i in range(n):
+                s = R.s(i) if i in R.e else mpf(0)
+                _split(s * tsum - mpf(float(T[r, i])), hi[r], lo[r], i, mpf)
+    return hi, lo

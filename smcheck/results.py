@@ -61,6 +61,9 @@ class CheckResult:
         return out
 
 
+NO_RESULT = object()  # a command that computes no values (claims) has no "result" key
+
+
 @dataclass
 class Report:
     """Everything one command found; report.py turns it into tables or JSON."""
@@ -77,7 +80,7 @@ class Report:
     blocks: dict[str, Any] = field(default_factory=dict)  # command-specific: "overflow", ...
     options: dict[str, Any] = field(default_factory=dict)  # log, metric, ...
     vectors: dict[str, Any] = field(default_factory=dict)  # x, computed, reference (small n)
-    result: Any = None  # computed values, input-shaped, None for undefined rows
+    result: Any = NO_RESULT  # computed values, input-shaped, None for undefined rows
 
     @property
     def passed(self) -> bool:
@@ -91,7 +94,7 @@ class Report:
                "checks": [c.to_json(top) for c in self.checks],
                "undefined_rows": self.undefined_rows, "notes": self.notes}
         out.update(jsonable(self.blocks))
-        if self.result is not None and size <= max_result:
+        if self.result is not NO_RESULT and size <= max_result:
             out["result"] = jsonable(self.result)
         return out
 

@@ -18,7 +18,7 @@ from .errors_ulp import METRICS, Overrides
 from .exceptions import InputError
 from .impls import get_implementation
 from .reference import exact_softmax
-from .results import Report
+from .results import NO_RESULT, Report
 
 #: Vectors are shown in the report (and the JSON's "vectors") up to this many entries.
 SMALL_N = 16
@@ -150,3 +150,243 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
         ref[rows] = hi
         report.vectors = {"x": Xr, "computed": result, "reference": ref, "rows": list(range(Xr.shape[0]))}
     return report
+
+
+# --- the derivative commands ---------------------------------------------------------------------
+
+#: Beyond this n the Jacobian is not formed: v^T J u on random probe pairs instead.
+MAX_DENSE = 2048
+
+
+def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled"):
+    validate_common(dps, overrides, top, metric)
+    info = dtype_info(dtype)
+    implementation = get_implementation(impl)
+    x = np.asarray(x, dtype=np.float64)
+    Xr, rows, undefined = split_rows(x, info)
+    return info, implementation, x, Xr, rows, undefined
+
+
+def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) -> np.ndarray:
+    """v, t or z: same shape as x (a 1-D one is used for every row), rounded to the dtype."""
+    a = np.asarray(arr, dtype=np.float64)
+    rows, n = x_shape
+    if a.ndim == 1 and a.shape[0] == n:
+        a = np.broadcast_to(a, (rows, n))
+    a = np.atleast_2d(a)
+    if a.shape != (rows, n):
+        raise InputError(f"--{name} has shape {tuple(np.shape(arr))} but x has shape "
+                         f"{(rows, n) if rows > 1 else (n,)}")
+    if finite and not np.all(np.isfinite(a)):
+        raise InputError(f"--{name} must be finite (found inf or nan)")
+    with np.errstate(over="ignore"):
+        r = info.round(a).astype(np.float64)
+    if finite and not np.all(np.isfinite(r)):
+        raise InputError(f"--{name} overflows {info.name} (largest finite value {info.max:g})")
+    return r
+
+
+def _result_list(full: np.ndarray, rows: np.ndarray, batch: bool):
+    keep = set(rows.tolist())
+    out = [row if r in keep else None for r, row in enumerate(full.tolist())]
+    return out if batch else out[0]
+
+
+def _check_fd(fd: str) -> str:
+    from .finite_diff import METHODS
+
+    if fd not in METHODS + ("auto",):
+        raise InputError(f"--fd {fd}: use one of {', '.join(METHODS + ('auto',))}")
+    return fd
+
+
+def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
+                 fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
+                 max_ulp=None, top=10, progress=None) -> Report:
+    """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
+    finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
+    from .deriv_checks import JacobianCase
+
+    overrides = Overrides(rtol, atol, max_ulp)
+    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
+                                                            metric)
+    _check_fd(fd)
+    if max_dense < 1:
+        raise InputError(f"--max-dense {max_dense}: must be >= 1")
+    X = Xr[rows]
+    n = Xr.shape[1]
+    dense = n <= max_dense
+    batch = x.ndim == 2
+    tick = _ticker(progress, X.size)
+    checks_out, result = [], NO_RESULT
+    if X.shape[0]:
+        exact = exact_softmax(X, dps, tick, one_minus=True)
+        case = JacobianCase(X=X, rows=rows, info=info, impl=implementation, log=log,
+                            metric=metric, overrides=overrides, dps=dps, exact=exact,
+                            fd_method=fd, top=top, dense=dense, probes=probes, seed=seed)
+        if dense:
+            J = np.asarray(implementation.jacobian(X.astype(info.np_dtype), info, log))
+            if J.shape != (X.shape[0], n, n):
+                from .exceptions import ImplementationError
+
+                raise ImplementationError(f"--impl {implementation.name} returned a Jacobian of "
+                                          f"shape {J.shape[1:]}: expected {(n, n)}")
+            case.J = J.astype(np.float64)
+            full = np.full((Xr.shape[0], n, n), np.nan)
+            full[rows] = case.J
+            if full.size <= 4096:
+                result = _result_list(full, rows, batch)
+        checks_out = checks.run_checks("jacobian", case)
+        precision = exact.precision
+    else:
+        precision = f"mpmath, {dps} significant digits"
+    return Report(
+        command="jacobian", impl=implementation.name, dtype=info.name, dps=dps,
+        shape=list(Xr.shape), checks=checks_out, reference=precision,
+        undefined_rows=undefined,
+        notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
+        options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
+                 "mode": "dense" if dense else "probes"},
+        result=result)
+
+
+def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
+            rtol=None, atol=None, max_ulp=None, top=10, progress=None) -> Report:
+    """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
+    directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
+    from .deriv_checks import VjpCase
+    from .reference import exact_vjp
+
+    overrides = Overrides(rtol, atol, max_ulp)
+    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top)
+    _check_fd(fd)
+    if v is None:
+        v = np.random.default_rng(seed + 1).standard_normal(Xr.shape)
+    V = _companion("v", v, Xr.shape, info)
+    X = Xr[rows]
+    batch = x.ndim == 2
+    checks_out, result, blocks = [], None, {}
+    if X.shape[0]:
+        ex = exact_vjp(X, V[rows], dps, _ticker(progress, X.size))
+        z = np.asarray(implementation.vjp(X.astype(info.np_dtype), V[rows], info))
+        if z.shape != X.shape:
+            from .exceptions import ImplementationError
+
+            raise ImplementationError(f"--impl {implementation.name} returned shape {z.shape[1:]}"
+                                      f" for the VJP: expected {X.shape[1:]}")
+        case = VjpCase(X=X, V=V[rows], rows=rows, info=info, impl=implementation,
+                       overrides=overrides, dps=dps, exact=ex, z=z.astype(np.float64),
+                       fd_method=fd, top=top, seed=seed)
+        checks_out = checks.run_checks("vjp", case)
+        full = np.full(Xr.shape, np.nan)
+        full[rows] = case.z
+        result = _result_list(full, rows, batch)
+        blocks["dot"] = [{"row": int(r), "<v,s>": d} for r, d in zip(rows, ex.dot_str)]
+        precision = ex.softmax.precision
+    else:
+        precision = f"mpmath, {dps} significant digits"
+    return Report(command="vjp", impl=implementation.name, dtype=info.name, dps=dps,
+                  shape=list(Xr.shape), checks=checks_out, reference=precision,
+                  undefined_rows=undefined, blocks=blocks,
+                  notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
+                  options={"fd": fd, "v": "given" if v is not None else f"random (seed {seed})"},
+                  result=result)
+
+
+def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
+             fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
+             progress=None) -> Report:
+    """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
+    v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
+    from .deriv_checks import LossCase
+    from .errors_ulp import rounding_floor, softmax_tolerance
+    from .reference import exact_grad_x, exact_loss_value, exact_vjp
+
+    overrides = Overrides(rtol, atol, max_ulp)
+    if t is None:
+        raise InputError("loss needs targets: give --t or --t-file")
+    if v is not None and z is not None:
+        raise InputError("give --v (z = v J(x)) or --z (z given), not both")
+    mode = "vjp" if v is not None else "given" if z is not None else "softmax"
+    if mode == "given":
+        zarr = np.asarray(z, dtype=np.float64)
+        if x is None:
+            x = np.zeros(zarr.shape)
+    if x is None:
+        raise InputError("no input for x: give --x, --x-file, --random N or --preset NAME")
+    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top)
+    _check_fd(fd)
+    if mode == "given":
+        rows = np.arange(Xr.shape[0])
+        undefined = []
+    T = _companion("t", t, Xr.shape, info)[rows]
+    X = Xr[rows]
+    kw = {}
+    if mode == "given":
+        Zexact = _companion("z", z, Xr.shape, info)
+        floor = np.zeros(Zexact.shape)
+    elif X.shape[0] == 0:
+        Zexact = floor = np.zeros((0, Xr.shape[1]))
+    elif mode == "vjp":
+        V = _companion("v", v, Xr.shape, info)[rows]
+        ex = exact_vjp(X, V, dps, _ticker(progress, X.size))
+        Zexact = ex.z_hi
+        floor = rounding_floor(ex.softmax.s_hi, V, ex.abs_dot, info)
+        kw = dict(X=X, V=V, dot=ex.dot, dot_str=ex.dot_str, exact_zero=ex.exact_zero)
+    else:
+        exs = exact_softmax(X, dps, _ticker(progress, X.size))
+        Zexact = exs.s_hi
+        floor = np.full(Zexact.shape, info.eta / 2)
+        kw = dict(X=X)
+    Z = info.round(Zexact).astype(np.float64)
+    checks_out, result, blocks = [], None, {}
+    if Z.shape[0]:
+        g = np.asarray(implementation.loss_grad(Z.astype(info.np_dtype), T, info))
+        if g.shape != Z.shape:
+            from .exceptions import ImplementationError
+
+            raise ImplementationError(f"--impl {implementation.name} returned shape {g.shape[1:]}"
+                                      f" for the loss gradient: expected {Z.shape[1:]}")
+        case = LossCase(Z=Z, T=T, rows=rows, info=info, impl=implementation,
+                        overrides=overrides, dps=dps, mode=mode, g=g.astype(np.float64),
+                        z_exact=Zexact, floor=floor, fd_method=fd, top=top, seed=seed, **kw)
+        if mode == "softmax":
+            case.grad_x = _grad_x(X, T, g, exs, implementation, info, dps, overrides)
+        checks_out = checks.run_checks("loss", case)
+        full = np.full(Xr.shape, np.nan)
+        full[rows] = case.g
+        result = _result_list(full, rows, x.ndim == 2)
+        zc = next(c for c in checks_out if c.name == "zero_condition").details["zero_condition"]
+        if mode == "vjp":
+            zc["<v,s>"] = [{"row": int(r), "value": d} for r, d in zip(rows, kw["dot_str"])]
+        blocks["zero_condition"] = zc
+        blocks["loss_value"] = exact_loss_value(Z, T, dps)
+    precision = f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})"
+    return Report(command="loss", impl=implementation.name, dtype=info.name, dps=dps,
+                  shape=list(Xr.shape), checks=checks_out, reference=precision,
+                  undefined_rows=undefined, blocks=blocks, options={"z": mode, "fd": fd},
+                  notes=[] if Z.shape[0] else ["no row has a defined softmax: nothing to check"],
+                  result=result)
+
+
+def _grad_x(X, T, g, exs, implementation, info, dps, overrides):
+    """The gradient in x when z = softmax(x): s * sum(t) - t. Built-ins compute it directly;
+    a user's loss gradient is back-propagated through the stable VJP in the dtype."""
+    from .errors_ulp import Tolerance, apply_overrides, compare, softmax_tolerance
+    from .impls import Builtin, builtin_vjp
+    from .reference import exact_grad_x
+
+    dt = info.np_dtype
+    if isinstance(implementation, Builtin):
+        s = implementation.softmax(X.astype(dt), info, False).astype(info.accumulator)
+        Ta = T.astype(info.accumulator)
+        comp = (s * np.sum(Ta, axis=-1, keepdims=True) - Ta).astype(dt)
+    else:
+        with np.errstate(all="ignore"):
+            comp = builtin_vjp("stable", X.astype(dt), g, info)
+    hi, lo = exact_grad_x(X, T, dps)
+    rt = np.broadcast_to(softmax_tolerance(X, exs.d, exs.s_hi, info).rtol, X.shape)
+    nat = exs.s_hi * np.sum(np.abs(T), axis=-1, keepdims=True) + np.abs(T)
+    tol = Tolerance(atol=(rt + 4 * info.u) * nat + 2 * info.eta, rtol=None,
+                    formula="(r_i + 4u)(s_i sum|t| + |t_i|) + 2 eta")
+    return {"cmp": compare(comp.astype(np.float64), hi, lo, apply_overrides(tol, overrides), info)}

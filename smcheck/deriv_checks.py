@@ -1,0 +1,575 @@
+"""Checks of the derivative commands (jacobian, vjp, loss), registered in the one registry of
+:mod:`smcheck.checks`. Each case object holds what its checks compare; the checks return
+results and never print."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import finite_diff
+from .checks import comparison_result, fmt, register, top_entries
+from .dtypes import DtypeInfo
+from .errors_ulp import (Comparison, Overrides, apply_overrides, compare, jacobian_tolerance,
+                         quotient_tolerance, summation_allowance, vjp_tolerance)
+from .exceptions import ImplementationError
+from .impls import Builtin, Implementation
+from .reference import ExactSoftmax, exact_bilinear, exact_jacobian
+from .results import CheckResult
+
+
+def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FDEstimate]",
+              allowed, rows, index_of=None) -> CheckResult:
+    """A finite-difference check: computed values against FD estimates, each allowed the
+    estimate's own error bound plus the computed value's allowance."""
+    computed = np.asarray(measured_vals, dtype=np.float64)
+    est = np.asarray([f.value for f in fd], dtype=np.float64).reshape(computed.shape)
+    err_fd = np.asarray([f.error for f in fd], dtype=np.float64).reshape(computed.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(computed - est)
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        allow = err_fd + np.asarray(allowed, dtype=np.float64).reshape(computed.shape)
+        ratio = np.where(allow > 0, diff / np.where(allow > 0, allow, 1), np.where(diff > 0, np.inf, 0))
+        rel = diff / np.where(np.abs(est) > 0, np.abs(est), 1.0)
+    flat = int(np.argmax(np.nan_to_num(ratio, nan=np.inf))) if ratio.size else 0
+    pos = np.unravel_index(flat, ratio.shape) if ratio.size else (0,)
+    passed = bool(np.all(diff <= allow))
+    f0 = fd[0]
+    worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None}
+    res = CheckResult(
+        name="finite_difference", passed=passed, max_abs_err=float(np.max(diff)) if diff.size else 0.0,
+        max_rel_err=float(np.max(rel)) if rel.size else 0.0, max_ulp=None,
+        tolerance={"formula": "|computed - FD| <= FD error bound + the computed value's allowance",
+                   "method": f0.method, "step": float(np.max(f0.step)),
+                   "expected_accuracy": f0.expected_accuracy, "atol": float(np.max(allow))},
+        worst=worst, measured=f"max |c - FD| = {fmt(np.max(diff))} ({f0.method})",
+        allowed=f"{fmt(allow[pos])} (FD error {fmt(err_fd[pos])})", statement=statement)
+    res.details["fd"] = {"method": f0.method, "expected_accuracy": f0.expected_accuracy,
+                         "max_fd_error_bound": float(np.max(err_fd))}
+    if not passed:
+        res.failures.append(
+            f"row {rows[pos[0]]}{'' if worst['index'] is None else ', entry ' + str(worst['index'])}:"
+            f" computed {fmt(computed[pos], 10)}, finite difference {fmt(est[pos], 10)} ± "
+            f"{fmt(err_fd[pos])} ({f0.method}), difference {fmt(diff[pos])} > allowed "
+            f"{fmt(allow[pos])}")
+    return res
+
+
+def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, rows,
+              label: str) -> CheckResult:
+    sums = np.where(np.isnan(sums), np.inf, np.abs(sums))
+    ok = sums <= allowed
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(allowed > 0, sums / allowed, np.where(sums > 0, np.inf, 0))
+    pos = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    res = CheckResult(
+        name=name, passed=bool(np.all(ok)), max_abs_err=float(np.max(sums)),
+        max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "sum of the summed entries' allowances", "atol": float(np.max(allowed))},
+        worst={"row": int(rows[pos[0]]), "index": int(pos[1]) if len(pos) > 1 else None},
+        measured=f"max |{label}| = {fmt(sums[pos])}", allowed=fmt(allowed[pos]),
+        statement=statement)
+    if not res.passed:
+        res.failures.append(f"row {rows[pos[0]]}{', index ' + str(pos[1]) if len(pos) > 1 else ''}:"
+                            f" |{label}| = {fmt(sums[pos])} exceeds {fmt(allowed[pos])}")
+    return res
+
+
+def fsum_rows(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Exactly rounded sums along an axis (math.fsum), nan if any term is not finite."""
+    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.array([math.fsum(r) if np.all(np.isfinite(r)) else np.nan for r in flat])
+    return out.reshape(a.shape[:-1])
+
+
+# --- jacobian -----------------------------------------------------------------------------------
+
+
+@dataclass
+class JacobianCase:
+    X: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    log: bool
+    metric: str
+    overrides: Overrides | None
+    dps: int
+    exact: ExactSoftmax  # with one_minus
+    fd_method: str
+    top: int = 10
+    dense: bool = True
+    probes: int = 4
+    seed: int = 0
+    J: np.ndarray | None = None  # computed (rows, n, n), dense mode
+    _cmp: Comparison | None = field(default=None, repr=False)
+    _strict: Comparison | None = field(default=None, repr=False)
+    _probe: dict | None = field(default=None, repr=False)
+
+    @property
+    def quantity(self) -> str:
+        return "log-softmax Jacobian" if self.log else "softmax Jacobian"
+
+    def compare(self, metric: str) -> Comparison:
+        hi, lo = exact_jacobian(self.exact, self.log)
+        tol = jacobian_tolerance(self.X, self.exact.d, self.exact.s_hi, np.abs(hi), self.info,
+                                 self.log, metric)
+        return compare(self.J, hi, lo, apply_overrides(tol, self.overrides), self.info)
+
+    @property
+    def cmp(self) -> Comparison:
+        if self._cmp is None:
+            self._cmp = self.compare(self.metric)
+        return self._cmp
+
+    @property
+    def strict(self) -> Comparison:
+        if self._strict is None:
+            self._strict = self.cmp if self.metric == "strict" else self.compare("strict")
+        return self._strict
+
+    def cause(self, r: int, i: int, k: int) -> str:
+        cmp = self.cmp
+        c = cmp.computed[r, i, k]
+        if np.isnan(c):
+            return "nan: the softmax it is built from is not finite"
+        if cmp.ok[r, i, k] and (self.metric == "strict" or self.strict.ok[r, i, k]):
+            return ""
+        om = self.exact.om_hi[r]
+        if i == k and not self.strict.ok[r, i, k]:
+            if self.log:
+                return (f"cancellation: 1 - s_{k} with s_{k} = 1 - {fmt(om[k])}; sum the other "
+                        "entries instead")
+            return (f"cancellation: s_{i} - s_{i}^2 with s_{i} = 1 - {fmt(om[i])}; use "
+                    f"s_{i} * (sum of the other s_j)")
+        if not cmp.ok[r, i, k]:
+            return f"error {fmt(cmp.ratio[r, i, k])} x its allowance"
+        return ""
+
+    # probes (n > --max-dense): v^T J u, never forming J
+    def probe(self) -> dict:
+        if self._probe is not None:
+            return self._probe
+        if not isinstance(self.impl, Builtin):
+            raise ImplementationError(
+                f"n = {self.X.shape[1]} exceeds --max-dense: --impl {self.impl.name} returns "
+                "an n x n Jacobian; raise --max-dense, or check the VJP with 'smcheck vjp'")
+        rows, n = self.X.shape
+        rng = np.random.default_rng(self.seed)
+        k = self.probes
+        fin = np.isfinite(self.X)[:, None, :]
+        V = np.where(fin, rng.standard_normal((rows, k, n)), 0.0)
+        U = np.where(fin, rng.standard_normal((rows, k, n)), 0.0)
+        V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)  # probe 0: 1^T J u (column sums)
+        info = self.info
+        Vr, Ur = info.round(V).astype(np.float64), info.round(U).astype(np.float64)
+        s = self.impl.softmax(self.X.astype(info.np_dtype), info, False).astype(np.float64)
+        acc = info.accumulator
+        comp = np.zeros((rows, k))
+        for p in range(k):
+            v, u = Vr[:, p, :], Ur[:, p, :]
+            if self.log:  # v^T (I - 1 s^T) u = <v, u> - (sum v) <s, u>
+                su = np.sum((s * u).astype(acc), axis=-1, dtype=acc)
+                comp[:, p] = np.sum((v * u).astype(acc), axis=-1) - np.sum(v, axis=-1) * su
+            else:  # v^T J u = <v, s * (u - <u, s>)>
+                Ju = self.impl.vjp(self.X.astype(info.np_dtype), u, info).astype(np.float64)
+                comp[:, p] = np.sum((v * Ju).astype(acc), axis=-1, dtype=acc)
+        hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log)
+        s_ex = self.exact.s_hi
+        from .errors_ulp import softmax_tolerance
+
+        rt = np.broadcast_to(softmax_tolerance(self.X, self.exact.d, s_ex, info).rtol, s_ex.shape)
+        rho = 2 * np.max(rt, axis=-1) + (summation_allowance(n) + 4) * info.u
+        av, au = np.abs(Vr), np.abs(Ur)
+        if self.log:
+            nat = np.sum(av * au, -1) + np.sum(av, -1) * np.sum(s_ex[:, None] * au, -1)
+        else:
+            nat = (np.sum(av * s_ex[:, None], -1) * np.sum(au * s_ex[:, None], -1)
+                   + np.sum(av * au * s_ex[:, None], -1))
+        allowed = rho[:, None] * nat + 4 * info.eta
+        self._probe = {"V": Vr, "U": Ur, "computed": comp, "hi": hi, "lo": lo,
+                       "allowed": allowed}
+        return self._probe
+
+
+@register("jacobian", "reference")
+def jacobian_reference(case: JacobianCase) -> CheckResult:
+    if not case.dense:
+        p = case.probe()
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs((p["computed"] - p["hi"]) - p["lo"])
+            diff = np.where(np.isnan(diff), np.inf, diff)
+        ok = diff <= p["allowed"]
+        pos = np.unravel_index(int(np.argmax(diff / p["allowed"])), diff.shape)
+        res = CheckResult(
+            name="reference", passed=bool(np.all(ok)), max_abs_err=float(np.max(diff)),
+            max_rel_err=float(np.max(diff / np.maximum(np.abs(p["hi"]), 1e-300))), max_ulp=None,
+            tolerance={"formula": "|c - v^T J u| <= rho * natural size of v^T J u (README)",
+                       "atol": float(np.max(p["allowed"]))},
+            worst={"row": int(case.rows[pos[0]]), "index": None, "probe": int(pos[1])},
+            measured=f"max |c - v^T J u| = {fmt(diff[pos])} ({case.probes} probes)",
+            allowed=fmt(p["allowed"][pos]),
+            statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
+            "--max-dense) agrees with the exact value")
+        res.notes.append(f"n = {case.X.shape[1]} > --max-dense: checked v^T J u on "
+                         f"{case.probes} random probe pairs per row instead of every entry")
+        if not res.passed:
+            res.failures.append(f"row {case.rows[pos[0]]}, probe {pos[1]}: computed "
+                                f"{fmt(p['computed'][pos], 10)}, exact {fmt(p['hi'][pos], 10)}")
+        return res
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} {case.quantity} in {case.info.name} agrees with "
+                            "the exact Jacobian, entry by entry "
+                            f"({'componentwise relative' if case.metric == 'strict' else 'scaled to each entry'})")
+    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
+    if not cmp.passed:
+        w = cmp.worst_index()
+        res.failures.append(
+            f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: row "
+            f"{case.rows[w[0]]}, entry ({w[1]}, {w[2]}): computed {fmt(cmp.computed[w], 10)}, "
+            f"exact {fmt(cmp.ref[w], 10)} — {case.cause(*w) or 'beyond the bound'}")
+    lost = ~case.strict.ok
+    if lost.any():
+        idx = np.argwhere(lost)
+        res.details["cancelled"] = [[int(case.rows[r]), int(i), int(k)] for r, i, k in idx[:100]]
+        names = ", ".join(f"({i}, {k})" for _, i, k in idx[:8])
+        what = ("1 - s_k" if case.log else "s_i - s_i^2")
+        line = (f"entries {names}{' ...' if len(idx) > 8 else ''} lost their relative accuracy to "
+                f"cancellation in {what} (s near 1)")
+        if case.metric == "strict":
+            res.failures.append(line)
+        elif cmp.ok[lost].all():
+            res.notes.append(line + "; within the scaled bound, --metric strict fails them")
+    return res
+
+
+@register("jacobian", "finite_difference")
+def jacobian_fd(case: JacobianCase) -> CheckResult:
+    f = case.impl.forward64(case.log)
+    src = case.impl.fd_source
+    if not case.dense:
+        p = case.probe()
+        ests, vals, allowed = [], [], []
+        for r in range(case.X.shape[0]):
+            for q in range(case.probes):
+                v = p["V"][r, q]
+                est = finite_diff.directional(lambda Z, v=v: np.sum(f(Z) * v, axis=-1),
+                                              case.X[r], p["U"][r, q], case.fd_method)
+                ests.append(est)
+        vals = p["computed"]
+        allowed = p["allowed"]
+        res = fd_result("finite_difference", f"v^T J u agrees with the directional finite "
+                        f"difference of <v, f(x + h u)>, f = {src}", vals, ests, allowed,
+                        case.rows, index_of=lambda pos: None)
+        return res
+    ests = [finite_diff.jacobian(f, case.X[r], case.fd_method) for r in range(case.X.shape[0])]
+    return fd_result("finite_difference",
+                     f"the computed Jacobian agrees with finite differences of {src}",
+                     case.J, ests, case.cmp.allowed, case.rows,
+                     index_of=lambda pos: [int(pos[1]), int(pos[2])])
+
+
+@register("jacobian", "symmetry")
+def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
+    if case.log:
+        return None  # I - 1 s^T is not symmetric
+    if not case.dense:
+        return None
+    J = case.J
+    with np.errstate(invalid="ignore"):
+        asym = np.abs(J - np.swapaxes(J, 1, 2))
+        asym = np.where(np.isnan(asym), np.inf, asym)
+    a = case.cmp.allowed
+    allowed = a + np.swapaxes(a, 1, 2)
+    ok = asym <= allowed
+    pos = np.unravel_index(int(np.argmax(asym - allowed)), asym.shape)
+    res = CheckResult(
+        name="symmetry", passed=bool(np.all(ok)), max_abs_err=float(np.max(asym)),
+        max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "|J_ik - J_ki| <= allowance_ik + allowance_ki",
+                   "atol": float(np.max(allowed))},
+        worst={"row": int(case.rows[pos[0]]), "index": [int(pos[1]), int(pos[2])]},
+        measured=f"max |J - J^T| = {fmt(np.max(asym))}", allowed=fmt(allowed[pos]),
+        statement="the computed softmax Jacobian is symmetric")
+    if not res.passed:
+        res.failures.append(f"row {case.rows[pos[0]]}: J[{pos[1]}, {pos[2]}] = "
+                            f"{fmt(J[pos], 10)} but J[{pos[2]}, {pos[1]}] = "
+                            f"{fmt(J[pos[0], pos[2], pos[1]], 10)}")
+    return res
+
+
+@register("jacobian", "zero_sums")
+def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
+    if not case.dense:
+        p = case.probe()
+        # probe 0 has v = 1: 1^T J u = 0 for softmax; for log-softmax use J 1 = 0 instead
+        if case.log:
+            return None
+        sums = p["computed"][:, :1]
+        res = sum_check("zero_sums", "1^T J u = 0 on the probes (columns of J sum to 0)", sums,
+                        p["allowed"][:, :1], case.rows, "1^T J u")
+        return res
+    a = case.cmp.allowed
+    rows_sum = fsum_rows(case.J, axis=-1)  # J 1
+    allowed_r = np.sum(a, axis=-1)
+    res = sum_check("zero_sums", "every row of J sums to 0 (J 1 = 0)"
+                    + ("" if case.log else " and every column (1^T J = 0)"),
+                    rows_sum, allowed_r, case.rows, "J 1")
+    if not case.log:
+        cols = fsum_rows(case.J, axis=1)
+        resc = sum_check("zero_sums", "", cols, np.sum(a, axis=1), case.rows, "1^T J")
+        if not resc.passed or resc.max_abs_err > res.max_abs_err:
+            res.failures += resc.failures
+            res.passed = res.passed and resc.passed
+            res.max_abs_err = max(res.max_abs_err, resc.max_abs_err)
+            res.measured += f"; max |1^T J| = {fmt(resc.max_abs_err)}"
+    return res
+
+
+# --- vjp ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VjpCase:
+    X: np.ndarray
+    V: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    overrides: Overrides | None
+    dps: int
+    exact: "object"  # ExactVJP
+    z: np.ndarray  # computed
+    fd_method: str
+    top: int = 10
+    seed: int = 0
+    _cmp: Comparison | None = field(default=None, repr=False)
+
+    @property
+    def cmp(self) -> Comparison:
+        if self._cmp is None:
+            ex = self.exact
+            tol = vjp_tolerance(self.X, ex.softmax.d, ex.softmax.s_hi, self.V, ex.abs_dot,
+                                self.info)
+            self._cmp = compare(self.z, ex.z_hi, ex.z_lo, apply_overrides(tol, self.overrides),
+                                self.info)
+        return self._cmp
+
+    def cause(self, r: int, i: int) -> str:
+        cmp = self.cmp
+        if np.isnan(cmp.computed[r, i]):
+            return "nan: the softmax it is built from is not finite"
+        if cmp.ok[r, i]:
+            return ""
+        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+
+
+@register("vjp", "reference")
+def vjp_reference(case: VjpCase) -> CheckResult:
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} v J(x) in {case.info.name} agrees with the exact "
+                            "s * (v - <v, s>), entry by entry")
+    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
+    if not cmp.passed:
+        w = cmp.worst_index()
+        res.failures.append(
+            f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: row "
+            f"{case.rows[w[0]]}, index {w[1]}: computed {fmt(cmp.computed[w], 10)}, exact "
+            f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed {fmt(cmp.allowed[w])})")
+    return res
+
+
+@register("vjp", "finite_difference")
+def vjp_fd(case: VjpCase) -> CheckResult:
+    f = case.impl.forward64(False)
+    rng = np.random.default_rng(case.seed + 7)
+    ests, vals, allowed = [], [], []
+    for r in range(case.X.shape[0]):
+        fin = np.isfinite(case.X[r])
+        u = np.where(fin, rng.standard_normal(case.X.shape[1]), 0.0)
+        v = case.V[r]
+        ests.append(finite_diff.directional(lambda Z, v=v: np.sum(f(Z) * np.where(fin, v, 0.0), axis=-1),
+                                            case.X[r], u, case.fd_method))
+        zu = case.z[r] * u
+        vals.append(math.fsum(zu) if np.all(np.isfinite(zu)) else np.nan)
+        allowed.append(float(np.sum(np.abs(u) * case.cmp.allowed[r])))
+    return fd_result("finite_difference",
+                     "<z, u> agrees with the directional finite difference of <v, f(x + h u)> "
+                     f"along a random u, f = {case.impl.fd_source}",
+                     np.array(vals), ests, np.array(allowed), case.rows)
+
+
+@register("vjp", "zero_sum")
+def vjp_zero_sum(case: VjpCase) -> CheckResult:
+    sums = fsum_rows(case.z)
+    return sum_check("zero_sum", "sum_i z_i = 0", sums, np.sum(case.cmp.allowed, axis=-1),
+                     case.rows, "sum z")
+
+
+# --- loss ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LossCase:
+    Z: np.ndarray  # z rounded to the dtype, as float64 (what the implementation gets)
+    T: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    overrides: Overrides | None
+    dps: int
+    mode: str  # "vjp" | "given" | "softmax"
+    g: np.ndarray  # computed gradient
+    z_exact: np.ndarray  # exact z (float64 hi)
+    floor: np.ndarray  # rounding floor of z per entry (0 where z is given exactly)
+    X: np.ndarray | None = None
+    V: np.ndarray | None = None
+    dot: np.ndarray | None = None  # <v, s> per row (vjp mode)
+    dot_str: list | None = None
+    exact_zero: list | None = None  # per row (vjp mode)
+    fd_method: str = "auto"
+    top: int = 10
+    seed: int = 0
+    grad_x: dict | None = None  # {"computed", "hi", "lo", "allowed"} in softmax mode
+    _cmp: Comparison | None = field(default=None, repr=False)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Entries where -t/z is defined: z != 0 (t_i = 0 there gives 0)."""
+        return self.Z != 0
+
+    @property
+    def cmp(self) -> Comparison:
+        if self._cmp is None:
+            from .reference import exact_loss_grad
+
+            hi, lo = exact_loss_grad(self.Z, self.T)
+            ok = self.valid
+            hi, lo = np.where(ok, hi, 0.0), np.where(ok, lo, 0.0)
+            g = np.where(ok, self.g, 0.0)
+            tol = apply_overrides(quotient_tolerance(self.info), self.overrides)
+            self._cmp = compare(g, hi, lo, tol, self.info)
+        return self._cmp
+
+
+@register("loss", "reference")
+def loss_reference(case: LossCase) -> CheckResult:
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} -t / z in {case.info.name} agrees with the exact "
+                            "quotient for the z it was given, entry by entry")
+    res.entries = top_entries(cmp, case.Z, case.rows, case.top,
+                              lambda r, i: "" if cmp.ok[r, i] else
+                              f"error {fmt(cmp.ratio[r, i])} x its allowance")
+    if not cmp.passed:
+        w = cmp.worst_index()
+        res.failures.append(f"row {case.rows[w[0]]}, index {w[1]}: computed "
+                            f"{fmt(cmp.computed[w], 10)}, exact {fmt(cmp.ref[w], 10)}")
+    if case.grad_x is not None:
+        gx = case.grad_x
+        res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
+                                 "passed": gx["cmp"].passed, **gx["cmp"].maxima()}
+        if not gx["cmp"].passed:
+            res.passed = False
+            w = gx["cmp"].worst_index()
+            res.failures.append(
+                f"gradient in x (s * sum(t) - t), row {case.rows[w[0]]}, index {w[1]}: computed "
+                f"{fmt(gx['cmp'].computed[w], 10)}, exact {fmt(gx['cmp'].ref[w], 10)}")
+        else:
+            res.notes.append(f"gradient in x, s * sum(t) - t: max {fmt(gx['cmp'].maxima()['max_ulp'])} ULP")
+    return res
+
+
+@register("loss", "finite_difference")
+def loss_fd(case: LossCase) -> CheckResult:
+    rng = np.random.default_rng(case.seed + 11)
+    ests, vals, allowed = [], [], []
+    for r in range(case.Z.shape[0]):
+        z, t = case.Z[r], case.T[r]
+        usable = z > 0  # the complex step must stay off log's branch cut
+        w = np.where(usable, rng.standard_normal(z.shape[0]), 0.0)
+        tt = np.where(usable, t, 0.0)
+        zz = np.where(usable, z, 1.0)
+
+        def loss(Zb, tt=tt):
+            return -np.sum(tt * np.log(Zb), axis=-1)
+
+        ests.append(finite_diff.directional(loss, zz, w, case.fd_method))
+        gw = np.where(usable, case.g[r], 0.0) * w
+        vals.append(math.fsum(gw) if np.all(np.isfinite(gw)) else np.nan)
+        allowed.append(float(np.sum(np.abs(w) * np.where(usable, case.cmp.allowed[r], 0.0))))
+    res = fd_result("finite_difference", "<D_z l, w> agrees with the directional finite "
+                    "difference of l(z + h w, t) along a random w (entries with z_i > 0)",
+                    np.array(vals), ests, np.array(allowed), case.rows)
+    return res
+
+
+@register("loss", "zero_condition")
+def loss_zero_condition(case: LossCase) -> CheckResult:
+    entries, bad = [], []
+    exact0, unreliable = [], []
+    for r in range(case.Z.shape[0]):
+        t = case.T[r]
+        z0 = set(case.exact_zero[r]) if case.exact_zero is not None else set(
+            np.flatnonzero(case.z_exact[r] == 0).tolist())
+        unrel = set(np.flatnonzero(np.abs(case.z_exact[r]) <= case.floor[r]).tolist()) - z0
+        if case.mode == "vjp":
+            # where the rounded z is 0 though the exact one is not: the sign was lost too
+            unrel |= set(np.flatnonzero((case.Z[r] == 0) & (case.z_exact[r] != 0)).tolist()) - z0
+        for i in sorted(z0 | unrel):
+            row = {"row": int(case.rows[r]), "index": int(i),
+                   "kind": "exact zero" if i in z0 else "below rounding floor",
+                   "z_i": float(case.z_exact[r, i]), "floor": float(case.floor[r, i]),
+                   "t_i": float(t[i])}
+            if case.mode == "vjp":
+                row["v_i"] = float(case.V[r, i])
+                row["<v,s>"] = case.dot_str[r]
+            entries.append(row)
+            if t[i] != 0:
+                bad.append(row)
+        exact0 += [[int(case.rows[r]), int(i)] for i in sorted(z0)]
+        unreliable += [[int(case.rows[r]), int(i)] for i in sorted(unrel)]
+    res = CheckResult(
+        name="zero_condition", passed=not bad, max_abs_err=None, max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "no index with t_i != 0 where z_i = 0 or |z_i| <= its rounding "
+                   "floor u s_i (|v_i| + sum_j |v_j| s_j)"},
+        worst=({"row": bad[0]["row"], "index": bad[0]["index"]} if bad else None),
+        measured=f"{len(exact0)} exact zero(s), {len(unreliable)} below the floor",
+        allowed="none where t_i != 0",
+        statement="z_i = 0 exactly when v_i = <v, s>; near it the sign of z_i and -t_i/z_i are "
+        "unreliable")
+    for e in bad[:10]:
+        side = (f"v_{e['index']} = {e['v_i']!r} vs <v, s> = {e['<v,s>']}, "
+                if "v_i" in e else "")
+        res.failures.append(
+            f"row {e['row']}, index {e['index']} ({e['kind']}): {side}z = {fmt(e['z_i'])}, "
+            f"floor {fmt(e['floor'])}, t = {fmt(e['t_i'])}: the gradient -t/z there is "
+            + ("undefined" if e["kind"] == "exact zero" else "unreliable (sign and size)"))
+    res.details["zero_condition"] = {"exact_zero_indices": exact0,
+                                     "unreliable_indices": unreliable, "entries": entries[:100]}
+    return res
+
+
+@register("loss", "domain")
+def loss_domain(case: LossCase) -> CheckResult:
+    bad = (case.T != 0) & ~(case.Z > 0)
+    idx = np.argwhere(bad)
+    res = CheckResult(
+        name="domain", passed=not idx.size, max_abs_err=None, max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "z_i > 0 wherever t_i != 0"},
+        worst=({"row": int(case.rows[idx[0][0]]), "index": int(idx[0][1])} if idx.size else None),
+        measured=f"{len(idx)} entr{'y' if len(idx) == 1 else 'ies'} with z_i <= 0 and t_i != 0",
+        allowed="0", statement="log z_i is defined wherever t_i != 0 (z_i > 0)")
+    if idx.size:
+        res.failures.append(
+            "log z_i undefined at " + ", ".join(
+                f"row {case.rows[r]} index {i} (z = {fmt(case.Z[r, i])}, t = {fmt(case.T[r, i])})"
+                for r, i in idx[:6]) + (" ..." if len(idx) > 6 else ""))
+        res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:100]]
+    return res
+

@@ -1,0 +1,676 @@
+"""The command line through its real entry point: ``smcheck.cli.main(argv)`` in-process (exit
+status first, then stdout/stderr), and a few runs of ``python -m smcheck`` in a subprocess to
+prove the installed entry point works (each costs about half a second, so they are few).
+
+The contract under test is /work/shared/SPEC.md: exit status 0/1/2, one ``error:`` line on
+stderr and never a traceback, the JSON keys, the forward check names, non-finite numbers as
+strings, undefined rows reported rather than fatal, and user callables.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import smcheck
+from smcheck.cli import main
+from smcheck.presets import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+DTYPES = ["float64", "float32", "float16", "bfloat16"]
+FORWARD_CHECKS = ["reference", "normalization", "shift_invariance", "finite"]
+CHECK_KEYS = ["name", "passed", "max_abs_err", "max_rel_err", "max_ulp", "tolerance", "worst"]
+TOP_KEYS = ["smcheck", "command", "impl", "dtype", "dps", "shape", "passed", "checks",
+            "undefined_rows", "overflow"]
+OVERFLOW_KEYS = ["log_realmax", "log_min_subnormal", "overflow_indices", "every_exp_underflows"]
+# large-n (100,000 entries) takes ~13 s of mpmath reference work: it is run once, below.
+FAST_PRESETS = [name for name in PRESETS if name != "large-n"]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys, *argv) -> Run:
+    """``smcheck ARGV`` in this process; main() always leaves through SystemExit."""
+    capsys.readouterr()  # drop anything printed before
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return Run(0 if code is None else code, out, err)
+
+
+def strict_json(text: str):
+    """json.loads that refuses the bare NaN / Infinity / -Infinity constants."""
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the JSON output (SPEC: write it as a string)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def run_json(capsys, *argv) -> tuple[Run, dict]:
+    r = run_cli(capsys, *argv, "--json")
+    assert r.code in (0, 1), r.err
+    assert r.err == ""
+    return r, strict_json(r.out)
+
+
+def check(doc: dict, name: str) -> dict:
+    matches = [c for c in doc["checks"] if c["name"] == name]
+    assert len(matches) == 1, [c["name"] for c in doc["checks"]]
+    return matches[0]
+
+
+def assert_usage_error(r: Run, *words: str) -> None:
+    """Exit 2, nothing on stdout, exactly one ``error:`` line on stderr naming ``words``."""
+    assert r.code == 2, (r.code, r.out, r.err)
+    assert "Traceback" not in r.out + r.err
+    assert r.out == ""
+    assert r.err.startswith("error: "), r.err
+    assert r.err.endswith("\n") and r.err.count("\n") == 1, repr(r.err)
+    assert "internal error" not in r.err, r.err
+    for w in words:
+        assert w in r.err, (w, r.err)
+
+
+def finfo(dtype: str):
+    return ml_dtypes.finfo(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.finfo(dtype)
+
+
+def python_m_smcheck(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smcheck", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, **kwargs)
+
+
+# --- version and help ---------------------------------------------------------------------------
+
+def test_version(capsys):
+    r = run_cli(capsys, "--version")
+    assert r.code == 0
+    assert r.out == f"smcheck {smcheck.__version__}\n"
+    assert r.err == ""
+
+
+@pytest.mark.parametrize("argv, shows", [
+    (["--help"], "forward"), (["-h"], "presets"), (["forward", "--help"], "--impl"),
+    (["presets", "--help"], "--json"),
+])
+def test_help_exits_0(capsys, argv, shows):
+    r = run_cli(capsys, *argv)
+    assert r.code == 0
+    assert shows in r.out
+    assert r.err == ""
+
+
+def test_no_arguments_shows_help_and_exits_0(capsys):
+    r = run_cli(capsys)
+    assert r.code == 0
+    assert "forward" in r.out
+
+
+def test_python_m_smcheck_version():  # subprocess: the module entry point
+    p = python_m_smcheck("--version")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"smcheck {smcheck.__version__}\n"
+
+
+def test_help_does_not_import_heavy_modules():  # subprocess: a fresh interpreter
+    script = textwrap.dedent("""
+        import json, sys
+        from smcheck.cli import main
+        try:
+            main(["--help"])
+        except SystemExit as exc:
+            code = exc.code
+        print("@@" + json.dumps({"code": code, "loaded": {
+            m: m in sys.modules for m in ("mpmath", "torch", "jax", "numpy")}}))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout.rsplit("@@", 1)[1])
+    assert info["code"] in (0, None)
+    assert info["loaded"] == {"mpmath": False, "torch": False, "jax": False, "numpy": False}
+
+
+# --- the overflow example -----------------------------------------------------------------------
+
+def test_naive_overflow_fails_and_names_the_threshold(capsys):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive", "--check")
+    assert r.code == 1
+    assert "overflow" in r.out
+    assert "709.78" in r.out
+    assert "Traceback" not in r.out + r.err
+
+
+def test_stable_overflow_passes(capsys):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "stable", "--check")
+    assert r.code == 0, r.out
+    assert "overflow" in r.out  # the naive-formula thresholds are still reported
+
+
+def test_check_off_exits_0_even_when_checks_fail(capsys):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive")
+    assert r.code == 0
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_json_document(capsys, dtype):
+    r, doc = run_json(capsys, "forward", "--preset", "overflow", "--impl", "naive", "--dtype",
+                      dtype)
+    assert r.code == 0  # no --check
+    for key in TOP_KEYS + ["result"]:
+        assert key in doc, key
+    assert doc["smcheck"] == smcheck.__version__
+    assert doc["command"] == "forward"
+    assert doc["impl"] == "naive"
+    assert doc["dtype"] == dtype
+    assert doc["dps"] == 50
+    assert doc["shape"] == [1, 3]
+    assert doc["passed"] is False
+    assert doc["undefined_rows"] == []
+    assert [c["name"] for c in doc["checks"]] == FORWARD_CHECKS
+    for c in doc["checks"]:
+        for key in CHECK_KEYS:
+            assert key in c, (c["name"], key)
+        assert isinstance(c["passed"], bool)
+        assert isinstance(c["tolerance"], dict)
+    assert doc["passed"] == all(c["passed"] for c in doc["checks"])
+    # overflow block: thresholds computed here independently from the format's limits
+    ov = doc["overflow"]
+    for key in OVERFLOW_KEYS:
+        assert key in ov, key
+    fi = finfo(dtype)
+    assert ov["log_realmax"] == pytest.approx(math.log(float(fi.max)), rel=1e-12)
+    assert ov["log_min_subnormal"] == pytest.approx(math.log(float(fi.smallest_subnormal)),
+                                                    rel=1e-12)
+    assert round(ov["log_realmax"], 2) == {"float64": 709.78, "float32": 88.72,
+                                           "float16": 11.09, "bfloat16": 88.72}[dtype]
+    assert ov["overflow_indices"] == [0, 1, 2]  # 990 > 709.78 > 88.72 > 11.09
+    assert ov["every_exp_underflows"] is False
+    # inf/inf: non-finite values are the strings "nan", "inf", "-inf"
+    assert "nan" in doc["result"]
+    assert all(v in ("nan", "inf", "-inf") or isinstance(v, float) for v in doc["result"])
+    assert check(doc, "reference")["max_ulp"] == "inf"
+    assert check(doc, "finite")["passed"] is False
+
+
+def test_json_underflow_block(capsys):
+    _, doc = run_json(capsys, "forward", "--preset", "underflow", "--impl", "naive")
+    assert doc["overflow"]["every_exp_underflows"] is True
+    assert doc["overflow"]["overflow_indices"] == []
+    assert "nan" in doc["result"]  # 0/0
+
+
+def test_json_stable_small_result_and_worst(capsys):
+    r, doc = run_json(capsys, "forward", "--x", "1,2,3", "--check")
+    assert r.code == 0 and doc["passed"] is True
+    s = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(doc["result"], s, rtol=1e-15)
+    w = check(doc, "reference")["worst"]
+    assert w["row"] == 0 and 0 <= w["index"] < 3
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_json_check_names_in_order(capsys, log):
+    argv = ["forward", "--preset", "masked", "--dtype", "float32"] + (["--log"] if log else [])
+    _, doc = run_json(capsys, *argv)
+    assert [c["name"] for c in doc["checks"]] == FORWARD_CHECKS
+
+
+def test_json_masked_log_result_has_minus_inf_strings(capsys):
+    _, doc = run_json(capsys, "forward", "--preset", "masked", "--log")
+    assert doc["result"][1] == "-inf" and doc["result"][3] == "-inf"
+
+
+def test_json_is_deterministic(capsys):
+    argv = ["forward", "--preset", "huge", "--impl", "naive", "--dtype", "float16", "--json"]
+    a, b = run_cli(capsys, *argv), run_cli(capsys, *argv)
+    assert a.code == b.code == 0
+    assert a.out == b.out
+    strict_json(a.out)
+
+
+def test_exit_status_is_deterministic(capsys):
+    argv = ["forward", "--preset", "wide-spread", "--impl", "naive", "--check", "--quiet"]
+    assert run_cli(capsys, *argv).code == run_cli(capsys, *argv).code == 1
+
+
+# --- --quiet ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl, code", [("naive", 1), ("stable", 0)])
+def test_quiet_prints_nothing_and_exit_is_the_verdict(capsys, impl, code):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", impl, "--check", "--quiet")
+    assert r.code == code
+    assert r.out == ""
+    assert r.err == ""
+
+
+def test_quiet_wins_over_json_and_without_check_exits_0(capsys):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive", "--quiet", "--json")
+    assert r.code == 0
+    assert r.out == ""
+
+
+# --- every preset and dtype ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("preset", FAST_PRESETS)
+def test_stable_passes_every_preset(capsys, preset, dtype, log):
+    argv = ["forward", "--preset", preset, "--dtype", dtype, "--impl", "stable", "--check",
+            "--quiet"] + (["--log"] if log else [])
+    r = run_cli(capsys, *argv)
+    assert r.code == 0, f"stable failed on {preset} {dtype} log={log}: {r.err}"
+    assert r.out == ""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("preset", FAST_PRESETS)
+def test_naive_fails_every_preset_on_shift_invariance(capsys, preset, dtype):
+    r, doc = run_json(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl", "naive",
+                      "--check")
+    assert r.code == 1
+    assert doc["passed"] is False
+    assert check(doc, "shift_invariance")["passed"] is False
+
+
+def test_large_n_stable_float64(capsys):
+    # slow (~13 s: 100,000 entries through the mpmath reference); run once, float64, stable
+    r = run_cli(capsys, "forward", "--preset", "large-n", "--dtype", "float64", "--impl",
+                "stable", "--check", "--quiet")
+    assert r.code == 0
+    assert r.out == ""
+
+
+@pytest.mark.parametrize("preset, passes", [
+    ("overflow", False), ("underflow", False), ("wide-spread", False),
+    ("benign", True), ("masked", True), ("ties", True), ("uniform", True),
+    ("tiny-spread", True), ("single", True),
+])
+def test_naive_reference_check_float64(capsys, preset, passes):
+    _, doc = run_json(capsys, "forward", "--preset", preset, "--impl", "naive")
+    assert check(doc, "reference")["passed"] is passes
+
+
+# --- batches and undefined rows -----------------------------------------------------------------
+
+def test_batch_shape(capsys):
+    r, doc = run_json(capsys, "forward", "--x", "1,2,3;4,5,6", "--check")
+    assert r.code == 0
+    assert doc["shape"] == [2, 3]
+    assert len(doc["result"]) == 2 and all(len(row) == 3 for row in doc["result"])
+    # shift invariance: both rows give the same softmax
+    np.testing.assert_allclose(doc["result"][0], doc["result"][1], rtol=1e-15)
+
+
+def test_fully_masked_row_is_undefined_not_fatal(capsys):
+    r, doc = run_json(capsys, "forward", "--preset", "fully-masked", "--impl", "stable", "--check")
+    assert r.code == 0
+    assert doc["passed"] is True
+    assert doc["shape"] == [2, 4]
+    assert [u["row"] for u in doc["undefined_rows"]] == [1]
+    assert doc["result"][0][3] == 0.0  # the masked entry of the good row is exactly 0
+    assert "nan" not in json.dumps(doc["result"][0])
+
+
+def test_fully_masked_row_is_listed_in_the_table_report(capsys):
+    r = run_cli(capsys, "forward", "--preset", "fully-masked", "--check")
+    assert r.code == 0
+    assert "undefined" in r.out
+
+
+@pytest.mark.parametrize("text", ["nan,1", "1,inf", "-inf,-inf", "NaN, 2, 3"])
+def test_undefined_single_row_is_not_an_error(capsys, text):
+    r, doc = run_json(capsys, "forward", "--x", text, "--check")
+    assert r.code == 0
+    assert [u["row"] for u in doc["undefined_rows"]] == [0]
+    assert doc["passed"] is True
+    assert doc["checks"] == []  # nothing was checked; no check reports itself as passed
+
+
+def test_undefined_row_next_to_defined_row(capsys):
+    r, doc = run_json(capsys, "forward", "--x", "inf,1;1,2", "--check")
+    assert r.code == 0
+    assert [u["row"] for u in doc["undefined_rows"]] == [0]
+    assert doc["result"][0] is None
+    assert [c["name"] for c in doc["checks"]] == FORWARD_CHECKS
+
+
+def test_undefined_single_row_still_has_result_key(capsys):
+    _, doc = run_json(capsys, "forward", "--x", "nan,1")
+    assert "result" in doc
+
+
+# --- user callables -----------------------------------------------------------------------------
+
+USER_MODULE = '''
+import numpy as np
+
+SEEN = []
+
+def bad(x):
+    e = np.exp(x - x.max())
+    return e / e.max()          # wrong: divides by the largest term, not the sum
+
+def ok(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+def ok_log(x):
+    x = np.asarray(x, dtype=np.float64)
+    a = x.max()
+    return x - (a + np.log(np.sum(np.exp(x - a))))
+
+def spy(x):
+    SEEN.append((type(x).__name__, x.dtype.name, x.ndim))
+    return ok(x)
+
+def wrong_shape(x):
+    return np.zeros(len(x) + 1)
+
+def raises(x):
+    raise RuntimeError("kaboom")
+
+def strings(x):
+    return ["a"] * len(x)
+
+def exits(x):
+    import sys
+    sys.exit(0)                 # a callable that ends the process "successfully"
+'''
+
+
+@pytest.fixture
+def wrongsm(tmp_path, monkeypatch):
+    """``wrongsm.py`` in a fresh directory that is the cwd and on sys.path."""
+    (tmp_path / "wrongsm.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("wrongsm", None)
+    yield tmp_path
+    sys.modules.pop("wrongsm", None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("preset", ["benign", "overflow", "masked", "ties"])
+def test_user_callable_wrong_fails_right_passes(capsys, wrongsm, preset, dtype):
+    bad = run_cli(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl",
+                  "wrongsm:bad", "--check", "--quiet")
+    assert bad.code == 1, bad.err
+    ok = run_cli(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl",
+                 "wrongsm:ok", "--check", "--quiet")
+    assert ok.code == 0, ok.err
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_user_callable_log(capsys, wrongsm, dtype):
+    r = run_cli(capsys, "forward", "--preset", "one-hot", "--log", "--dtype", dtype, "--impl",
+                "wrongsm:ok_log", "--check", "--quiet")
+    assert r.code == 0, r.err
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_user_callable_receives_1d_rows_in_the_dtype(capsys, wrongsm, dtype):
+    r, doc = run_json(capsys, "forward", "--x", "1,2,3;4,5,7", "--dtype", dtype, "--impl",
+                      "wrongsm:spy", "--check")
+    assert r.code == 0
+    assert doc["impl"] == "wrongsm:spy"
+    seen = sys.modules["wrongsm"].SEEN
+    assert seen, "the callable was never called"
+    assert set(seen) == {("ndarray", dtype, 1)}
+
+
+@pytest.mark.parametrize("func", ["wrong_shape", "raises", "strings"])
+def test_user_callable_misbehaving_is_exit_2(capsys, wrongsm, func):
+    r = run_cli(capsys, "forward", "--preset", "benign", "--impl", f"wrongsm:{func}", "--check")
+    assert_usage_error(r, f"wrongsm:{func}")
+
+
+def test_user_callable_calling_sys_exit_is_not_a_pass(capsys, wrongsm):
+    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "wrongsm:exits", "--check",
+                "--json")
+    assert_usage_error(r, "wrongsm:exits")
+
+
+def test_user_callable_missing_attribute(capsys, wrongsm):
+    r = run_cli(capsys, "forward", "--x", "1,2", "--impl", "wrongsm:nope")
+    assert_usage_error(r, "wrongsm", "nope")
+
+
+# --- usage and input errors ---------------------------------------------------------------------
+
+def _write_pickled_npy(tmp_path: Path) -> str:
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([1.0, "a", None], dtype=object), allow_pickle=True)
+    return str(path)
+
+
+def _write_unknown_type(tmp_path: Path) -> str:
+    path = tmp_path / "logits.xyz"
+    path.write_text("1 2 3\n")
+    return str(path)
+
+
+ERROR_CASES = {
+    # id: (argv builder, words the error line must contain)
+    "malformed-number": (lambda t: ["--x", "1,abc"], ["abc"]),
+    "empty-input": (lambda t: ["--x", ""], ["empty"]),
+    "two-sources": (lambda t: ["--x", "1,2", "--preset", "benign"], ["--x", "--preset"]),
+    "no-source": (lambda t: [], ["--x"]),
+    "unreadable-file": (lambda t: ["--x-file", str(t / "missing.npy")], ["missing.npy"]),
+    "unknown-file-type": (lambda t: ["--x-file", _write_unknown_type(t)], [".xyz"]),
+    "pickled-npy": (lambda t: ["--x-file", _write_pickled_npy(t)], ["objects.npy", "pickle"]),
+    "unknown-preset": (lambda t: ["--preset", "nosuchpreset"], ["nosuchpreset"]),
+    "unknown-dtype": (lambda t: ["--x", "1,2", "--dtype", "float8"], ["float8"]),
+    "unknown-impl": (lambda t: ["--x", "1,2", "--impl", "bogus"], ["bogus"]),
+    "impl-no-module": (lambda t: ["--x", "1,2", "--impl", "nosuchmodule:f"], ["nosuchmodule"]),
+    "unknown-option": (lambda t: ["--x", "1,2", "--frobnicate"], ["--frobnicate"]),
+    "dps-too-small": (lambda t: ["--x", "1,2", "--dps", "5"], ["--dps"]),
+    "negative-rtol": (lambda t: ["--x", "1,2", "--rtol", "-1"], ["--rtol"]),
+    "negative-atol": (lambda t: ["--x", "1,2", "--atol", "-1e-3"], ["--atol"]),
+    "nan-max-ulp": (lambda t: ["--x", "1,2", "--max-ulp", "nan"], ["--max-ulp"]),
+    "negative-top": (lambda t: ["--x", "1,2", "--top", "-1"], ["--top"]),
+    "unknown-metric": (lambda t: ["--x", "1,2", "--log", "--metric", "bogus"], ["bogus"]),
+    "dps-not-int": (lambda t: ["--x", "1,2", "--dps", "many"], ["--dps"]),
+    "option-missing-value": (lambda t: ["--x", "1,2", "--dtype"], ["--dtype"]),
+    "npz-several-arrays": (lambda t: ["--x-file", _write_npz_two(t)], ["two.npz"]),
+}
+
+
+def _write_npz_two(tmp_path: Path) -> str:
+    path = tmp_path / "two.npz"
+    np.savez(path, a=np.array([1.0, 2.0]), b=np.array([3.0]))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_usage_errors_exit_2_with_one_error_line(capsys, tmp_path, case):
+    build, words = ERROR_CASES[case]
+    r = run_cli(capsys, "forward", *build(tmp_path))
+    assert_usage_error(r, *words)
+
+
+def test_unknown_command_is_exit_2(capsys):
+    assert_usage_error(run_cli(capsys, "frobnicate"), "frobnicate")
+
+
+def test_error_in_a_real_process_has_no_traceback():  # subprocess
+    p = python_m_smcheck("forward", "--x", "1,abc", "--check")
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
+    assert "Traceback" not in p.stderr
+
+
+# --- input files and the positional INPUT -------------------------------------------------------
+
+def _files(tmp_path: Path) -> dict[str, tuple[str, list[int]]]:
+    """name -> (path to pass, expected shape)."""
+    x = np.array([[0.5, -1.0, 2.0], [3.0, -np.inf, 1.0]])
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "one.npz", x[0])
+    np.savez(tmp_path / "keyed.npz", logits=x, other=x[:1])
+    (tmp_path / "x.json").write_text(json.dumps([[0.5, -1.0, 2.0], [3.0, 0.0, 1.0]]))
+    (tmp_path / "x.csv").write_text("0.5,-1.0,2.0\n3.0,-inf,1.0\n")
+    (tmp_path / "x.tsv").write_text("0.5\t-1.0\t2.0\n")
+    (tmp_path / "x.txt").write_text("# a comment\n0.5 -1.0 2.0 7\n")
+    return {
+        "npy": (str(tmp_path / "x.npy"), [2, 3]),
+        "npz": (str(tmp_path / "one.npz"), [1, 3]),
+        "npz-key": (str(tmp_path / "keyed.npz") + ":other", [1, 3]),
+        "json": (str(tmp_path / "x.json"), [2, 3]),
+        "csv": (str(tmp_path / "x.csv"), [2, 3]),
+        "tsv": (str(tmp_path / "x.tsv"), [1, 3]),
+        "txt": (str(tmp_path / "x.txt"), [1, 4]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "npz-key", "json", "csv", "tsv", "txt"])
+@pytest.mark.parametrize("how", ["--x-file", "positional"])
+def test_input_files(capsys, tmp_path, kind, how):
+    path, shape = _files(tmp_path)[kind]
+    argv = ["forward", "--x-file", path] if how == "--x-file" else ["forward", path]
+    r, doc = run_json(capsys, *argv, "--check")
+    assert r.code == 0
+    assert doc["shape"] == shape
+    assert doc["undefined_rows"] == []
+
+
+def test_x_file_stdin_subprocess():  # subprocess: real standard input
+    p = python_m_smcheck("forward", "--x-file", "-", "--check", "--json",
+                         input="1 2 3\n4 5 6\n")
+    assert p.returncode == 0, p.stderr
+    assert strict_json(p.stdout)["shape"] == [2, 3]
+
+
+def test_positional_dash_reads_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1000, 999, 990\n"))
+    r, doc = run_json(capsys, "forward", "-", "--impl", "naive", "--check")
+    assert r.code == 1
+    assert doc["overflow"]["overflow_indices"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("arg, shape", [
+    ("one-hot", [1, 8]),       # a preset name
+    ("fully-masked", [2, 4]),  # a batch preset
+    ("1,2,3", [1, 3]),         # numbers
+    ("1 2; 3 4", [2, 2]),      # rows
+    ("[[1, 2], [3, 4]]", [2, 2]),  # a JSON array
+])
+def test_positional_preset_and_numbers(capsys, arg, shape):
+    r, doc = run_json(capsys, "forward", arg, "--check")
+    assert r.code == 0
+    assert doc["shape"] == shape
+
+
+def test_positional_and_option_are_two_sources(capsys):
+    assert_usage_error(run_cli(capsys, "forward", "1,2", "--x", "3,4"))
+    assert_usage_error(run_cli(capsys, "forward", "benign", "--preset", "ties"))
+
+
+def test_random_input(capsys):
+    r, doc = run_json(capsys, "forward", "--random", "12", "--rows", "3", "--seed", "5",
+                      "--dtype", "float32", "--check")
+    assert r.code == 0
+    assert doc["shape"] == [3, 12]
+
+
+# --- tolerance overrides ------------------------------------------------------------------------
+
+def test_rtol_atol_override_is_reported_as_user(capsys):
+    _, default = run_json(capsys, "forward", "--preset", "benign")
+    _, user = run_json(capsys, "forward", "--preset", "benign", "--rtol", "0", "--atol", "0")
+    assert check(default, "reference")["tolerance"]["source"] == "derived"
+    ref = check(user, "reference")
+    assert ref["tolerance"]["source"] == "user"
+    # with no allowance at all, any rounding error fails the entry
+    assert ref["passed"] is (ref["max_abs_err"] == 0)
+
+
+def test_max_ulp_override_changes_the_verdict(capsys):
+    argv = ["forward", "--preset", "overflow", "--impl", "divfree", "--dtype", "bfloat16"]
+    _, default = run_json(capsys, *argv)
+    _, loose = run_json(capsys, *argv, "--max-ulp", "1000")
+    d, l_ = check(default, "reference"), check(loose, "reference")
+    assert l_["tolerance"]["source"] == "user"
+    assert l_["tolerance"]["max_ulp"] == 1000
+    assert d["max_ulp"] == l_["max_ulp"]  # the same errors, judged differently
+    assert d["passed"] != l_["passed"]
+    assert l_["passed"] is (l_["max_ulp"] <= 1000)
+
+
+def test_max_ulp_zero_fails_an_inexact_result(capsys):
+    _, doc = run_json(capsys, "forward", "--preset", "benign", "--max-ulp", "0")
+    ref = check(doc, "reference")
+    assert ref["max_ulp"] > 0
+    assert ref["passed"] is False
+
+
+def test_loose_max_ulp_alone_keeps_a_correct_impl_passing(capsys):
+    r, doc = run_json(capsys, "forward", "--preset", "benign", "--max-ulp", "1000", "--check")
+    assert check(doc, "reference")["passed"] is True
+    assert r.code == 0, [(c["name"], c["failures"]) for c in doc["checks"] if not c["passed"]]
+
+
+def test_top_limits_worst_entries(capsys):
+    _, doc = run_json(capsys, "forward", "--preset", "benign", "--top", "2")
+    assert len(check(doc, "reference").get("worst_entries", [])) <= 2
+
+
+# --- presets command ----------------------------------------------------------------------------
+
+def test_presets_command(capsys):
+    r = run_cli(capsys, "presets")
+    assert r.code == 0
+    for name in PRESETS:
+        assert name in r.out
+    r = run_cli(capsys, "presets", "--json")
+    assert r.code == 0
+    items = strict_json(r.out)
+    assert [it["name"] for it in items] == list(PRESETS)
+
+
+# --- the CI example -----------------------------------------------------------------------------
+
+def test_examples_ci_check_script():  # subprocess: ~4 s, seven smcheck runs
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    p = subprocess.run(["bash", "examples/ci-check.sh"], capture_output=True, text=True,
+                       cwd=REPO, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "naive --check exit status: 1" in p.stdout
+    assert "[0, 1, 2]" in p.stdout  # the overflow indices read from the JSON
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_examples_logits_npy_is_reproducible():
+    spec = importlib.util.spec_from_file_location("make_examples",
+                                                  REPO / "examples" / "make_examples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    saved = np.load(REPO / "examples" / "logits.npy", allow_pickle=False)
+    assert saved.shape == (32,) and saved.dtype == np.float64
+    np.testing.assert_array_equal(saved, mod.make_logits())
