@@ -74,14 +74,14 @@ _BUILTINS = {"stable": stable_softmax, "naive": naive_softmax, "divfree": divfre
 def exact_formula(name: str, log: bool = False):
     """The built-in formula ``name`` in float64 or complex128 arithmetic, with no rounding to a
     narrower dtype: the forward function that finite differences (the complex step included)
-    differentiate. Rows along the last axis; the shift is the max of the real parts, which
-    leaves an analytic function analytic."""
+    differentiate. Rows along the last axis. The shift is the (complex) entry whose real part
+    is largest: the formula stays analytic, and x_max - shift is exactly 0 as log1p assumes."""
 
     def f(X):
         X = np.asarray(X)
         with _errstate():
             re = X.real
-            a = np.max(re, axis=-1, keepdims=True)
+            a = np.take_along_axis(X, np.argmax(re, axis=-1)[..., None], axis=-1)
             if name == "naive":
                 e = np.exp(X)
                 sm = e / np.sum(e, axis=-1, keepdims=True)

@@ -126,27 +126,36 @@ class ExactVJP:
 
 def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
               progress: Progress | None = None) -> ExactVJP:
-    """Exact v J(x) for each row (O(n) per row; J is never formed)."""
+    """Exact v J(x) for each row (O(n) per row; J is never formed), with the exact softmax
+    computed in the same pass."""
     import mpmath
     from mpmath import mp, mpf
 
     X, rows, n = _rows(X)
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
-    sm = exact_softmax(X, dps)
+    s_hi, s_lo = np.zeros((rows, n)), np.zeros((rows, n))
+    y_hi, y_lo = np.full((rows, n), -np.inf), np.zeros((rows, n))
+    d64 = np.full((rows, n), -np.inf)
     z_hi, z_lo = np.zeros((rows, n)), np.zeros((rows, n))
     dot, abs_dot, dot_str, zeros = np.zeros(rows), np.zeros(rows), [], []
+    fsum = mpmath.fsum
     with mp.workdps(dps):
         eps = mpf(10) ** (-(dps - 5))
         for r in range(rows):
-            R = _Row(X[r], r)
+            row = X[r]
+            R = _Row(row, r)
+            with np.errstate(over="ignore"):
+                d64[r, R.fin] = row[R.fin] - row[R.m]
             s = {i: R.s(i) for i in R.e}
             v = {i: mpf(float(V[r, i])) for i in R.e}
-            dv = mpmath.fsum(v[i] * s[i] for i in s)
+            dv = fsum(v[i] * s[i] for i in s)
             dot[r] = float(dv)
             dot_str.append(mpmath.nstr(dv, 17))
-            abs_dot[r] = float(mpmath.fsum(abs(v[i]) * s[i] for i in s))
+            abs_dot[r] = float(fsum(abs(v[i]) * s[i] for i in s))
             zr = []
             for i in s:
+                _split(s[i], s_hi[r], s_lo[r], i, mpf)
+                _split(R.d[i] - R.L, y_hi[r], y_lo[r], i, mpf)
                 diff = v[i] - dv
                 if abs(diff) <= eps * max(abs(v[i]), abs(dv)):
                     zr.append(int(i))
@@ -154,6 +163,7 @@ def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
             zeros.append(zr)
             if progress is not None:
                 progress(n)
+    sm = ExactSoftmax(s_hi, s_lo, y_hi, y_lo, d64, dps)
     return ExactVJP(z_hi, z_lo, dot, dot_str, abs_dot, zeros, sm)
 
 

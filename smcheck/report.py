@@ -56,11 +56,15 @@ def render(report: Report, console, top: int = 10) -> None:
                   + ("  log-softmax" if report.options.get("log") else ""))
     console.print(f"reference: {report.reference}", style="dim")
     if report.checks:
-        t = Table(title=None, show_lines=False, header_style="bold")
-        for col in ("check", "measured", "allowed", "verdict"):
-            t.add_column(col)
+        claims = report.command == "claims"
+        t = Table(title=None, show_lines=claims, header_style="bold")
+        cols = ("claim", "statement", "discrepancy", "allowed", "verdict") if claims else (
+            "check", "measured", "allowed", "verdict")
+        for col in cols:
+            t.add_column(col, overflow="fold")
         for c in report.checks:
-            t.add_row(c.name, c.measured, c.allowed, PASS if c.passed else FAIL)
+            cells = [c.name] + ([c.statement] if claims else []) + [c.measured, c.allowed]
+            t.add_row(*cells, PASS if c.passed else FAIL)
         console.print(t)
     for c in report.checks:
         for line in c.failures:
@@ -76,10 +80,14 @@ def render(report: Report, console, top: int = 10) -> None:
     shown = [c for c in report.checks if c.entries and (not c.passed or (
         c.name == "reference" and not report.vectors))]
     for c in shown:
-        _entries_table(c, console, top, batch=rows > 1)
+        _entries_table(c, console, top, batch=rows > 1, x_label=report.options.get("x_label", "x_i"))
     if "overflow" in report.blocks:
         _overflow(report.blocks["overflow"], console)
-    if report.vectors:
+    if "zero_condition" in report.blocks:
+        _zero_condition(report.blocks["zero_condition"], console)
+    if report.vectors.get("matrix") is not None:
+        _matrix(report, console)
+    elif report.vectors:
         _vectors(report, console)
     verdict = ("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
     failed = sum(not c.passed for c in report.checks)
@@ -87,13 +95,13 @@ def render(report: Report, console, top: int = 10) -> None:
                   "passed")
 
 
-def _entries_table(c: CheckResult, console, top: int, batch: bool) -> None:
+def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i") -> None:
     from rich.table import Table
 
     if top <= 0:
         return
     t = Table(title=f"worst entries: {c.name}", title_justify="left", header_style="bold")
-    cols = (["row"] if batch else []) + ["i", "x_i", "computed", "exact", "abs err", "rel err",
+    cols = (["row"] if batch else []) + ["i", x_label, "computed", "exact", "abs err", "rel err",
                                          "ULP", "allowed", "cause"]
     for col in cols:
         t.add_column(col, justify="left" if col == "cause" else "right", overflow="fold")
@@ -122,6 +130,45 @@ def _overflow(b: dict, console) -> None:
         console.print(f"  exp underflows to 0 at {b['underflow_count']} entries")
     if b["sum_overflows"]:
         console.print(f"  [red]sum of exp overflows[/] in rows {_short(b['rows_sum_overflows'])}")
+
+
+def _zero_condition(b: dict, console) -> None:
+    from rich.table import Table
+
+    for d in b.get("<v,s>", [])[:4]:
+        console.print(f"<v, s> = {d['value']} (row {d['row']})", style="dim")
+    if not b["entries"]:
+        console.print("z_i = 0 condition: no entry of z is zero or below its rounding floor",
+                      style="dim")
+        return
+    t = Table(title="z_i = 0 condition: entries whose sign cannot be trusted", title_justify="left",
+              header_style="bold")
+    has_v = "v_i" in b["entries"][0]
+    for col in ["row", "i", "kind"] + (["v_i", "<v, s>"] if has_v else []) + [
+            "z_i (exact)", "floor", "t_i"]:
+        t.add_column(col, justify="right")
+    for e in b["entries"][:20]:
+        t.add_row(str(e["row"]), str(e["index"]), e["kind"],
+                  *([repr(e["v_i"]), e["<v,s>"]] if has_v else []),
+                  num(e["z_i"], 6), num(e["floor"], 3), num(e["t_i"], 6),
+                  style="red" if e["t_i"] != 0 else None)
+    console.print(t)
+
+
+def _matrix(report: Report, console) -> None:
+    from rich.table import Table
+
+    v = report.vectors
+    J, bad = v["matrix"], v["failing"]
+    t = Table(title="computed Jacobian (row 0; red: beyond its allowance)", title_justify="left",
+              header_style="bold")
+    t.add_column("i \\ k", justify="right")
+    for k in range(len(J)):
+        t.add_column(str(k), justify="right")
+    for i, row in enumerate(J):
+        t.add_row(str(i), *[f"[red]{num(val, 4)}[/]" if bad[i][k] else num(val, 4)
+                            for k, val in enumerate(row)])
+    console.print(t)
 
 
 def _short(items, limit: int = 10) -> str:

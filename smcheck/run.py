@@ -218,7 +218,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     dense = n <= max_dense
     batch = x.ndim == 2
     tick = _ticker(progress, X.size)
-    checks_out, result = [], NO_RESULT
+    checks_out, result, vectors = [], NO_RESULT, {}
     if X.shape[0]:
         exact = exact_softmax(X, dps, tick, one_minus=True)
         case = JacobianCase(X=X, rows=rows, info=info, impl=implementation, log=log,
@@ -238,6 +238,8 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
                 result = _result_list(full, rows, batch)
         checks_out = checks.run_checks("jacobian", case)
         precision = exact.precision
+        if dense and n <= 8:
+            vectors = {"matrix": case.J[0].tolist(), "failing": (~case.cmp.ok[0]).tolist()}
     else:
         precision = f"mpmath, {dps} significant digits"
     return Report(
@@ -247,7 +249,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
         options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
                  "mode": "dense" if dense else "probes"},
-        result=result)
+        vectors=vectors, result=result)
 
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
@@ -364,7 +366,8 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
     precision = f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})"
     return Report(command="loss", impl=implementation.name, dtype=info.name, dps=dps,
                   shape=list(Xr.shape), checks=checks_out, reference=precision,
-                  undefined_rows=undefined, blocks=blocks, options={"z": mode, "fd": fd},
+                  undefined_rows=undefined, blocks=blocks,
+                  options={"z": mode, "fd": fd, "x_label": "z_i"},
                   notes=[] if Z.shape[0] else ["no row has a defined softmax: nothing to check"],
                   result=result)
 
