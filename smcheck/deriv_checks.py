@@ -26,7 +26,11 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     estimate's own error bound plus the computed value's allowance."""
     computed = np.asarray(measured_vals, dtype=np.float64)
     est = np.asarray([f.value for f in fd], dtype=np.float64).reshape(computed.shape)
-    err_fd = np.asarray([f.error for f in fd], dtype=np.float64).reshape(computed.shape)
+    # every float64 value of f is a multiple of the smallest subnormal, so an estimate
+    # (f(x + h) - f(x - h)) / 2h or Im f(x + ih) / h cannot resolve less than eta / h
+    floor = [np.broadcast_to(2 * 5e-324 / np.min(f.step), np.shape(f.value)) for f in fd]
+    err_fd = (np.asarray([f.error for f in fd], dtype=np.float64)
+              + np.asarray(floor, dtype=np.float64)).reshape(computed.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(computed - est)
         diff = np.where(np.isnan(diff), np.inf, diff)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,7 +248,9 @@ class UserCallable(Implementation):
 
     def call(self, *args, expect_shape, row: int):
         try:
-            out = self.func(*args)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the callable's own warnings are not ours
+                out = self.func(*args)
         except (Exception, SystemExit) as exc:  # a callable's sys.exit() is not a verdict
             raise ImplementationError(
                 f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}") from None

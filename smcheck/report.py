@@ -48,6 +48,7 @@ def make_console(stderr: bool = False):
 def render(report: Report, console, top: int = 10) -> None:
     """The human report: header, checks with measured vs allowed, failures and notes, worst
     entries, command-specific findings, small vectors, and the verdict."""
+    from rich.markup import escape as esc
     from rich.table import Table
 
     rows, n = report.shape
@@ -63,19 +64,20 @@ def render(report: Report, console, top: int = 10) -> None:
         for col in cols:
             t.add_column(col, overflow="fold")
         for c in report.checks:
-            cells = [c.name] + ([c.statement] if claims else []) + [c.measured, c.allowed]
+            cells = [c.name] + ([esc(c.statement)] if claims else []) + [esc(c.measured),
+                                                                          esc(c.allowed)]
             t.add_row(*cells, PASS if c.passed else FAIL)
         console.print(t)
     for c in report.checks:
         for line in c.failures:
-            console.print(f"  [red]✗ {c.name}:[/] {line}")
+            console.print(f"  [red]✗ {c.name}:[/] {esc(line)}")
     for c in report.checks:
         for line in c.notes:
-            console.print(f"  [yellow]! {c.name}:[/] {line}")
+            console.print(f"  [yellow]! {c.name}:[/] {esc(line)}")
     for line in report.notes:
-        console.print(f"  [yellow]! {line}[/]")
+        console.print(f"  [yellow]! {esc(line)}[/]")
     for u in report.undefined_rows:
-        console.print(f"  [yellow]! row {u['row']}: {u['reason']} (not checked)[/]")
+        console.print(f"  [yellow]! row {u['row']}: {esc(u['reason'])} (not checked)[/]")
     # a passing reference check on a small input is covered by the vectors table below
     shown = [c for c in report.checks if c.entries and (not c.passed or (
         c.name == "reference" and not report.vectors))]
@@ -109,9 +111,15 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
         style = "red" if e.abs_err > e.allowed or math.isnan(e.computed) else None
         cells = ([str(e.row)] if batch else []) + [
             str(e.index), num(e.x), num(e.computed, 10), num(e.reference, 10), num(e.abs_err, 3),
-            num(e.rel_err, 3), num(e.ulp_err, 3), num(e.allowed, 3), e.cause]
+            num(e.rel_err, 3), num(e.ulp_err, 3), num(e.allowed, 3), _esc(e.cause)]
         t.add_row(*cells, style=style)
     console.print(t)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _overflow(b: dict, console) -> None:

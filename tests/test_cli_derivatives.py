@@ -1,0 +1,89 @@
+"""The derivative commands through the real entry point: exit codes, JSON, messages."""
+
+import json
+
+import pytest
+
+from smcheck.cli import main
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def run_json(capsys, *argv):
+    code, out, err = run(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+def test_vjp_gate_builtin_passes_wrong_callable_fails(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(".")
+    code, _, _ = run(capsys, "vjp", "--x-file", "examples/logits.txt", "--check", "--quiet")
+    assert code == 0
+    code, _, _ = run(capsys, "vjp", "--x-file", "examples/logits.txt", "--impl",
+                     "examples.wrong_impls:vjp_plus", "--check", "--quiet")
+    assert code == 1
+
+
+def test_claims_check_lists_seven_claims(capsys):
+    code, doc = run_json(capsys, "claims", "--check")
+    assert code == 0 and doc["passed"]
+    assert [c["name"] for c in doc["checks"]] == [
+        "shift_invariance", "jacobian_formula", "jacobian_symmetry", "log_softmax_jacobian",
+        "vjp_formula", "loss_gradient", "zero_condition"]
+    for c in doc["checks"]:
+        assert float(c["measured"]) < 1e-45  # near 10^-dps, dps = 50
+
+
+def test_loss_zero_condition_example(capsys):
+    args = ("loss", "--x-file", "examples/zero_z/x.txt", "--v-file", "examples/zero_z/v.txt",
+            "--t-file", "examples/zero_z/t.txt")
+    code, out, _ = run(capsys, *args, "--check")
+    assert code == 1
+    assert "index 2" in out and "v_2 = -0.6983744232164841" in out and "<v, s>" in out
+    code, doc = run_json(capsys, *args)
+    assert code == 0
+    zc = doc["zero_condition"]
+    assert [0, 2] in zc["unreliable_indices"] + zc["exact_zero_indices"]
+    assert zc["<v,s>"][0]["value"].startswith("-0.6983744232164841")
+
+
+def test_loss_benign_passes(capsys):
+    code, _, _ = run(capsys, "loss", "--x-file", "examples/logits.txt", "--t",
+                     "0,0,0,1,0,0,0,0", "--check", "--quiet")
+    assert code == 0
+
+
+def test_jacobian_strict_names_cancelled_entries(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(".")
+    code, out, _ = run(capsys, "jacobian", "--preset", "one-hot", "--impl",
+                       "examples.wrong_impls:jacobian_textbook", "--metric", "strict", "--check")
+    assert code == 1 and "cancellation" in out and "(0, 0)" in out
+    code, _, _ = run(capsys, "jacobian", "--preset", "one-hot", "--metric", "strict", "--check")
+    assert code == 0
+
+
+def test_jacobian_json_and_log_has_no_symmetry(capsys):
+    code, doc = run_json(capsys, "jacobian", "--x", "1,2,3", "--log")
+    assert code == 0 and doc["command"] == "jacobian"
+    assert [c["name"] for c in doc["checks"]] == ["reference", "finite_difference", "zero_sums"]
+    assert len(doc["result"]) == 3 and len(doc["result"][0]) == 3
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (("jacobian", "--x", "1,2", "--fd", "forward"), "--fd"),
+    (("jacobian", "--x", "1,2", "--metric", "loose"), "--metric"),
+    (("vjp", "--x", "1,2", "--v", "1,2,3"), "--v"),
+    (("vjp", "--x", "1,2", "--v", "1,nan"), "--v"),
+    (("loss", "--x", "1,2"), "--t"),
+    (("loss", "--x", "1,2", "--t", "1,0", "--v", "1,2", "--z", "0.5,0.5"), "not both"),
+    (("claims", "--claim", "bogus"), "unknown claim"),
+])
+def test_derivative_input_errors(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
