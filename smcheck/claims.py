@@ -349,7 +349,7 @@ def _loss_gradient(rows, tally):
             # h relative to z_k: log's derivatives grow like 1/z^j, so the truncation error
             # is (h/z_k)^2 relative
             hk = R.h * z[k]
-            actual = _complex_step(lambda w: [loss(w, t)], z, k, hk)[0]
+            actual = _complex_step(lambda w, t=t: [loss(w, t)], z, k, hk)[0]
             tally.add(R.r, R.idx(k), actual, claimed[k], max(1, abs(t[k])) / z[k],
                       "complex-step dl/dz_k vs -t_k / z_k")
         if len(R.cols) < R.n:

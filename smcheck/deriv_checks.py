@@ -400,7 +400,8 @@ def vjp_fd(case: VjpCase) -> CheckResult:
         fin = np.isfinite(case.X[r])
         u = np.where(fin, rng.standard_normal(case.X.shape[1]), 0.0)
         v = case.V[r]
-        ests.append(finite_diff.directional(lambda Z, v=v: np.sum(f(Z) * np.where(fin, v, 0.0), axis=-1),
+        vm = np.where(fin, v, 0.0)
+        ests.append(finite_diff.directional(lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
                                             case.X[r], u, case.fd_method))
         zu = case.z[r] * u
         vals.append(math.fsum(zu) if np.all(np.isfinite(zu)) else np.nan)
