@@ -351,6 +351,10 @@ def presets(json: Json = False):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every failure becomes one ``error:`` line and exit status 2."""
+    import warnings
+
+    # overflow and underflow are what smcheck studies: numpy's warnings about them are noise
+    warnings.simplefilter("ignore", RuntimeWarning)
     try:
         rv = app(args=argv, prog_name="smcheck", standalone_mode=False)
     except SmcheckError as exc:

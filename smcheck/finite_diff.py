@@ -228,8 +228,10 @@ def _complex_estimate(im1, im2, curvature, h, h2, rel_h, x_scale):
     """
     d1 = im1 / h
     d2 = im2 / h2
-    error = (np.abs(d1 - d2) + 4.0 * EPS * (np.abs(d1) + x_scale * curvature)
-             + rel_h ** 2 * (np.abs(d1) + curvature))
+    # eps x_scale first: x_scale may be near realmax, and an error bound may be +inf, not nan
+    with np.errstate(over="ignore"):
+        error = (np.abs(d1 - d2) + 4.0 * EPS * np.abs(d1) + (4.0 * EPS * x_scale) * curvature
+                 + rel_h ** 2 * (np.abs(d1) + curvature))
     return d1, error
 
 
