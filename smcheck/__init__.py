@@ -12,14 +12,27 @@ Heavy modules (numpy, mpmath) load on first use, so ``smcheck --help`` stays fas
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "check_forward", "SmcheckError", "InputError", "ImplementationError"]
+from .exceptions import ImplementationError, InputError, SmcheckError
 
-from .exceptions import ImplementationError, InputError, SmcheckError  # noqa: E402
+_LAZY = {
+    "check_forward": ("run", "run_forward"),
+    "check_jacobian": ("run", "run_jacobian"),
+    "check_vjp": ("run", "run_vjp"),
+    "check_loss": ("run", "run_loss"),
+    "check_claims": ("claims", "run_claims"),
+    "sweep": ("sweep", "run_sweep"),
+    "check": ("api", "check"),
+    "assert_correct": ("api", "assert_correct"),
+    "SoftmaxCheckError": ("api", "SoftmaxCheckError"),
+}
+
+__all__ = ["__version__", "SmcheckError", "InputError", "ImplementationError", *_LAZY]
 
 
 def __getattr__(name):
-    if name == "check_forward":
-        from .run import run_forward
+    if name in _LAZY:
+        import importlib
 
-        return run_forward
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'smcheck' has no attribute {name!r}")

@@ -324,6 +324,89 @@ def claims(
 
 
 @app.command()
+def sweep(
+    impl: Impl = "stable",
+    dtype: Annotated[list[str], typer.Option(
+        "--dtype", help="float64, float32, float16, bfloat16 or all (repeatable)")] = ["float64"],
+    preset: Annotated[Optional[list[str]], typer.Option(
+        "--preset", help="only these presets (repeatable; default: all)",
+        show_default=False)] = None,
+    junit: Annotated[Optional[str], typer.Option(
+        "--junit", help="write JUnit XML to this path", show_default=False)] = None,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="draw the matrix as an image (needs matplotlib)",
+        show_default=False)] = None,
+    dps: Dps = 50, seed: Seed = 0,
+    check: Check = False, json: Json = False, quiet: Quiet = False,
+):
+    """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
+    from .sweep import resolve_dtypes, run_sweep
+
+    dts = resolve_dtypes(dtype)
+    bar = SweepProgress(enabled=not quiet)
+    try:
+        res = run_sweep(impl, dts, preset, dps=dps, seed=seed, progress=bar)
+    finally:
+        bar.close()
+    if junit:
+        from .sweep import junit_xml
+
+        _write(junit, junit_xml(res))
+    if plot:
+        from .plot import plot_sweep
+
+        plot_sweep(res.cases, plot)
+    if json and not quiet:
+        from .report import dumps
+
+        sys.stdout.write(dumps(res.to_json(__version__)) + "\n")
+    elif not quiet:
+        from .report import make_console, render_sweep
+
+        render_sweep(res, make_console())
+    raise typer.Exit(1 if check and not res.passed else 0)
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise SmcheckError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class SweepProgress:
+    """A rich progress bar on stderr (terminal only) that counts sweep cases."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, label: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeElapsedColumn)
+
+            from .report import make_console
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                    MofNCompleteColumn(), TimeElapsedColumn(),
+                                    console=make_console(stderr=True), transient=True)
+            self.task = self.bar.add_task("sweep", total=None)
+            self.bar.start()
+        else:
+            self.bar.advance(self.task, 1)
+        self.bar.update(self.task, description=f"sweep: {label}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command()
 def presets(json: Json = False):
     """List the named adversarial inputs."""
     from .presets import PRESETS

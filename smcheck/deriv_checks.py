@@ -14,7 +14,7 @@ from .checks import comparison_result, fmt, register, top_entries
 from .dtypes import DtypeInfo
 from .errors_ulp import (Comparison, Overrides, apply_overrides, compare, jacobian_tolerance,
                          quotient_tolerance, summation_allowance, vjp_tolerance)
-from .exceptions import ImplementationError
+from .exceptions import ImplementationError, InputError
 from .impls import Builtin, Implementation
 from .reference import ExactSoftmax, exact_bilinear, exact_jacobian
 from .results import CheckResult
@@ -59,6 +59,21 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
             f"{fmt(err_fd[pos])} ({f0.method}), difference {fmt(diff[pos])} > allowed "
             f"{fmt(allow[pos])}")
     return res
+
+
+def _fd(call, impl, *args):
+    try:
+        return call(*args, complex_ok=impl.complex_ok)
+    except ValueError as exc:  # --fd complex for a forward that takes no complex input
+        raise InputError(f"--fd: {exc} ({impl.fd_source} does not)") from None
+
+
+def fd_jacobian(impl: Implementation, f, x, method):
+    return _fd(finite_diff.jacobian, impl, f, x, method)
+
+
+def fd_directional(impl: Implementation, g, x, u, method):
+    return _fd(finite_diff.directional, impl, g, x, u, method)
 
 
 def _smallest_step(step) -> float:
@@ -267,8 +282,8 @@ def jacobian_fd(case: JacobianCase) -> CheckResult:
         for r in range(case.X.shape[0]):
             for q in range(case.probes):
                 v = p["V"][r, q]
-                est = finite_diff.directional(lambda Z, v=v: np.sum(f(Z) * v, axis=-1),
-                                              case.X[r], p["U"][r, q], case.fd_method)
+                est = fd_directional(case.impl, lambda Z, v=v: np.sum(f(Z) * v, axis=-1),
+                                     case.X[r], p["U"][r, q], case.fd_method)
                 ests.append(est)
         vals = p["computed"]
         allowed = p["allowed"]
@@ -276,7 +291,7 @@ def jacobian_fd(case: JacobianCase) -> CheckResult:
                         f"difference of <v, f(x + h u)>, f = {src}", vals, ests, allowed,
                         case.rows, index_of=lambda pos: None)
         return res
-    ests = [finite_diff.jacobian(f, case.X[r], case.fd_method) for r in range(case.X.shape[0])]
+    ests = [fd_jacobian(case.impl, f, case.X[r], case.fd_method) for r in range(case.X.shape[0])]
     # masked coordinates (-inf) are never perturbed: leave their rows and columns out
     fin = np.isfinite(case.X)
     both = fin[:, :, None] & fin[:, None, :]
@@ -407,8 +422,8 @@ def vjp_fd(case: VjpCase) -> CheckResult:
         u = np.where(fin, rng.standard_normal(case.X.shape[1]), 0.0)
         v = case.V[r]
         vm = np.where(fin, v, 0.0)
-        ests.append(finite_diff.directional(lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
-                                            case.X[r], u, case.fd_method))
+        ests.append(fd_directional(case.impl, lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
+                                   case.X[r], u, case.fd_method))
         zu = case.z[r] * u
         vals.append(math.fsum(zu) if np.all(np.isfinite(zu)) else np.nan)
         allowed.append(float(np.sum(np.abs(u) * case.cmp.allowed[r])))

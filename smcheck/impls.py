@@ -187,6 +187,9 @@ class Implementation:
         """A float64/complex128 forward function for finite differences (batch of rows)."""
         return exact_formula("stable", log)
 
+    #: whether forward64 accepts complex input (the complex step)
+    complex_ok: bool = True
+
     @property
     def fd_source(self) -> str:
         return "smcheck's stable softmax in float64"
@@ -305,6 +308,9 @@ def load_callable(spec: str):
     return obj
 
 
+ADAPTER_NAMES = ("scipy", "torch", "jax")
+
+
 def get_implementation(spec) -> Implementation:
     """The implementation named by ``--impl`` (or, from Python, an Implementation or a plain
     callable, which is treated like a user's ``module:function``)."""
@@ -315,8 +321,12 @@ def get_implementation(spec) -> Implementation:
     spec = (spec or "").strip() if isinstance(spec, str) else ""
     if spec in _BUILTINS:
         return Builtin(spec)
+    if spec in ADAPTER_NAMES:
+        from .adapters import make_adapter  # imports the framework, lazily
+
+        return make_adapter(spec)
     if ":" in spec:
         return UserCallable(spec, load_callable(spec))
     raise ImplementationError(
-        f"unknown implementation '{spec}' (built in: {', '.join(BUILTIN_NAMES)}; or "
-        "module.path:function for your own)")
+        f"unknown implementation '{spec}' (built in: {', '.join(BUILTIN_NAMES)}; adapters: "
+        f"{', '.join(ADAPTER_NAMES)}; or module.path:function for your own)")

@@ -198,3 +198,50 @@ def _vectors(report: Report, console) -> None:
             t.add_row(*([str(r)] if batch else []), str(i), num(v["x"][r][i], 17),
                       num(v["computed"][r][i], 17), num(v["reference"][r][i], 17))
     console.print(t)
+
+
+def render_sweep(res, console) -> None:
+    """The sweep matrix (presets x dtypes; each cell the verdict over every command and the
+    worst ULP of the reference checks), then every failure with its numbers."""
+    from rich.markup import escape as esc
+    from rich.table import Table
+
+    console.print(f"[bold]smcheck sweep[/]  impl [cyan]{res.impl}[/]  commands "
+                  f"{', '.join(res.commands)}  reference: mpmath, {res.dps} digits")
+    t = Table(header_style="bold")
+    t.add_column("preset")
+    for dt in res.dtypes:
+        t.add_column(dt, justify="center")
+    for p in res.presets:
+        cells = []
+        for dt in res.dtypes:
+            cs = [c for c in res.cases if c["preset"] == p and c["dtype"] == dt]
+            ratios = [float(c["scaled"]) if not isinstance(c["scaled"], str) else float("inf")
+                      for c in cs if c["scaled"] is not None]
+            worst = num(max(ratios), 2) if ratios else "-"
+            ok = all(c["passed"] for c in cs)
+            cells.append(f"[green]✓[/] {worst}" if ok else f"[bold red]✗[/] {worst}")
+        t.add_row(p, *cells)
+    console.print(t)
+    console.print("cells: the verdict over " + ", ".join(res.commands) + "; the number is the "
+                  "worst error of the reference checks as a fraction of its allowance (<= 1 "
+                  "passes); the JSON has the ULPs", style="dim")
+    failed = [c for c in res.cases if not c["passed"]]
+    for c in failed:
+        console.print(f"  [red]✗ {c['preset']} / {c['dtype']} / {c['command']}[/]")
+        for line in c["failures"][:3]:
+            console.print(f"      {esc(line)}")
+    verdict = "[bold green]PASSED[/]" if not failed else "[bold red]FAILED[/]"
+    console.print(f"{verdict}: {len(res.cases) - len(failed)} of {len(res.cases)} cases passed")
+
+
+def render_text(report, top: int = 10, width: int = 100) -> str:
+    """The human report as plain text (no colour), e.g. for an assertion message."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    render(report, Console(file=buf, width=width, no_color=True, highlight=False,
+                           force_terminal=False), top)
+    return buf.getvalue()

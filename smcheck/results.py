@@ -81,10 +81,17 @@ class Report:
     options: dict[str, Any] = field(default_factory=dict)  # log, metric, ...
     vectors: dict[str, Any] = field(default_factory=dict)  # x, computed, reference (small n)
     result: Any = NO_RESULT  # computed values, input-shaped, None for undefined rows
+    arrays: dict[str, Any] = field(default_factory=dict, repr=False)  # for plots; not in JSON
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    def text(self, top: int = 10) -> str:
+        """The human report as plain text."""
+        from .report import render_text
+
+        return render_text(self, top)
 
     def to_json(self, version: str, top: int | None = None, max_result: int = 4096) -> dict:
         size = math.prod(self.shape) if self.shape else 0
