@@ -147,6 +147,7 @@ class ForwardCase:
     exact: ExactSoftmax
     top: int = 10
     progress: Callable[[int], None] | None = None
+    engine: str = "auto"
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
 
@@ -320,7 +321,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
     for label, target in targets.items():
         with np.errstate(over="ignore", invalid="ignore"):
             Xs = info.round(case.X + (target - a)).astype(np.float64)
-        exact = exact_softmax(Xs, case.dps, case.progress)
+        exact = exact_softmax(Xs, case.dps, case.progress, engine=case.engine)
         cmp = case.compare(Xs, case.evaluate(Xs), exact)
         m = cmp.maxima()
         per_shift.append({"shift": label, "max_of_shifted_x": float(target),

@@ -78,6 +78,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit 
                                      rich_help_panel=COMMON)]
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
                                   rich_help_panel=COMMON)]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="reference engine: auto (double-double from 4096 entries on, mpmath "
+    "below), mpmath (forces the slow path, --dps digits), dd", rich_help_panel=COMMON)]
 Metric = Annotated[str, typer.Option(
     "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
     "strict (componentwise relative)", rich_help_panel=COMMON)]
@@ -164,8 +167,11 @@ def forward(
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
     seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
     log: Annotated[bool, typer.Option("--log", help="check log-softmax instead of softmax")] = False,
-    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None, metric: Metric = "scaled",
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
+        "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
@@ -175,10 +181,15 @@ def forward(
     progress = Progress(enabled=not quiet)
     try:
         report = run_forward(src.array, impl=impl, dtype=dtype, dps=dps, log=log, metric=metric,
-                             rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, progress=progress)
+                             rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
+                             progress=progress)
     finally:
         progress.close()
     report.options["input"] = src.description
+    if plot:
+        from .plot import plot_forward
+
+        plot_forward(report, plot)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -222,7 +233,7 @@ def jacobian(
     metric: Annotated[str, typer.Option(
         "--metric", help="scaled (each entry against its natural size) or strict "
         "(componentwise relative)", rich_help_panel=COMMON)] = "scaled",
-    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
@@ -232,7 +243,7 @@ def jacobian(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset)
     report = _run(run_jacobian, src, not quiet, x=src.array, impl=impl, dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top)
+                  atol=atol, max_ulp=max_ulp, top=top, engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -242,7 +253,7 @@ def vjp(
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
     seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
     v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
-    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
@@ -252,7 +263,8 @@ def vjp(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset)
     varr = load_companion("v", v, v_file)
     report = _run(run_vjp, src, not quiet, x=src.array, v=varr, impl=impl, dtype=dtype, dps=dps,
-                  fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top)
+                  fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
+                  engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -271,7 +283,7 @@ def loss(
     z_file: Annotated[Optional[str], typer.Option("--z-file", help="z from a file",
                                                   show_default=False)] = None,
     fd: FdOpt = "auto",
-    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50,
+    impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
@@ -288,7 +300,7 @@ def loss(
         given or zarr is None) else None
     report = _run(run_loss, src, not quiet, x=None if src is None else src.array, t=tarr, v=varr,
                   z=zarr, impl=impl, dtype=dtype, dps=dps, fd=fd, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top)
+                  atol=atol, max_ulp=max_ulp, top=top, engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -326,8 +338,9 @@ def claims(
 @app.command()
 def sweep(
     impl: Impl = "stable",
-    dtype: Annotated[list[str], typer.Option(
-        "--dtype", help="float64, float32, float16, bfloat16 or all (repeatable)")] = ["float64"],
+    dtype: Annotated[Optional[list[str]], typer.Option(
+        "--dtype", help="float64 (default), float32, float16, bfloat16 or all (repeatable)",
+        show_default=False)] = None,
     preset: Annotated[Optional[list[str]], typer.Option(
         "--preset", help="only these presets (repeatable; default: all)",
         show_default=False)] = None,
@@ -336,16 +349,16 @@ def sweep(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw the matrix as an image (needs matplotlib)",
         show_default=False)] = None,
-    dps: Dps = 50, seed: Seed = 0,
+    dps: Dps = 50, seed: Seed = 0, engine: Engine = "auto",
     check: Check = False, json: Json = False, quiet: Quiet = False,
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
     from .sweep import resolve_dtypes, run_sweep
 
-    dts = resolve_dtypes(dtype)
+    dts = resolve_dtypes(dtype or ["float64"])
     bar = SweepProgress(enabled=not quiet)
     try:
-        res = run_sweep(impl, dts, preset, dps=dps, seed=seed, progress=bar)
+        res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar)
     finally:
         bar.close()
     if junit:

@@ -129,6 +129,7 @@ class JacobianCase:
     dense: bool = True
     probes: int = 4
     seed: int = 0
+    engine: str = "auto"
     J: np.ndarray | None = None  # computed (rows, n, n), dense mode
     _cmp: Comparison | None = field(default=None, repr=False)
     _strict: Comparison | None = field(default=None, repr=False)
@@ -202,7 +203,7 @@ class JacobianCase:
             else:  # v^T J u = <v, s * (u - <u, s>)>
                 Ju = self.impl.vjp(self.X.astype(info.np_dtype), u, info).astype(np.float64)
                 comp[:, p] = np.sum((v * Ju).astype(acc), axis=-1, dtype=acc)
-        hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log)
+        hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log, self.engine)
         s_ex = self.exact.s_hi
         from .errors_ulp import softmax_tolerance
 

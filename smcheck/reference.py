@@ -40,7 +40,26 @@ class ExactSoftmax:
 
     @property
     def precision(self) -> str:
+        if self.engine == "double-double":
+            from .engine import PRECISION
+
+            return PRECISION + ", certified against mpmath"
         return f"{self.engine}, {self.dps} significant digits (relative error below 1e-{self.dps - 2})"
+
+
+ENGINES = ("auto", "mpmath", "dd")
+
+#: ``auto`` uses the double-double engine from this many entries on (mpmath below: a small
+#: input shows its 50 digits, a large one is fast)
+AUTO_DD_MIN = 4096
+
+
+def use_dd(X, engine: str) -> bool:
+    if engine not in ENGINES:
+        from .exceptions import InputError
+
+        raise InputError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
+    return engine == "dd" or (engine == "auto" and np.size(X) >= AUTO_DD_MIN)
 
 
 def _split(v, hi_out, lo_out, i, mpf):
@@ -83,10 +102,18 @@ def _rows(X):
 
 
 def exact_softmax(X: np.ndarray, dps: int = 50, progress: Progress | None = None,
-                  one_minus: bool = False) -> ExactSoftmax:
+                  one_minus: bool = False, engine: str = "mpmath") -> ExactSoftmax:
     """Exact softmax and log-softmax of every row of ``X`` (2-D float64, each row with at
     least one finite entry and no +inf or nan: the caller sets undefined rows aside).
     With ``one_minus``, also 1 - s_i (for the Jacobian's diagonal)."""
+    if use_dd(X, engine):
+        from .engine import softmax_dd
+
+        ex = softmax_dd(X, one_minus)
+        ex.dps = dps
+        if progress is not None:
+            progress(np.size(X))
+        return ex
     from mpmath import mp, mpf
 
     X, rows, n = _rows(X)
@@ -125,9 +152,17 @@ class ExactVJP:
 
 
 def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
-              progress: Progress | None = None) -> ExactVJP:
+              progress: Progress | None = None, engine: str = "mpmath") -> ExactVJP:
     """Exact v J(x) for each row (O(n) per row; J is never formed), with the exact softmax
     computed in the same pass."""
+    if use_dd(X, engine):
+        from .engine import vjp_dd
+
+        ex = vjp_dd(X, V)
+        ex.softmax.dps = dps
+        if progress is not None:
+            progress(np.size(X))
+        return ex
     import mpmath
     from mpmath import mp, mpf
 
@@ -168,9 +203,13 @@ def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
 
 
 def exact_bilinear(X: np.ndarray, V: np.ndarray, U: np.ndarray, dps: int = 50,
-                   log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   log: bool = False, engine: str = "mpmath") -> tuple[np.ndarray, np.ndarray]:
     """v^T J u for probe pairs: V, U of shape (rows, k, n); returns (hi, lo) of shape (rows, k).
     Softmax: sum v_i s_i u_i - <v, s><u, s>; log-softmax: <v, u> - (sum v)<s, u>."""
+    if use_dd(X, engine):
+        from .engine import bilinear_dd
+
+        return bilinear_dd(X, V, U, log)
     import mpmath
     from mpmath import mp, mpf
 
@@ -272,8 +311,13 @@ def exact_loss_value(Z: np.ndarray, T: np.ndarray, dps: int = 50) -> list:
     return out
 
 
-def exact_grad_x(X: np.ndarray, T: np.ndarray, dps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def exact_grad_x(X: np.ndarray, T: np.ndarray, dps: int = 50,
+                 engine: str = "mpmath") -> tuple[np.ndarray, np.ndarray]:
     """The gradient of -sum t_i log softmax(x)_i with respect to x: s * sum(t) - t."""
+    if use_dd(X, engine):
+        from .engine import grad_x_dd
+
+        return grad_x_dd(X, T)
     import mpmath
     from mpmath import mp, mpf
 

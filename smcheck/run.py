@@ -104,6 +104,7 @@ def _ticker(progress: Callable[[int, int], None] | None, total: int):
 def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 50,
                 log: bool = False, metric: str = "scaled", rtol: float | None = None,
                 atol: float | None = None, max_ulp: float | None = None, top: int = 10,
+                engine: str = "auto",
                 progress: Callable[[int, int], None] | None = None) -> Report:
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
@@ -121,9 +122,9 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     if X.shape[0]:
         case = checks.ForwardCase(X=X, rows=rows, info=info, impl=implementation, log=log,
                                   metric=metric, overrides=overrides, dps=dps, computed=None,
-                                  exact=None, top=top, progress=tick)
+                                  exact=None, top=top, progress=tick, engine=engine)
         case.computed = case.evaluate(X)
-        case.exact = exact_softmax(X, dps, tick)
+        case.exact = exact_softmax(X, dps, tick, engine=engine)
         results = checks.run_checks("forward", case)
         precision = case.exact.precision
     else:
@@ -207,7 +208,7 @@ def _check_fd(fd: str) -> str:
 
 def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
                  fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
-                 max_ulp=None, top=10, progress=None) -> Report:
+                 max_ulp=None, top=10, engine="auto", progress=None) -> Report:
     """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
     finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
     from .deriv_checks import JacobianCase
@@ -225,10 +226,11 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     tick = _ticker(progress, X.size)
     checks_out, result, vectors = [], NO_RESULT, {}
     if X.shape[0]:
-        exact = exact_softmax(X, dps, tick, one_minus=True)
+        exact = exact_softmax(X, dps, tick, one_minus=True, engine=engine)
         case = JacobianCase(X=X, rows=rows, info=info, impl=implementation, log=log,
                             metric=metric, overrides=overrides, dps=dps, exact=exact,
-                            fd_method=fd, top=top, dense=dense, probes=probes, seed=seed)
+                            fd_method=fd, top=top, dense=dense, probes=probes, seed=seed,
+                            engine=engine)
         if dense:
             J = np.asarray(implementation.jacobian(X.astype(info.np_dtype), info, log))
             if J.shape != (X.shape[0], n, n):
@@ -258,7 +260,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
-            rtol=None, atol=None, max_ulp=None, top=10, progress=None) -> Report:
+            rtol=None, atol=None, max_ulp=None, top=10, engine="auto", progress=None) -> Report:
     """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
     directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
     from .deriv_checks import VjpCase
@@ -274,7 +276,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
     batch = x.ndim == 2
     checks_out, result, blocks = [], None, {}
     if X.shape[0]:
-        ex = exact_vjp(X, V[rows], dps, _ticker(progress, X.size))
+        ex = exact_vjp(X, V[rows], dps, _ticker(progress, X.size), engine=engine)
         z = np.asarray(implementation.vjp(X.astype(info.np_dtype), V[rows], info))
         if z.shape != X.shape:
             from .exceptions import ImplementationError
@@ -302,7 +304,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
 
 def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
              fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
-             progress=None) -> Report:
+             engine="auto", progress=None) -> Report:
     """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
     v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
     from .deriv_checks import LossCase
@@ -336,12 +338,12 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         Zexact = floor = np.zeros((0, Xr.shape[1]))
     elif mode == "vjp":
         V = _companion("v", v, Xr.shape, info)[rows]
-        ex = exact_vjp(X, V, dps, _ticker(progress, X.size))
+        ex = exact_vjp(X, V, dps, _ticker(progress, X.size), engine=engine)
         Zexact = ex.z_hi
         floor = rounding_floor(ex.softmax.s_hi, V, ex.abs_dot, info)
         kw = dict(X=X, V=V, dot=ex.dot, dot_str=ex.dot_str, exact_zero=ex.exact_zero)
     else:
-        exs = exact_softmax(X, dps, _ticker(progress, X.size))
+        exs = exact_softmax(X, dps, _ticker(progress, X.size), engine=engine)
         Zexact = exs.s_hi
         floor = np.full(Zexact.shape, info.eta / 2)
         kw = dict(X=X)
@@ -358,7 +360,7 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
                         overrides=overrides, dps=dps, mode=mode, g=g.astype(np.float64),
                         z_exact=Zexact, floor=floor, fd_method=fd, top=top, seed=seed, **kw)
         if mode == "softmax":
-            case.grad_x = _grad_x(X, T, g, exs, implementation, info, dps, overrides)
+            case.grad_x = _grad_x(X, T, g, exs, implementation, info, dps, overrides, engine)
         checks_out = checks.run_checks("loss", case)
         full = np.full(Xr.shape, np.nan)
         full[rows] = case.g
@@ -368,7 +370,9 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
             zc["<v,s>"] = [{"row": int(r), "value": d} for r, d in zip(rows, kw["dot_str"])]
         blocks["zero_condition"] = zc
         blocks["loss_value"] = exact_loss_value(Z, T, dps)
-    precision = f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})"
+    precision = (exs.precision if mode == "softmax" and Z.shape[0] else
+                 ex.softmax.precision if mode == "vjp" and Z.shape[0] else
+                 f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})")
     return Report(command="loss", impl=implementation.name, dtype=info.name, dps=dps,
                   shape=list(Xr.shape), checks=checks_out, reference=precision,
                   undefined_rows=undefined, blocks=blocks,
@@ -377,7 +381,7 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
                   result=result)
 
 
-def _grad_x(X, T, g, exs, implementation, info, dps, overrides):
+def _grad_x(X, T, g, exs, implementation, info, dps, overrides, engine="auto"):
     """The gradient in x when z = softmax(x): s * sum(t) - t. Built-ins compute it directly;
     a user's loss gradient is back-propagated through the stable VJP in the dtype."""
     from .errors_ulp import Tolerance, apply_overrides, compare, softmax_tolerance
@@ -392,7 +396,7 @@ def _grad_x(X, T, g, exs, implementation, info, dps, overrides):
     else:
         with np.errstate(all="ignore"):
             comp = builtin_vjp("stable", X.astype(dt), g, info)
-    hi, lo = exact_grad_x(X, T, dps)
+    hi, lo = exact_grad_x(X, T, dps, engine)
     rt = np.broadcast_to(softmax_tolerance(X, exs.d, exs.s_hi, info).rtol, X.shape)
     nat = exs.s_hi * np.sum(np.abs(T), axis=-1, keepdims=True) + np.abs(T)
     tol = Tolerance(atol=(rt + 4 * info.u) * nat + 2 * info.eta, rtol=None,

@@ -31,10 +31,11 @@ def one_hot_targets(x: np.ndarray) -> np.ndarray:
     return t.reshape(np.shape(x))
 
 
-def run_case(command: str, x: np.ndarray, impl, dtype: str, dps: int, seed: int = 0):
+def run_case(command: str, x: np.ndarray, impl, dtype: str, dps: int, seed: int = 0,
+             engine: str = "auto"):
     from . import run
 
-    common = dict(impl=impl, dtype=dtype, dps=dps)
+    common = dict(impl=impl, dtype=dtype, dps=dps, engine=engine)
     if command == "forward":
         return run.run_forward(x, **common)
     if command == "log_softmax":
@@ -114,7 +115,8 @@ def resolve_dtypes(dtypes) -> list[str]:
 
 
 def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: int = 50,
-              seed: int = 0, progress: Callable[[str], None] | None = None) -> SweepResult:
+              seed: int = 0, engine: str = "auto",
+              progress: Callable[[str], None] | None = None) -> SweepResult:
     """Run the battery. ``progress(label)`` is called before each case."""
     from .impls import get_implementation
     from .presets import PRESETS, get_preset
@@ -133,7 +135,7 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
                 if progress is not None:
                     progress(f"{name} {dt} {command}")
                 t0 = time.perf_counter()
-                rep = run_case(command, x, implementation, dt, dps, seed)
+                rep = run_case(command, x, implementation, dt, dps, seed, engine)
                 res.cases.append(summarize(rep, name, command, time.perf_counter() - t0))
     return res
 

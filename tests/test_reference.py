@@ -82,8 +82,9 @@ def test_saturated_log_softmax_keeps_relative_accuracy():
                 max_size=12))
 @example([0.0, -np.inf])  # masked entries
 @example([745.5, -745.5])
+@example([0.0, 141.0])  # found by hypothesis: at 30 digits y_0 = -5.8e-62 kept only 1e-30
 def test_reference_agrees_random(row):
-    assert_agrees(row, dps=30)
+    assert_agrees(row, dps=40)  # 2^-100 needs more than 30 digits
 
 
 def test_reference_precision_is_scoped():

@@ -1,0 +1,97 @@
+"""The double-double engine certified against mpmath at high precision: softmax, log-softmax,
+1 - s, the VJP, v^T J u and the gradient in x, on random and adversarial inputs."""
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from smcheck.engine import softmax_dd
+from smcheck.reference import exact_bilinear, exact_grad_x, exact_softmax, exact_vjp
+from smcheck.run import run_forward, run_jacobian, run_loss, run_vjp
+
+BOUND = 2.0 ** -100
+
+
+def agree(h1, l1, h2, l2, floor=1e-300):
+    """|(h1 + l1) - (h2 + l2)| <= 2^-100 |h2| where h2 is normal; identical hi elsewhere."""
+    with mpmath.workdps(60):
+        for a, b, c, d in zip(np.ravel(h1), np.ravel(l1), np.ravel(h2), np.ravel(l2)):
+            if not np.isfinite(c):
+                assert a == c
+                continue
+            diff = abs((mpmath.mpf(a) + mpmath.mpf(b)) - (mpmath.mpf(c) + mpmath.mpf(d)))
+            if abs(c) > floor:
+                assert diff <= BOUND * abs(c), (a, c, diff)
+            else:
+                assert a == c  # subnormal range: both are the correctly rounded value
+
+
+ADVERSARIAL = [
+    [1000.0, 999.0, 990.0], [-1000.0, -1001.0, -1002.0], [50.0] + [0.0] * 7,
+    [2.0, -np.inf, 0.5, -np.inf, -1.0, 3.0], [1e308, -1e308, 0.0, 1e307],
+    [0.0, -708.0, -740.0, -746.0], [2500.0, 0.0, -1000.0, -6000.0], [0.7],
+    [3.0, 3.0, 3.0, 1.0, 3.0], [1 + k * 1e-12 for k in range(10)], [0.0, -744.0, -745.5],
+]
+
+
+@pytest.mark.parametrize("row", ADVERSARIAL)
+def test_softmax_dd_agrees_with_mpmath_at_the_extremes(row):
+    X = np.array([row])
+    a, b = softmax_dd(X, one_minus=True), exact_softmax(X, 60, one_minus=True)
+    agree(a.s_hi, a.s_lo, b.s_hi, b.s_lo)
+    agree(a.y_hi, a.y_lo, b.y_hi, b.y_lo)
+    agree(a.om_hi, a.om_lo, b.om_hi, b.om_lo)
+
+
+@given(st.lists(st.floats(min_value=-800, max_value=800), min_size=1, max_size=30))
+@example([0.0, 141.0])
+def test_softmax_dd_agrees_random(row):
+    X = np.array([row])
+    a, b = softmax_dd(X), exact_softmax(X, 60)
+    agree(a.s_hi, a.s_lo, b.s_hi, b.s_lo)
+    agree(a.y_hi, a.y_lo, b.y_hi, b.y_lo)
+
+
+def test_vjp_bilinear_grad_x_dd_agree():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 60)) * 8
+    X[0, 3] = -np.inf
+    V, T = rng.standard_normal((3, 60)), rng.uniform(size=(3, 60))
+    a, b = exact_vjp(X, V, 60, engine="dd"), exact_vjp(X, V, 60, engine="mpmath")
+    agree(a.z_hi, a.z_lo, b.z_hi, b.z_lo)
+    assert a.dot_str == b.dot_str
+    Vp, Up = rng.standard_normal((3, 2, 60)), rng.standard_normal((3, 2, 60))
+    for log in (False, True):
+        ha, la = exact_bilinear(X, Vp, Up, 60, log, "dd")
+        hb, lb = exact_bilinear(X, Vp, Up, 60, log, "mpmath")
+        # v^T J u cancels: compare relative to the size of its terms
+        assert np.all(np.abs((ha - hb) + (la - lb)) <= 1e-28 * (1 + np.abs(hb)))
+    agree(*exact_grad_x(X, T, 60, "dd"), *exact_grad_x(X, T, 60, "mpmath"))
+
+
+def test_large_n_dd_against_mpmath_sample():
+    # n = 10^6: mpmath recomputes a sample of entries with the dd engine's S
+    x = np.random.default_rng(2).standard_normal(10 ** 6) * 3
+    a = softmax_dd(x[None, :])
+    with mpmath.workdps(40):
+        m = float(x.max())
+        S = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - m) for v in x)
+        for i in (0, 1, 123_456, 999_999, int(np.argmax(x)), int(np.argmin(x))):
+            want = mpmath.exp(mpmath.mpf(float(x[i])) - m) / S
+            got = mpmath.mpf(a.s_hi[0, i]) + mpmath.mpf(a.s_lo[0, i])
+            assert abs(got - want) <= BOUND * want
+
+
+@pytest.mark.parametrize("preset_x", [np.array([50.0, 0, 0, 0]), np.array([1000.0, 999, 990]),
+                                      np.random.default_rng(9).standard_normal(40) * 20])
+@pytest.mark.parametrize("impl", ["stable", "naive", "divfree"])
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_no_verdict_changes_between_engines(preset_x, impl, dtype):
+    for fn, kw in ((run_forward, {}), (run_forward, {"log": True}), (run_jacobian, {}),
+                   (run_vjp, {}), (run_loss, {"t": np.eye(len(preset_x))[0]})):
+        a = fn(preset_x, impl=impl, dtype=dtype, engine="dd", **kw)
+        b = fn(preset_x, impl=impl, dtype=dtype, engine="mpmath", **kw)
+        assert [(c.name, c.passed) for c in a.checks] == [(c.name, c.passed) for c in b.checks]
+        assert "double-double" in a.reference and "mpmath" in b.reference
