@@ -81,6 +81,9 @@ Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entr
 Engine = Annotated[str, typer.Option(
     "--engine", help="reference engine: auto (double-double from 4096 entries on, mpmath "
     "below), mpmath (forces the slow path, --dps digits), dd", rich_help_panel=COMMON)]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", help="processes for the rows of a batch (default: every core); the results "
+    "are the same for any number", rich_help_panel=COMMON, show_default=False)]
 Metric = Annotated[str, typer.Option(
     "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
     "strict (componentwise relative)", rich_help_panel=COMMON)]
@@ -172,20 +175,16 @@ def forward(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
+    workers: Workers = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
     from .run import run_forward
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset)
-    progress = Progress(enabled=not quiet)
-    try:
-        report = run_forward(src.array, impl=impl, dtype=dtype, dps=dps, log=log, metric=metric,
-                             rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
-                             progress=progress)
-    finally:
-        progress.close()
-    report.options["input"] = src.description
+    report = _run(run_forward, src, not quiet, x=src.array, workers=workers,
+                  keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
+                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine)
     if plot:
         from .plot import plot_forward
 
@@ -210,10 +209,15 @@ def load_companion(name: str, text, file, required: bool = False):
     return None if src is None else src.array
 
 
-def _run(fn, src, progress_enabled, **kw):
+def _run(fn, src, progress_enabled, *, x, workers=None, companions=None, keep_arrays=False,
+         **kw):
+    """fn over the rows of x, in chunks on ``workers`` processes (see smcheck.parallel)."""
+    from .parallel import run_rows
+
     progress = Progress(enabled=progress_enabled)
     try:
-        report = fn(**kw, progress=progress)
+        report = run_rows(fn, x, workers=workers, companions=companions or {},
+                          progress=progress, keep_arrays=keep_arrays, **kw)
     finally:
         progress.close()
     if src is not None:
@@ -235,13 +239,15 @@ def jacobian(
         "(componentwise relative)", rich_help_panel=COMMON)] = "scaled",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    workers: Workers = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
     from .run import run_jacobian
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset)
-    report = _run(run_jacobian, src, not quiet, x=src.array, impl=impl, dtype=dtype, dps=dps,
+    report = _run(run_jacobian, src, not quiet, x=src.array, workers=workers, impl=impl,
+                  dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
                   atol=atol, max_ulp=max_ulp, top=top, engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
@@ -255,6 +261,7 @@ def vjp(
     v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    workers: Workers = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
@@ -262,7 +269,8 @@ def vjp(
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset)
     varr = load_companion("v", v, v_file)
-    report = _run(run_vjp, src, not quiet, x=src.array, v=varr, impl=impl, dtype=dtype, dps=dps,
+    report = _run(run_vjp, src, not quiet, x=src.array, workers=workers,
+                  companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
@@ -285,11 +293,14 @@ def loss(
     fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
+    workers: Workers = None,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
 
     z is the VJP v J(x) with --v, given with --z, or softmax(x) otherwise."""
+    import numpy as np
+
     from .run import run_loss
 
     tarr = load_companion("t", t, t_file, required=True)
@@ -298,8 +309,9 @@ def loss(
     given = any(a is not None for a in (input, x, x_file, random, preset))
     src = load_x(input, x, x_file, random, rows, seed, scale, preset) if (
         given or zarr is None) else None
-    report = _run(run_loss, src, not quiet, x=None if src is None else src.array, t=tarr, v=varr,
-                  z=zarr, impl=impl, dtype=dtype, dps=dps, fd=fd, seed=seed, rtol=rtol,
+    report = _run(run_loss, src, not quiet,
+                  x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
+                  companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype, dps=dps, fd=fd, seed=seed, rtol=rtol,
                   atol=atol, max_ulp=max_ulp, top=top, engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 

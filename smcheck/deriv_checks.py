@@ -76,6 +76,11 @@ def fd_directional(impl: Implementation, g, x, u, method):
     return _fd(finite_diff.directional, impl, g, x, u, method)
 
 
+def row_rng(seed: int, purpose: int, row: int) -> np.random.Generator:
+    """Random numbers for one row of the input, the same however the rows are chunked."""
+    return np.random.default_rng([int(seed), int(purpose), int(row)])
+
+
 def _smallest_step(step) -> float:
     st = np.asarray(step, dtype=np.float64)
     st = st[st > 0]  # masked coordinates take no step
@@ -184,11 +189,12 @@ class JacobianCase:
                 f"n = {self.X.shape[1]} exceeds --max-dense: --impl {self.impl.name} returns "
                 "an n x n Jacobian; raise --max-dense, or check the VJP with 'smcheck vjp'")
         rows, n = self.X.shape
-        rng = np.random.default_rng(self.seed)
         k = self.probes
         fin = np.isfinite(self.X)[:, None, :]
-        V = np.where(fin, rng.standard_normal((rows, k, n)), 0.0)
-        U = np.where(fin, rng.standard_normal((rows, k, n)), 0.0)
+        draws = np.array([row_rng(self.seed, 3, lab).standard_normal((2, k, n))
+                          for lab in self.rows]).reshape(rows, 2, k, n)
+        V = np.where(fin, draws[:, 0], 0.0)
+        U = np.where(fin, draws[:, 1], 0.0)
         V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)  # probe 0: 1^T J u (column sums)
         info = self.info
         Vr, Ur = info.round(V).astype(np.float64), info.round(U).astype(np.float64)
@@ -416,11 +422,11 @@ def vjp_reference(case: VjpCase) -> CheckResult:
 @register("vjp", "finite_difference")
 def vjp_fd(case: VjpCase) -> CheckResult:
     f = case.impl.forward64(False)
-    rng = np.random.default_rng(case.seed + 7)
     ests, vals, allowed = [], [], []
     for r in range(case.X.shape[0]):
         fin = np.isfinite(case.X[r])
-        u = np.where(fin, rng.standard_normal(case.X.shape[1]), 0.0)
+        u = np.where(fin, row_rng(case.seed, 7, case.rows[r]).standard_normal(case.X.shape[1]),
+                     0.0)
         v = case.V[r]
         vm = np.where(fin, v, 0.0)
         ests.append(fd_directional(case.impl, lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
@@ -517,9 +523,9 @@ def loss_reference(case: LossCase) -> CheckResult:
 
 @register("loss", "finite_difference")
 def loss_fd(case: LossCase) -> CheckResult:
-    rng = np.random.default_rng(case.seed + 11)
     ests, vals, allowed = [], [], []
     for r in range(case.Z.shape[0]):
+        rng = row_rng(case.seed, 11, case.rows[r])
         z, t = case.Z[r], case.T[r]
         usable = z > 0  # the complex step must stay off log's branch cut
         # differentiate in relative coordinates z_i (1 + rho_i): a step of 1e-20 in rho is

@@ -72,7 +72,7 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None) -> np.nda
     try:
         with open(path, "rb") as f:
             if ext == ".npy":
-                return _load_npy(f, where)
+                return _load_npy(f, where, path)
             if ext == ".npz":
                 return _load_npz(f, key, where)
             data = f.read()
@@ -276,7 +276,12 @@ def _json_number(item, where: str, at: str) -> float:
         raise InputError(f"{where}: integer too large for float64 ({at})") from None
 
 
-def _load_npy(f, where: str) -> np.ndarray:
+#: a 2-D .npy larger than this is memory-mapped, not read: the checks read it a chunk of rows
+#: at a time, so a batch larger than memory streams
+MMAP_MIN_BYTES = 64 * 2 ** 20
+
+
+def _load_npy(f, where: str, path: str | None = None) -> np.ndarray:
     # Check the magic first: np.load treats anything unrecognised as a pickle, and its message
     # for junk would wrongly say "pickled data".
     magic = f.read(len(_NPY_MAGIC))
@@ -285,6 +290,12 @@ def _load_npy(f, where: str) -> np.ndarray:
     if magic != _NPY_MAGIC:
         raise InputError(f"{where}: not a .npy file (no NPY header)")
     f.seek(0)
+    if path is not None and os.path.getsize(path) >= MMAP_MIN_BYTES:
+        mm = _checked(lambda: np.lib.format.open_memmap(path, mode="r"), where,
+                      "corrupt or truncated .npy file")
+        if mm.ndim == 2 and mm.dtype.kind in "biuf" and mm.size:
+            return mm  # float64 conversion happens chunk by chunk
+        del mm
     return _checked(lambda: np.load(f, allow_pickle=False), where, "corrupt or truncated .npy file")
 
 
@@ -333,6 +344,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
     """Accept any real numeric dtype as float64; a scalar becomes a length-1 vector."""
+    if isinstance(array, np.memmap):
+        return array  # a large file, converted a chunk of rows at a time
     kind = array.dtype.kind
     if kind == "c":
         raise InputError(f"{where}: complex values are not supported (softmax needs real numbers)")

@@ -61,7 +61,18 @@ class CheckResult:
         return out
 
 
-NO_RESULT = object()  # a command that computes no values (claims) has no "result" key
+class _NoResult:
+    """A command that computes no values (claims) has no "result" key. A singleton that
+    survives pickling (reports come back from worker processes)."""
+
+    def __repr__(self):
+        return "NO_RESULT"
+
+    def __reduce__(self):
+        return "NO_RESULT"
+
+
+NO_RESULT = _NoResult()
 
 
 @dataclass

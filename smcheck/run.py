@@ -38,9 +38,10 @@ def validate_common(dps: int, overrides: Overrides, top: int, metric: str) -> No
         raise InputError(f"--metric {metric}: use one of {', '.join(METRICS)}")
 
 
-def split_rows(x: np.ndarray, info: DtypeInfo):
+def split_rows(x: np.ndarray, info: DtypeInfo, row_offset: int = 0):
     """Round x to the dtype; return (rounded rows as float64, indices of defined rows, the
-    undefined rows with their reason)."""
+    undefined rows with their reason). ``row_offset`` numbers the rows of a chunk as rows of
+    the whole input."""
     X = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if X.ndim != 2 or X.shape[-1] == 0:
         raise InputError(f"expected a non-empty vector or 2-D batch, got shape {X.shape}")
@@ -58,7 +59,7 @@ def split_rows(x: np.ndarray, info: DtypeInfo):
         elif np.all(row == -np.inf):
             reason = "every entry is -inf (fully masked)"
         if reason:
-            undefined.append({"row": r, "reason": f"softmax undefined: {reason}"})
+            undefined.append({"row": r + row_offset, "reason": f"softmax undefined: {reason}"})
         else:
             defined.append(r)
     return Xr, np.array(defined, dtype=np.int64), undefined
@@ -104,7 +105,7 @@ def _ticker(progress: Callable[[int, int], None] | None, total: int):
 def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 50,
                 log: bool = False, metric: str = "scaled", rtol: float | None = None,
                 atol: float | None = None, max_ulp: float | None = None, top: int = 10,
-                engine: str = "auto",
+                engine: str = "auto", row_offset: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> Report:
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
@@ -116,11 +117,12 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     implementation = get_implementation(impl)
     x = np.asarray(x, dtype=np.float64)
     batch = x.ndim == 2
-    Xr, rows, undefined = split_rows(x, info)
+    Xr, rows, undefined = split_rows(x, info, row_offset)
     X = Xr[rows]
+    labels = rows + row_offset
     tick = _ticker(progress, 3 * X.size)
     if X.shape[0]:
-        case = checks.ForwardCase(X=X, rows=rows, info=info, impl=implementation, log=log,
+        case = checks.ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
                                   metric=metric, overrides=overrides, dps=dps, computed=None,
                                   exact=None, top=top, progress=tick, engine=engine)
         case.computed = case.evaluate(X)
@@ -142,13 +144,13 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
         command="forward", impl=implementation.name, dtype=info.name, dps=dps,
         shape=list(x.shape) if batch else [1, int(x.size)], checks=results,
         reference=precision, undefined_rows=undefined, notes=notes,
-        blocks={"overflow": overflow_block(X, rows, info, batch)},
+        blocks={"overflow": overflow_block(X, labels, info, batch)},
         options={"log": log, "metric": metric if log else "relative"},
         result=result_list if batch else result_list[0])
     if case is not None:
         cmp = case.main
         with np.errstate(divide="ignore", invalid="ignore"):
-            report.arrays = {"rows": rows, "d": case.exact.d, "ulp_err": cmp.ulp_err,
+            report.arrays = {"rows": labels, "d": case.exact.d, "ulp_err": cmp.ulp_err,
                              "allowed_ulp": cmp.allowed / cmp.ulp, "ok": cmp.ok}
     if Xr.shape[-1] <= SMALL_N and Xr.shape[0] <= 4 and case is not None:
         hi = case.exact.y_hi if log else case.exact.s_hi
@@ -164,12 +166,12 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
 MAX_DENSE = 2048
 
 
-def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled"):
+def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled", row_offset=0):
     validate_common(dps, overrides, top, metric)
     info = dtype_info(dtype)
     implementation = get_implementation(impl)
     x = np.asarray(x, dtype=np.float64)
-    Xr, rows, undefined = split_rows(x, info)
+    Xr, rows, undefined = split_rows(x, info, row_offset)
     return info, implementation, x, Xr, rows, undefined
 
 
@@ -208,14 +210,14 @@ def _check_fd(fd: str) -> str:
 
 def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
                  fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
-                 max_ulp=None, top=10, engine="auto", progress=None) -> Report:
+                 max_ulp=None, top=10, engine="auto", row_offset=0, progress=None) -> Report:
     """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
     finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
     from .deriv_checks import JacobianCase
 
     overrides = Overrides(rtol, atol, max_ulp)
     info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            metric)
+                                                            metric, row_offset)
     _check_fd(fd)
     if max_dense < 1:
         raise InputError(f"--max-dense {max_dense}: must be >= 1")
@@ -227,7 +229,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     checks_out, result, vectors = [], NO_RESULT, {}
     if X.shape[0]:
         exact = exact_softmax(X, dps, tick, one_minus=True, engine=engine)
-        case = JacobianCase(X=X, rows=rows, info=info, impl=implementation, log=log,
+        case = JacobianCase(X=X, rows=rows + row_offset, info=info, impl=implementation, log=log,
                             metric=metric, overrides=overrides, dps=dps, exact=exact,
                             fd_method=fd, top=top, dense=dense, probes=probes, seed=seed,
                             engine=engine)
@@ -260,17 +262,22 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
-            rtol=None, atol=None, max_ulp=None, top=10, engine="auto", progress=None) -> Report:
+            rtol=None, atol=None, max_ulp=None, top=10, engine="auto", row_offset=0,
+            progress=None) -> Report:
     """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
     directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
     from .deriv_checks import VjpCase
     from .reference import exact_vjp
 
     overrides = Overrides(rtol, atol, max_ulp)
-    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top)
+    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
+                                                            row_offset=row_offset)
     _check_fd(fd)
     if v is None:
-        v = np.random.default_rng(seed + 1).standard_normal(Xr.shape)
+        from .deriv_checks import row_rng
+
+        v = np.array([row_rng(seed, 1, r + row_offset).standard_normal(Xr.shape[1])
+                      for r in range(Xr.shape[0])])
     V = _companion("v", v, Xr.shape, info)
     X = Xr[rows]
     batch = x.ndim == 2
@@ -283,14 +290,15 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
 
             raise ImplementationError(f"--impl {implementation.name} returned shape {z.shape[1:]}"
                                       f" for the VJP: expected {X.shape[1:]}")
-        case = VjpCase(X=X, V=V[rows], rows=rows, info=info, impl=implementation,
+        case = VjpCase(X=X, V=V[rows], rows=rows + row_offset, info=info, impl=implementation,
                        overrides=overrides, dps=dps, exact=ex, z=z.astype(np.float64),
                        fd_method=fd, top=top, seed=seed)
         checks_out = checks.run_checks("vjp", case)
         full = np.full(Xr.shape, np.nan)
         full[rows] = case.z
         result = _result_list(full, rows, batch)
-        blocks["dot"] = [{"row": int(r), "<v,s>": d} for r, d in zip(rows, ex.dot_str)]
+        blocks["dot"] = [{"row": int(r) + row_offset, "<v,s>": d}
+                         for r, d in zip(rows, ex.dot_str)]
         precision = ex.softmax.precision
     else:
         precision = f"mpmath, {dps} significant digits"
@@ -304,7 +312,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
 
 def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
              fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
-             engine="auto", progress=None) -> Report:
+             engine="auto", row_offset=0, progress=None) -> Report:
     """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
     v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
     from .deriv_checks import LossCase
@@ -323,7 +331,8 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
             x = np.zeros(zarr.shape)
     if x is None:
         raise InputError("no input for x: give --x, --x-file, --random N or --preset NAME")
-    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top)
+    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
+                                                            row_offset=row_offset)
     _check_fd(fd)
     if mode == "given":
         rows = np.arange(Xr.shape[0])
@@ -356,7 +365,7 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
 
             raise ImplementationError(f"--impl {implementation.name} returned shape {g.shape[1:]}"
                                       f" for the loss gradient: expected {Z.shape[1:]}")
-        case = LossCase(Z=Z, T=T, rows=rows, info=info, impl=implementation,
+        case = LossCase(Z=Z, T=T, rows=rows + row_offset, info=info, impl=implementation,
                         overrides=overrides, dps=dps, mode=mode, g=g.astype(np.float64),
                         z_exact=Zexact, floor=floor, fd_method=fd, top=top, seed=seed, **kw)
         if mode == "softmax":
@@ -367,7 +376,8 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         result = _result_list(full, rows, x.ndim == 2)
         zc = next(c for c in checks_out if c.name == "zero_condition").details["zero_condition"]
         if mode == "vjp":
-            zc["<v,s>"] = [{"row": int(r), "value": d} for r, d in zip(rows, kw["dot_str"])]
+            zc["<v,s>"] = [{"row": int(r) + row_offset, "value": d}
+                           for r, d in zip(rows, kw["dot_str"])]
         blocks["zero_condition"] = zc
         blocks["loss_value"] = exact_loss_value(Z, T, dps)
     precision = (exs.precision if mode == "softmax" and Z.shape[0] else

@@ -1,0 +1,231 @@
+"""Rows in chunks, chunks across processes, reports merged into one.
+
+A batch is cut into chunks of CHUNK_ROWS rows *whatever the number of workers*, and each chunk
+is checked exactly as it would be alone (rows are independent; the chunk knows its row offset),
+so the merged report is identical for 1 worker or many. A memory-mapped input is read one
+chunk at a time, so a batch larger than memory streams.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from .results import NO_RESULT, CheckResult, Report
+
+#: rows per chunk (about 256k entries of 4096-wide logits: a few MB per chunk in flight)
+CHUNK_ROWS = 64
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _call(args):
+    fn, x, companions, offset, kw = args
+    x = np.asarray(x, dtype=np.float64)
+    extra = {k: (None if a is None else np.asarray(a, dtype=np.float64))
+             for k, a in companions.items()}
+    return fn(x, **extra, row_offset=offset, **kw)
+
+
+def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
+             chunk_rows: int = CHUNK_ROWS, companions: dict | None = None,
+             progress: Callable[[int, int], None] | None = None, keep_arrays: bool = False,
+             **kw) -> Report:
+    """``fn(x, **kw)`` (a run_* function) over the rows of ``x`` in chunks, on ``workers``
+    processes (default: every core), merged. ``companions`` are row-aligned arrays (v, t, z)
+    cut the same way; a 1-D companion is passed whole."""
+    companions = {k: a for k, a in (companions or {}).items()}
+    x_is_batch = np.ndim(x) == 2
+    rows = np.shape(x)[0] if x_is_batch else 1
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        from .exceptions import InputError
+
+        raise InputError(f"--workers {workers}: must be >= 1")
+    if kw.get("engine", "auto") == "auto":  # decided on the whole input, not per chunk
+        from .reference import use_dd
+
+        kw["engine"] = "dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto") else "mpmath"
+    if not x_is_batch or rows <= chunk_rows:
+        return fn(np.asarray(x, dtype=np.float64), **companions, progress=progress, **kw)
+
+    def part(a, lo, hi):
+        if a is None or np.ndim(a) < 2:
+            return a
+        return np.asarray(a[lo:hi])
+
+    bounds = [(lo, min(lo + chunk_rows, rows)) for lo in range(0, rows, chunk_rows)]
+    jobs = ((fn, np.asarray(x[lo:hi]), {k: part(a, lo, hi) for k, a in companions.items()},
+             lo, kw) for lo, hi in bounds)
+    total = int(np.prod(np.shape(x)))
+    n = int(np.shape(x)[1])
+    reports = []
+
+    def done(rep, lo, hi):
+        if not keep_arrays:
+            rep.arrays = {}  # a streamed batch keeps only what the report needs
+        reports.append(rep)
+        if progress is not None:
+            progress((hi - lo) * n, total)
+
+    if workers == 1:
+        for (lo, hi), job in zip(bounds, jobs):
+            done(_call(job), lo, hi)
+    else:
+        import multiprocessing as mp
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            window: deque = deque()  # at most 2 chunks per worker in flight: memory stays O(chunk)
+            for (lo, hi), job in zip(bounds, jobs):
+                window.append((lo, hi, pool.submit(_call, job)))
+                if len(window) >= 2 * workers:
+                    a, b, fut = window.popleft()
+                    done(fut.result(), a, b)
+            while window:
+                a, b, fut = window.popleft()
+                done(fut.result(), a, b)
+    return merge(reports, shape=[rows, int(np.shape(x)[1])], top=kw.get("top", 10))
+
+
+def _worst_chunk(results: list[CheckResult]) -> CheckResult:
+    failing = [c for c in results if not c.passed]
+    if failing:
+        return failing[0]
+
+    def key(c):
+        if c.entries:
+            e = c.entries[0]
+            return e.abs_err / e.allowed if e.allowed > 0 else 0.0
+        return c.max_abs_err or 0.0
+
+    return max(results, key=key)
+
+
+def _max(values):
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
+    w = _worst_chunk(results)
+    out = CheckResult(
+        name=w.name, passed=all(c.passed for c in results),
+        max_abs_err=_max(c.max_abs_err for c in results),
+        max_rel_err=_max(c.max_rel_err for c in results),
+        max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
+        measured=w.measured, allowed=w.allowed, statement=w.statement)
+    if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
+        from .checks import fmt
+
+        out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
+    out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
+    out.notes = list(w.notes)
+    for c in results:
+        out.failures += c.failures if c is not w else []
+        # one note per kind: a note's words before its first number name its kind
+        kinds = {_kind(n) for n in out.notes}
+        out.notes += [n for n in c.notes if _kind(n) not in kinds]
+    out.failures = w.failures + [f for f in out.failures if f not in w.failures]
+    out.failures = out.failures[:20]
+    entries = [e for c in results for e in c.entries]
+    entries.sort(key=lambda e: -(e.abs_err / e.allowed if e.allowed > 0 else
+                                 (0.0 if e.abs_err == 0 else float("inf"))))
+    out.entries = entries[:max(top, 0)]
+    details = dict(w.details)
+    for c in results:
+        for k, v in c.details.items():
+            if c is w:
+                continue
+            if isinstance(v, list) and isinstance(details.get(k), list):
+                details[k] = details[k] + v
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and k == "failing_entries":
+                details[k] = details.get(k, 0) + v
+            else:
+                details.setdefault(k, v)
+    if "shifts" in details:
+        details["shifts"] = _merge_by(details["shifts"], "shift")
+    out.details = details
+    return out
+
+
+def _kind(note: str) -> str:
+    import re
+
+    return re.split(r"\d", note, maxsplit=1)[0]
+
+
+def _merge_tolerance(parts: list[dict], first: dict) -> dict:
+    out = dict(first)
+    for t in parts:
+        for k, v in t.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    out.get(k), (int, float)):
+                out[k] = max(out[k], v)
+    return out
+
+
+def _merge_by(items: list[dict], key: str) -> list[dict]:
+    """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk)."""
+    merged: dict = {}
+    for it in items:
+        m = merged.setdefault(it[key], dict(it))
+        for k, v in it.items():
+            if k == "passed":
+                m[k] = m[k] and v
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                m[k] = max(m[k], v)
+    return list(merged.values())
+
+
+def merge_blocks(blocks: list[dict]) -> dict:
+    out: dict = {}
+    for b in blocks:
+        for k, v in b.items():
+            if k not in out:
+                out[k] = merge_blocks([v]) if isinstance(v, dict) else v
+            elif isinstance(v, dict):
+                out[k] = merge_blocks([out[k], v])
+            elif isinstance(v, list):
+                out[k] = out[k] + v
+            elif isinstance(v, bool):
+                out[k] = out[k] or v
+            elif isinstance(v, int) and k.endswith("_count"):
+                out[k] = out[k] + v
+    return out
+
+
+def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
+    """One report from the reports of consecutive chunks of rows."""
+    first = reports[0]
+    names = [c.name for c in max(reports, key=lambda r: len(r.checks)).checks]
+    checks = []
+    for name in names:
+        parts = [c for r in reports for c in r.checks if c.name == name]
+        checks.append(merge_checks(parts, top))
+    result = NO_RESULT
+    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= 4096:
+        result = [row for r in reports for row in r.result]
+    arrays = {}
+    if all(r.arrays for r in reports):
+        arrays = {k: np.concatenate([r.arrays[k] for r in reports]) for k in first.arrays}
+    notes = []
+    for r in reports:
+        notes += [n for n in r.notes if n not in notes and not n.startswith("no row has")]
+    if not any(r.checks for r in reports):
+        notes.append("no row has a defined softmax: nothing to check")
+    return Report(command=first.command, impl=first.impl, dtype=first.dtype, dps=first.dps,
+                  shape=shape, checks=checks,
+                  reference=next((r.reference for r in reports if r.checks), first.reference),
+                  undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
+                  blocks=merge_blocks([r.blocks for r in reports]), options=first.options,
+                  vectors={}, result=result, arrays=arrays)

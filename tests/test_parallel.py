@@ -1,0 +1,60 @@
+"""Chunks of rows and worker processes: the merged report is the same for any number of
+workers, row numbers refer to the whole input, and memory-mapped files stream."""
+
+import json
+
+import numpy as np
+import pytest
+
+from smcheck.inputs import load_file
+from smcheck.parallel import run_rows
+from smcheck.run import run_forward, run_jacobian, run_loss, run_vjp
+
+
+def batch():
+    x = np.random.default_rng(0).standard_normal((150, 12)) * 5
+    x[7, :] = -np.inf  # an undefined row inside chunk 0
+    x[140, 3] = 1000.0  # a hard row in the last chunk
+    return x
+
+
+@pytest.mark.parametrize("fn,kw", [(run_forward, {}), (run_forward, {"log": True}),
+                                   (run_vjp, {}), (run_jacobian, {}),
+                                   (run_loss, {"companions": {"t": np.eye(12)[[0] * 150]}})])
+def test_identical_for_one_and_two_workers(fn, kw):
+    x = batch()
+    a = run_rows(fn, x, workers=1, chunk_rows=32, dtype="float32", **kw)
+    b = run_rows(fn, x, workers=2, chunk_rows=32, dtype="float32", **kw)
+    assert json.dumps(a.to_json("t")) == json.dumps(b.to_json("t"))
+    assert [u["row"] for u in a.undefined_rows] == [7]
+
+
+def test_chunks_keep_row_numbers_and_verdicts():
+    x = batch()
+    whole = run_forward(x, impl="naive", engine="dd")
+    parts = run_rows(run_forward, x, workers=1, chunk_rows=32, impl="naive")
+    assert [(c.name, c.passed) for c in whole.checks] == [(c.name, c.passed) for c in parts.checks]
+    assert parts.blocks["overflow"]["overflow_indices"] == whole.blocks["overflow"]["overflow_indices"] == [[140, 3]]
+    assert any("row 140" in f for f in parts.checks[0].failures)
+    assert parts.checks[0].max_ulp == whole.checks[0].max_ulp
+
+
+def test_per_row_random_directions_do_not_depend_on_chunking():
+    x = batch()
+    a = run_vjp(x, engine="dd")
+    b = run_rows(run_vjp, x, workers=1, chunk_rows=16)
+    assert a.blocks["dot"] == b.blocks["dot"]
+    assert a.checks[0].max_ulp == b.checks[0].max_ulp
+
+
+def test_large_npy_is_memory_mapped_and_streams(tmp_path, monkeypatch):
+    import smcheck.inputs as inputs
+
+    monkeypatch.setattr(inputs, "MMAP_MIN_BYTES", 1024)
+    path = tmp_path / "big.npy"
+    x = np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32)
+    np.save(path, x)
+    arr = load_file(str(path))
+    assert isinstance(arr, np.memmap)
+    rep = run_rows(run_forward, arr, workers=1, chunk_rows=50, dtype="float32")
+    assert rep.passed and rep.shape == [200, 16]
