@@ -21,16 +21,25 @@ from .results import CheckResult
 
 
 def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FDEstimate]",
-              allowed, rows, index_of=None) -> CheckResult:
+              allowed, rows, index_of=None, mask=None, abs_resolution: float = 0.0
+              ) -> CheckResult:
     """A finite-difference check: computed values against FD estimates, each allowed the
-    estimate's own error bound plus the computed value's allowance."""
+    estimate's own error bound plus the computed value's allowance. ``mask`` leaves entries
+    out (masked coordinates); ``abs_resolution`` is an absolute error of the function's own
+    float64 values (log-softmax: log S is rounded, so about eps even where log s_i = 0),
+    which a real-step difference divides by its step."""
     computed = np.asarray(measured_vals, dtype=np.float64)
     est = np.asarray([f.value for f in fd], dtype=np.float64).reshape(computed.shape)
     # every float64 value of f is a multiple of the smallest subnormal, so an estimate
-    # (f(x + h) - f(x - h)) / 2h or Im f(x + ih) / h cannot resolve less than eta / h
-    floor = [np.broadcast_to(2 * 5e-324 / _smallest_step(f.step), np.shape(f.value)) for f in fd]
+    # (f(x + h) - f(x - h)) / 2h or Im f(x + ih) / h cannot resolve less than eta / h; a real
+    # step also cannot resolve the function's absolute rounding divided by h
+    floor = [np.broadcast_to((2 * 5e-324 + (abs_resolution if f.method != "complex" else 0.0))
+                             / _smallest_step(f.step), np.shape(f.value)) for f in fd]
     err_fd = (np.asarray([f.error for f in fd], dtype=np.float64)
               + np.asarray(floor, dtype=np.float64)).reshape(computed.shape)
+    if mask is not None:
+        computed, est = np.where(mask, computed, 0.0), np.where(mask, est, 0.0)
+        err_fd = np.where(mask, err_fd, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(computed - est)
         diff = np.where(np.isnan(diff), np.inf, diff)
@@ -304,8 +313,9 @@ def jacobian_fd(case: JacobianCase) -> CheckResult:
     both = fin[:, :, None] & fin[:, None, :]
     return fd_result("finite_difference",
                      f"the computed Jacobian agrees with finite differences of {src}",
-                     np.where(both, case.J, 0.0), ests, case.cmp.allowed, case.rows,
-                     index_of=lambda pos: [int(pos[1]), int(pos[2])])
+                     case.J, ests, case.cmp.allowed, case.rows,
+                     index_of=lambda pos: [int(pos[1]), int(pos[2])], mask=both,
+                     abs_resolution=4 * 2.0 ** -52 if case.log else 0.0)
 
 
 @register("jacobian", "symmetry")

@@ -404,6 +404,8 @@ def _grad_x(X, T, g, exs, implementation, info, dps, overrides, engine="auto"):
         Ta = T.astype(info.accumulator)
         comp = (s * np.sum(Ta, axis=-1, keepdims=True) - Ta).astype(dt)
     else:
+        # where t_i = 0 the term t_i log z_i is absent: its gradient is 0 (-0/0 is nan)
+        g = np.where(T == 0, 0.0, g)
         with np.errstate(all="ignore"):
             comp = builtin_vjp("stable", X.astype(dt), g, info)
     hi, lo = exact_grad_x(X, T, dps, engine)

@@ -1,0 +1,141 @@
+"""smcheck benchmarks: each workload next to its baseline, in one run, as ratios.
+
+    python benchmarks/run.py            # all workloads
+    python benchmarks/run.py forward    # one of: forward jacobian vjp batch startup
+
+Not part of the test suite's pass/fail: timings depend on the machine. Each line prints the
+workload, the baseline, both times, the ratio and the target from the performance issue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def timed(fn, repeat=1):
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def row(name, base_name, t, tb, ratio, target, extra=""):
+    line = (f"{name:<34} {t:9.3f} s | {base_name:<40} {tb:9.3f} s | ratio {ratio:8.2f} | "
+            f"target {target}{(' | ' + extra) if extra else ''}")
+    print(line, flush=True)
+    return {"workload": name, "seconds": t, "baseline": base_name, "baseline_seconds": tb,
+            "ratio": ratio, "target": target, "extra": extra}
+
+
+def mpmath_loop(x, dps=50):
+    """The baseline reference: exp, fsum, divide per element in mpmath at 50 digits."""
+    import mpmath
+
+    with mpmath.workdps(dps):
+        a = mpmath.mpf(float(np.max(x)))
+        e = [mpmath.exp(mpmath.mpf(float(v)) - a) for v in x]
+        S = mpmath.fsum(e)
+        return [float(v / S) for v in e]
+
+
+def bench_forward():
+    from smcheck.run import run_forward
+
+    x = np.random.default_rng(0).standard_normal(10 ** 6) * 3
+    t, rep = timed(lambda: run_forward(x, dtype="float64"))
+    tb, ref = timed(lambda: mpmath_loop(x))
+    assert rep.passed
+    return row("forward n=1e6 float64 (end to end)", "per-element mpmath loop (50 digits)",
+               t, tb, tb / t, ">= 20x", rep.reference.split(",")[0])
+
+
+def bench_jacobian():
+    import torch
+
+    from smcheck.run import run_jacobian
+
+    n = 2048
+    x = np.random.default_rng(1).standard_normal(n)
+    t, rep = timed(lambda: run_jacobian(x, dtype="float64"))
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    tb, ok = timed(lambda: torch.autograd.gradcheck(lambda v: torch.softmax(v, -1), (xt,),
+                                                    fast_mode=False))
+    assert rep.passed and ok
+    fd = next(c for c in rep.checks if c.name == "finite_difference")
+    return row("jacobian n=2048 float64 (ref + FD)", "torch.autograd.gradcheck (slow mode)", t,
+               tb, tb / t, "> 1x (faster)", f"FD error bound {fd.details['fd']['max_fd_error_bound']:.1e}")
+
+
+def bench_vjp():
+    from smcheck.run import run_vjp
+
+    n = 10 ** 6
+    x = np.random.default_rng(2).standard_normal(n) * 3
+    v = np.random.default_rng(3).standard_normal(n)
+
+    def numpy_vjp():
+        e = np.exp(x - x.max())
+        s = e / e.sum()
+        return s * (v - np.dot(v, s))
+
+    tb, _ = timed(numpy_vjp, repeat=5)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t, rep = timed(lambda: run_vjp(x, v))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert rep.passed
+    return row("vjp n=1e6 float64", "numpy computing the VJP itself", t, tb, t / tb,
+               "<= 50x numpy", f"peak RSS {rss / 1024:.0f} MiB (before: {rss0 / 1024:.0f} MiB)")
+
+
+def bench_batch():
+    from smcheck.parallel import run_rows
+    from smcheck.run import run_forward
+
+    x = np.random.default_rng(4).standard_normal((2000, 4096)).astype(np.float32)
+    t1, a = timed(lambda: run_rows(run_forward, x, workers=1, dtype="float32"))
+    t2, b = timed(lambda: run_rows(run_forward, x, workers=2, dtype="float32"))
+    same = json.dumps(a.to_json("b")) == json.dumps(b.to_json("b"))
+    return row("batch 2000x4096 float32, 2 workers", "the same with 1 worker", t2, t1, t1 / t2,
+               ">= 1.7x", f"identical JSON: {same}")
+
+
+def bench_startup():
+    def run(args):
+        return subprocess.run([sys.executable, *args], capture_output=True, check=True)
+
+    tb, _ = timed(lambda: run(["-c", "pass"]), repeat=5)
+    t, _ = timed(lambda: run(["-m", "smcheck", "--version"]), repeat=5)
+    th, _ = timed(lambda: run(["-m", "smcheck", "--help"]), repeat=5)
+    mods = run(["-c", "import sys; from smcheck.cli import main\ntry: main(['--help'])\n"
+                "except SystemExit: pass\nprint(sorted(m for m in ('numpy','mpmath','torch','jax')"
+                " if m in sys.modules), file=sys.stderr)"]).stderr.decode().strip()
+    return row("smcheck --version (--help)", "python -c pass", t, tb, t - tb,
+               "start-up < 0.25 s", f"--help {th:.3f} s; heavy modules loaded by --help: {mods}")
+
+
+BENCHES = {"forward": bench_forward, "jacobian": bench_jacobian, "vjp": bench_vjp,
+           "batch": bench_batch, "startup": bench_startup}
+
+if __name__ == "__main__":
+    import platform
+
+    names = sys.argv[1:] or list(BENCHES)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, numpy {np.__version__}")
+    print("(startup row: 'ratio' is the extra start-up time in seconds over python -c pass)")
+    results = [BENCHES[n]() for n in names]
+    with open(os.path.join(HERE, "last_run.json"), "w") as fh:
+        json.dump(results, fh, indent=2)
