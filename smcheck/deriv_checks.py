@@ -15,7 +15,7 @@ from .dtypes import DtypeInfo
 from .errors_ulp import (Comparison, Overrides, apply_overrides, compare, jacobian_tolerance,
                          quotient_tolerance, summation_allowance, vjp_tolerance)
 from .exceptions import ImplementationError, InputError
-from .impls import Builtin, Implementation
+from .impls import Implementation
 from .reference import ExactSoftmax, exact_bilinear, exact_jacobian
 from .results import CheckResult
 
@@ -193,7 +193,9 @@ class JacobianCase:
     def probe(self) -> dict:
         if self._probe is not None:
             return self._probe
-        if not isinstance(self.impl, Builtin):
+        from .impls import UserCallable
+
+        if isinstance(self.impl, UserCallable):
             raise ImplementationError(
                 f"n = {self.X.shape[1]} exceeds --max-dense: --impl {self.impl.name} returns "
                 "an n x n Jacobian; raise --max-dense, or check the VJP with 'smcheck vjp'")
@@ -215,8 +217,9 @@ class JacobianCase:
             if self.log:  # v^T (I - 1 s^T) u = <v, u> - (sum v) <s, u>
                 su = np.sum((s * u).astype(acc), axis=-1, dtype=acc)
                 comp[:, p] = np.sum((v * u).astype(acc), axis=-1) - np.sum(v, axis=-1) * su
-            else:  # v^T J u = <v, s * (u - <u, s>)>
-                Ju = self.impl.vjp(self.X.astype(info.np_dtype), u, info).astype(np.float64)
+            else:  # J is symmetric: v^T J u = <v, u J>, the implementation's own VJP with u
+                Ju = np.asarray(self.impl.vjp(self.X.astype(info.np_dtype), u, info),
+                                dtype=np.float64)
                 comp[:, p] = np.sum((v * Ju).astype(acc), axis=-1, dtype=acc)
         hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log, self.engine)
         s_ex = self.exact.s_hi

@@ -102,32 +102,60 @@ def dd_div(ah, al, bh, bl):
     return dd_add(qh, ql, q3, np.zeros_like(q3))
 
 
+#: ln2 / 64 as a triple (ln2 scaled by 2^-6: exact)
+LN2_64 = tuple(c / 64 for c in LN2)
+_TABLE: tuple | None = None
+
+
+def _table():
+    """2^(j/64), j = 0..63, as pairs (mpmath at 40 digits, computed once)."""
+    global _TABLE
+    if _TABLE is None:
+        import mpmath
+
+        hi, lo = np.zeros(64), np.zeros(64)
+        with mpmath.workdps(40):
+            for j in range(64):
+                v = mpmath.power(2, mpmath.mpf(j) / 64)
+                hi[j] = float(v)
+                lo[j] = float(v - mpmath.mpf(hi[j]))
+        _TABLE = (hi, lo)
+    return _TABLE
+
+
 def dd_expm1_small(rh, rl):
-    """exp(r) - 1 for |r| <= ln2 / 2^11, as a pair (Taylor to r^13: error below 2^-130)."""
-    ph, pl = np.full_like(rh, TAYLOR[-1][0]), np.full_like(rh, TAYLOR[-1][1])
-    for ch, cl in reversed(TAYLOR[:-1]):
-        ph, pl = dd_mul(ph, pl, rh, rl)
+    """exp(r) - 1 for |r| <= ln2 / 128 as a pair. The terms r^6/6! and beyond are below
+    2^-53 of the result, so a float64 Horner tail carries them; r .. r^5/5! are pairs:
+    the error is below 2^-104 relative."""
+    t = 1.0 / 3628800
+    for j in (9, 8, 7, 6):  # 1/6! + r/7! + r^2/8! + r^3/9! + r^4/10!
+        t = 1.0 / math.factorial(j) + rh * t
+    ph, pl = dd_mul_d(rh, rl, t)  # r * tail
+    for ch, cl in reversed(TAYLOR[:4]):  # 1/5!, 1/4!, 1/3!, 1/2!
         ph, pl = dd_add(ph, pl, np.full_like(rh, ch), np.full_like(rh, cl))
-    ph, pl = dd_mul(ph, pl, rh, rl)  # r/2! + r^2/3! + ...  times r
+        ph, pl = dd_mul(ph, pl, rh, rl)
     ph, pl = dd_add(ph, pl, np.ones_like(rh), np.zeros_like(rh))
     return dd_mul(ph, pl, rh, rl)  # r + r^2/2! + ...
 
 
 def dd_exp(dh, dl):
-    """exp(dh + dl) = 2^k (mh + ml) for d <= 0 (finite), mh + ml in [0.7, 1.42]."""
-    k = np.rint(dh / LN2[0])
-    # r = d - k ln2, with k ln2 exact to 161 bits (k has at most 11 bits)
-    p0, e0 = two_prod(k, LN2[0])
+    """exp(dh + dl) = 2^k (mh + ml) for finite d <= 0, mh + ml in [1, 2).
+
+    d = (64 k + j) ln2/64 + r with |r| <= ln2/128: exp(d) = 2^k 2^(j/64) exp(r), the table
+    2^(j/64) to 106 bits and exp(r) by :func:`dd_expm1_small`."""
+    K = np.rint(dh * (64 / LN2[0]))
+    # r = d - K ln2/64, K ln2/64 exact to 161 bits (K has at most 17 bits)
+    p0, e0 = two_prod(K, LN2_64[0])
     rh, rl = dd_add(dh, dl, -p0, -e0)
-    p1, e1 = two_prod(k, LN2[1])
-    rh, rl = dd_add(rh, rl, -p1, -(e1 + k * LN2[2]))
-    scale = 2.0 ** -SQUARINGS
-    ph, pl = dd_expm1_small(rh * scale, rl * scale)
-    for _ in range(SQUARINGS):  # (1 + p)^2 - 1 = 2p + p^2
-        sh, sl = dd_mul(ph, pl, ph, pl)
-        ph, pl = dd_add(2 * ph, 2 * pl, sh, sl)
+    p1, e1 = two_prod(K, LN2_64[1])
+    rh, rl = dd_add(rh, rl, -p1, -(e1 + K * LN2_64[2]))
+    ph, pl = dd_expm1_small(rh, rl)
+    Ki = K.astype(np.int64)
+    j = Ki & 63
+    th, tl = _table()
     mh, ml = dd_add(np.ones_like(ph), np.zeros_like(ph), ph, pl)
-    return k.astype(np.int64), mh, ml
+    mh, ml = dd_mul(th[j], tl[j], mh, ml)
+    return Ki >> 6, mh, ml
 
 
 def exact_sum(hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:
@@ -148,11 +176,16 @@ def _scale(qh, ql, k):
 
 
 def _row_sums(hi: np.ndarray, lo: np.ndarray, mask: np.ndarray):
-    """Exact sums of hi + lo over each row where mask, as pairs (two arrays of shape (rows,))."""
-    sh, sl = np.zeros(hi.shape[0]), np.zeros(hi.shape[0])
-    for r in range(hi.shape[0]):
-        sh[r], sl[r] = exact_sum(hi[r][mask[r]], lo[r][mask[r]])
-    return sh, sl
+    """Sums of hi + lo over each row where mask, as pairs (two arrays of shape (rows,)):
+    pairwise in double-double, so the error is below log2(n) 2^-106 of the sum of |terms|."""
+    h = np.where(mask, hi, 0.0)
+    lo_ = np.where(mask, lo, 0.0)
+    while h.shape[-1] > 1:
+        if h.shape[-1] % 2:
+            h = np.concatenate([h, np.zeros(h.shape[:-1] + (1,))], axis=-1)
+            lo_ = np.concatenate([lo_, np.zeros(lo_.shape[:-1] + (1,))], axis=-1)
+        h, lo_ = dd_add(h[..., 0::2], lo_[..., 0::2], h[..., 1::2], lo_[..., 1::2])
+    return h[..., 0], lo_[..., 0]
 
 
 #: below this x - max, exp underflows past every format (e^-800 < 1e-347): s = 0

@@ -121,7 +121,12 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
     from .impls import get_implementation
     from .presets import PRESETS, get_preset
 
+    from .impls import UserCallable
+
     implementation = get_implementation(impl)  # fail early on an unknown or missing impl
+    if isinstance(implementation, UserCallable):
+        # one callable computes one quantity: a user's function is swept as a softmax
+        commands = tuple(c for c in commands if c == "forward") or ("forward",)
     dts = resolve_dtypes(dtypes)
     names = list(PRESETS) if not presets else [get_preset(p).name for p in presets]
     for c in commands:
