@@ -192,15 +192,9 @@ def _row_sums(hi: np.ndarray, lo: np.ndarray, mask: np.ndarray):
 DEAD = -800.0
 
 
-def softmax_dd(X: np.ndarray, one_minus: bool = False):
-    """Exact softmax and log-softmax of the rows of X as pairs; see the module docstring.
-    Returns an :class:`~smcheck.reference.ExactSoftmax` (engine "double-double")."""
-    import mpmath
-
-    from .reference import ExactSoftmax
-
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    rows, n = X.shape
+def _differences(X: np.ndarray):
+    """x - max(x) per row as exact pairs; masked entries -inf. Returns (dh, dl, fin, m, a)."""
+    rows = X.shape[0]
     fin = X > -np.inf
     m = np.argmax(np.where(fin, X, -np.inf), axis=-1)
     a = X[np.arange(rows), m][:, None]
@@ -208,17 +202,72 @@ def softmax_dd(X: np.ndarray, one_minus: bool = False):
         dh, dl = two_sum(X, -a)
     dh = np.where(fin, dh, -np.inf)
     dl = np.where(np.isfinite(dh), dl, 0.0)
+    return dh, dl, fin, m, a
+
+
+def softmax_dd(X: np.ndarray, one_minus: bool = False):
+    """Exact softmax and log-softmax of the rows of X as pairs; see the module docstring.
+    Returns an :class:`~smcheck.reference.ExactSoftmax` (engine "double-double")."""
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    dh, dl, fin, m, a = _differences(X)
     live = dh > DEAD
-    zh = np.where(live, dh, 0.0)
-    zl = np.where(live, dl, 0.0)
-    k, mh, ml = dd_exp(zh, zl)
+    k, mh, ml = dd_exp(np.where(live, dh, 0.0), np.where(live, dl, 0.0))
+    return _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus)
+
+
+def shifted_softmax_dd(X: np.ndarray, c: np.ndarray, base):
+    """The exact softmax of Xs = fl(X + c) (c per row, float64) from the base computation of
+    X (``base``, returned by softmax_dd): Xs_i - Xs_max = (x_i - x_max) + (delta_i - delta_max)
+    with delta = fl(x + c) - (x + c) exact (two_sum), so exp needs only the factor
+    exp(delta_i - delta_max), and |delta| <= ulp(x + c) keeps it cheap. When the shift moved
+    entries by more than 1e-10 (|x| far beyond the shift) everything is recomputed."""
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    c = np.asarray(c, dtype=np.float64).reshape(-1, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Xs, e_ = two_sum(X, c)  # X + c = Xs + e_ exactly: the rounding moved x_i by -e_i
+    st = base.state
+    if st is None:
+        return softmax_dd(Xs)
+    dh0, dl0, fin, m, k0, mh0, ml0 = st
+    rows = X.shape[0]
+    delta = np.where(fin, -e_, 0.0)
+    dm = delta[np.arange(rows), m][:, None]
+    Dh, Dl = two_sum(delta, -dm)
+    small = np.max(np.abs(np.where(fin, Dh, 0.0)), axis=-1) <= 1e-10
+    if not (np.all(small) and np.all(np.isfinite(np.where(fin, Xs, 0.0)))):
+        return softmax_dd(Xs)  # a shift that is not a small perturbation: start over
+    dh, dl = dd_add(dh0, dl0, Dh, Dl)
+    dh = np.where(fin, dh, -np.inf)
+    dl = np.where(fin, dl, 0.0)
+    live = dh > DEAD
+    # exp(D) - 1 for |D| <= 1e-10: D + D^2/2 + D^3/6, the last two in float64 (below 1e-20)
+    ph, pl = dd_add(Dh, Dl, Dh * Dh * (0.5 + Dh / 6), np.zeros_like(Dh))
+    mh, ml = dd_mul(mh0, ml0, *dd_add(np.ones_like(ph), np.zeros_like(ph), ph, pl))
+    a = Xs[np.arange(rows), m][:, None]
+    return _finish(Xs, dh, dl, fin, m, a, live & (k0 > -2000), k0, mh, ml, False)
+
+
+def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
+    import mpmath
+
+    from .reference import ExactSoftmax
+
+    rows, n = X.shape
     k = np.where(live, k, 0).astype(np.int32)
     with np.errstate(under="ignore"):
         eh, el = np.ldexp(mh, k), np.ldexp(ml, k)
     eh, el = np.where(live, eh, 0.0), np.where(live, el, 0.0)
     first = np.zeros((rows, n), dtype=bool)
     first[np.arange(rows), m] = True
-    Th, Tl = _row_sums(eh, el, live & ~first)
+    # T = sum over the others of 2^k m, summed at the scale of its largest term and scaled
+    # back once: terms far in the subnormal range would otherwise each round to eta
+    others = live & ~first
+    K = np.max(np.where(others, k, -(2 ** 20)), axis=-1)
+    K = np.where(K < -(2 ** 19), 0, K).astype(np.int32)
+    with np.errstate(under="ignore"):
+        sh_, sl_ = np.ldexp(mh, k - K[:, None]), np.ldexp(ml, k - K[:, None])
+    Th, Tl = _row_sums(sh_, sl_, others)
+    Th, Tl = _scale(Th, Tl, K)
     Sh, Sl = dd_add(np.ones(rows), np.zeros(rows), Th, Tl)
     Lh, Ll = np.zeros(rows), np.zeros(rows)
     with mpmath.workdps(40):
@@ -226,7 +275,10 @@ def softmax_dd(X: np.ndarray, one_minus: bool = False):
             L = mpmath.log1p(mpmath.mpf(Th[r]) + mpmath.mpf(Tl[r]))
             Lh[r] = float(L)
             Ll[r] = float(L - mpmath.mpf(Lh[r]))
-    qh, ql = dd_div(mh, ml, Sh[:, None], Sl[:, None])
+    # one reciprocal per row, then products: a pair division per entry costs four times more
+    Rh, Rl = dd_div(np.ones(rows), np.zeros(rows), Sh, Sl)
+    Rh, Rl = Rh[:, None], Rl[:, None]
+    qh, ql = dd_mul(mh, ml, Rh, Rl)
     s_hi, s_lo = _scale(qh, ql, k)
     s_hi, s_lo = np.where(live, s_hi, 0.0), np.where(live, s_lo, 0.0)
     with np.errstate(invalid="ignore"):
@@ -238,12 +290,14 @@ def softmax_dd(X: np.ndarray, one_minus: bool = False):
         rh, rl = dd_add(Sh[:, None], Sl[:, None], -eh, -el)  # S - e_i (benign for i != max)
         rh = np.where(first, Th[:, None], rh)
         rl = np.where(first, Tl[:, None], rl)
-        om_hi, om_lo = dd_div(rh, rl, Sh[:, None], Sl[:, None])
+        om_hi, om_lo = dd_mul(rh, rl, Rh, Rl)
         om_hi = np.where(fin, om_hi, 1.0)
         om_lo = np.where(fin, om_lo, 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         d64 = np.where(fin, X - a, -np.inf)
-    return ExactSoftmax(s_hi, s_lo, yh, yl, d64, 0, om_hi, om_lo, engine="double-double")
+    ex = ExactSoftmax(s_hi, s_lo, yh, yl, d64, 0, om_hi, om_lo, engine="double-double")
+    ex.state = (dh, dl, fin, m, k, mh, ml)
+    return ex
 
 
 def _dot_rows(ah, al, bh, bl, mask):

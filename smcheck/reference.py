@@ -16,7 +16,7 @@ about 2^-104 relative: far beyond what judging any float64 result needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -37,6 +37,7 @@ class ExactSoftmax:
     om_hi: np.ndarray | None = None  # 1 - s_i, without cancellation (when asked for)
     om_lo: np.ndarray | None = None
     engine: str = "mpmath"
+    state: tuple | None = field(default=None, repr=False)  # the dd engine's, for shifts
 
     @property
     def precision(self) -> str:

@@ -95,3 +95,16 @@ def test_no_verdict_changes_between_engines(preset_x, impl, dtype):
         b = fn(preset_x, impl=impl, dtype=dtype, engine="mpmath", **kw)
         assert [(c.name, c.passed) for c in a.checks] == [(c.name, c.passed) for c in b.checks]
         assert "double-double" in a.reference and "mpmath" in b.reference
+
+
+@pytest.mark.parametrize("target", [725.0, -760.3])
+@pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(3).standard_normal(40) * 9)])
+def test_shifted_softmax_from_the_base_agrees_with_mpmath(row, target):
+    from smcheck.engine import shifted_softmax_dd
+
+    X = np.array([row])
+    c = target - np.max(X, axis=1)
+    got = shifted_softmax_dd(X, c, softmax_dd(X))
+    want = exact_softmax(X + c[:, None], 60)  # float64 addition: the rounded x + c
+    agree(got.s_hi, got.s_lo, want.s_hi, want.s_lo)
+    agree(got.y_hi, got.y_lo, want.y_hi, want.y_lo)
