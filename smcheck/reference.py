@@ -234,33 +234,17 @@ def exact_bilinear(X: np.ndarray, V: np.ndarray, U: np.ndarray, dps: int = 50,
     return hi, lo
 
 
-# --- double-double arithmetic (error-free transformations in float64) ----------------------
-
-_SPLIT = 134217729.0  # 2^27 + 1 (Veltkamp)
-
-
-def _split_bits(a):
-    c = _SPLIT * a
-    ah = c - (c - a)
-    return ah, a - ah
-
-
-def two_prod(a, b):
-    """p + e = a * b exactly (barring underflow), p = fl(a * b)."""
-    p = a * b
-    ah, al = _split_bits(a)
-    bh, bl = _split_bits(b)
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, e
+# --- double-double products (the arithmetic lives in engine.py) ------------------------------
 
 
 def dd_mul(ah, al, bh, bl):
-    """(ah + al)(bh + bl) as a double-double, relative error about 2^-104."""
+    """(ah + al)(bh + bl) as a double-double, relative error about 2^-104; where the product
+    is not finite, its float64 value."""
+    from .engine import dd_mul as mul
+
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        p, e = two_prod(ah, bh)
-        e = e + (ah * bl + al * bh)
-        hi = p + e
-        lo = e - (hi - p)
+        hi, lo = mul(ah, al, bh, bl)
+        p = ah * bh
         bad = ~np.isfinite(hi)
         return np.where(bad, p, hi), np.where(bad, 0.0, lo)
 
@@ -287,6 +271,8 @@ def exact_jacobian(ex: ExactSoftmax, log: bool = False) -> tuple[np.ndarray, np.
 def exact_loss_grad(Z: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-t / z for float64 z and t, as a double-double (hi = fl(-t/z), lo the exact residual
     divided by z); entries with z = 0 are nan (undefined)."""
+    from .engine import two_prod
+
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         hi = -T / Z
         p, e = two_prod(hi, Z)
