@@ -264,7 +264,7 @@ def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
     others = live & ~first
     K = np.max(np.where(others, k, -(2 ** 20)), axis=-1)
     K = np.where(K < -(2 ** 19), 0, K).astype(np.int32)
-    with np.errstate(under="ignore"):
+    with np.errstate(under="ignore", over="ignore"):  # masked entries overflow, unused
         sh_, sl_ = np.ldexp(mh, k - K[:, None]), np.ldexp(ml, k - K[:, None])
     Th, Tl = _row_sums(sh_, sl_, others)
     Th, Tl = _scale(Th, Tl, K)
