@@ -230,7 +230,10 @@ class JacobianCase:
                           for lab in self.rows]).reshape(rows, 2, k, n)
         V = np.where(fin, draws[:, 0], 0.0)
         U = np.where(fin, draws[:, 1], 0.0)
-        V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)  # probe 0: 1^T J u (column sums)
+        if self.log:  # probe 0: v^T J 1 (J 1 = 0: the rows of I - 1 s^T sum to 0)
+            U[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)
+        else:  # probe 0: 1^T J u (the columns of the symmetric J sum to 0)
+            V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)
         info = self.info
         Vr, Ur = info.round(V).astype(np.float64), info.round(U).astype(np.float64)
         s = self.impl.softmax(self.X.astype(info.np_dtype), info, False).astype(np.float64)
@@ -378,13 +381,11 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
 def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
     if not case.dense:
         p = case.probe()
-        # probe 0 has v = 1: 1^T J u = 0 for softmax; for log-softmax use J 1 = 0 instead
-        if case.log:
-            return None
-        sums = p["computed"][:, :1]
-        res = sum_check("zero_sums", "1^T J u = 0 on the probes (columns of J sum to 0)", sums,
-                        p["allowed"][:, :1], case.rows, "1^T J u")
-        return res
+        # probe 0 has v = 1 (softmax: 1^T J u = 0) or u = 1 (log-softmax: v^T J 1 = 0)
+        label = "v^T J 1" if case.log else "1^T J u"
+        what = "rows of J sum to 0" if case.log else "columns of J sum to 0"
+        return sum_check("zero_sums", f"{label} = 0 on the probes ({what})",
+                         p["computed"][:, :1], p["allowed"][:, :1], case.rows, label)
     a = case.cmp.allowed
     rows_sum = fsum_rows(case.J, axis=-1)  # J 1
     allowed_r = np.sum(a, axis=-1)

@@ -198,3 +198,12 @@ def test_loss_domain_with_given_z():
     rep = run_loss(None, np.array([1.0, 1.0]), z=np.array([0.5, -0.5]))
     assert not status(rep)["domain"]
     assert run_loss(None, np.array([1.0, 0.0]), z=np.array([0.5, -0.5])).passed
+
+
+def test_probe_mode_reports_every_applicable_check():
+    x = np.random.default_rng(4).standard_normal(300)
+    names = [c.name for c in run_jacobian(x, max_dense=100).checks]
+    assert names == ["reference", "finite_difference", "zero_sums"]  # symmetry needs J
+    log = run_jacobian(x, max_dense=100, log=True)
+    assert [c.name for c in log.checks] == ["reference", "finite_difference", "zero_sums"]
+    assert log.passed and "v^T J 1" in log.checks[2].measured
