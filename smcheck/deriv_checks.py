@@ -239,6 +239,7 @@ class JacobianCase:
         s = self.impl.softmax(self.X.astype(info.np_dtype), info, False).astype(np.float64)
         acc = info.accumulator
         comp = np.zeros((rows, k))
+        comp_t = np.zeros((rows, k))  # u^T J v, the same pairs the other way round
         for p in range(k):
             v, u = Vr[:, p, :], Ur[:, p, :]
             if self.log:  # v^T (I - 1 s^T) u = <v, u> - (sum v) <s, u>
@@ -248,6 +249,9 @@ class JacobianCase:
                 Ju = np.asarray(self.impl.vjp(self.X.astype(info.np_dtype), u, info),
                                 dtype=np.float64)
                 comp[:, p] = np.sum((v * Ju).astype(acc), axis=-1, dtype=acc)
+                Jv = np.asarray(self.impl.vjp(self.X.astype(info.np_dtype), v, info),
+                                dtype=np.float64)
+                comp_t[:, p] = np.sum((u * Jv).astype(acc), axis=-1, dtype=acc)
         hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log, self.engine)
         s_ex = self.exact.s_hi
         from .errors_ulp import softmax_tolerance
@@ -261,7 +265,8 @@ class JacobianCase:
             nat = (np.sum(av * s_ex[:, None], -1) * np.sum(au * s_ex[:, None], -1)
                    + np.sum(av * au * s_ex[:, None], -1))
         allowed = rho[:, None] * nat + 4 * info.eta
-        self._probe = {"V": Vr, "U": Ur, "computed": comp, "hi": hi, "lo": lo,
+        self._probe = {"V": Vr, "U": Ur, "computed": comp, "computed_t": comp_t, "hi": hi,
+                       "lo": lo,
                        "allowed": allowed}
         return self._probe
 
@@ -353,7 +358,11 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
     if case.log:
         return None  # I - 1 s^T is not symmetric
     if not case.dense:
-        return None
+        p = case.probe()
+        # v^T J u against u^T J v, each from the implementation's own VJP
+        return sum_check("symmetry", "v^T J u = u^T J v on the probes (J = J^T)",
+                         p["computed"] - p["computed_t"], 2 * p["allowed"], case.rows,
+                         "v^T J u - u^T J v")
     J = case.J
     with np.errstate(invalid="ignore"):
         asym = np.abs(J - np.swapaxes(J, 1, 2))
