@@ -87,6 +87,17 @@ def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
     return out
 
 
+def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> str:
+    """The one-line summary of a failing comparison: how many entries, and the worst with its
+    numbers next to what was allowed (and the cause, when one is known)."""
+    w = cmp.worst_index()
+    where = f"index {w[1]}" if len(w) == 2 else "entry (" + ", ".join(map(str, w[1:])) + ")"
+    return (f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: "
+            f"row {rows[w[0]]}, {where}: computed {fmt(cmp.computed[w], 10)}, exact "
+            f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed "
+            f"{fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err[w])} ULP)" + (f" — {cause}" if cause else ""))
+
+
 def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
                       statement: str) -> CheckResult:
     """A CheckResult carrying a comparison's maxima, worst entry and allowance."""
@@ -232,13 +243,7 @@ def forward_reference(case: ForwardCase) -> CheckResult:
                               lambda r, i: case.cause(case.X, cmp, r, i))
     bad = ~cmp.ok
     if bad.any():
-        n_bad = int(bad.sum())
-        w = cmp.worst_index()
-        res.failures.append(
-            f"{n_bad} of {bad.size} entries exceed their allowance; worst: row {case.rows[w[0]]},"
-            f" index {w[1]}: computed {fmt(cmp.computed[w], 6)}, exact {fmt(cmp.ref[w], 6)}, "
-            f"error {fmt(cmp.abs_err[w])} (allowed {fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err[w])}"
-            " ULP)")
+        res.failures.append(worst_failure(cmp, case.rows))
         nonfinite_rows = bad.any(axis=-1) & ~np.all(np.isfinite(cmp.computed), axis=-1)
         for r in np.flatnonzero(nonfinite_rows)[:5]:
             ov = np.flatnonzero(exp_overflows(case.X[r], case.info))

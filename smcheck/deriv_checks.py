@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import finite_diff
-from .checks import comparison_result, fmt, register, top_entries
+from .checks import comparison_result, fmt, register, top_entries, worst_failure
 from .dtypes import DtypeInfo
 from .errors_ulp import (Comparison, Overrides, apply_overrides, compare, jacobian_tolerance,
                          quotient_tolerance, summation_allowance, vjp_tolerance)
@@ -303,11 +303,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
                             f"({'componentwise relative' if case.metric == 'strict' else 'scaled to each entry'})")
     res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
     if not cmp.passed:
-        w = cmp.worst_index()
-        res.failures.append(
-            f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: row "
-            f"{case.rows[w[0]]}, entry ({w[1]}, {w[2]}): computed {fmt(cmp.computed[w], 10)}, "
-            f"exact {fmt(cmp.ref[w], 10)} — {case.cause(*w) or 'beyond the bound'}")
+        res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
     lost = ~case.strict.ok
     if lost.any():
         idx = np.argwhere(lost)
@@ -458,11 +454,7 @@ def vjp_reference(case: VjpCase) -> CheckResult:
                             "s * (v - <v, s>), entry by entry")
     res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
     if not cmp.passed:
-        w = cmp.worst_index()
-        res.failures.append(
-            f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: row "
-            f"{case.rows[w[0]]}, index {w[1]}: computed {fmt(cmp.computed[w], 10)}, exact "
-            f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed {fmt(cmp.allowed[w])})")
+        res.failures.append(worst_failure(cmp, case.rows))
     return res
 
 
@@ -550,9 +542,7 @@ def loss_reference(case: LossCase) -> CheckResult:
                               lambda r, i: "" if cmp.ok[r, i] else
                               f"error {fmt(cmp.ratio[r, i])} x its allowance")
     if not cmp.passed:
-        w = cmp.worst_index()
-        res.failures.append(f"row {case.rows[w[0]]}, index {w[1]}: computed "
-                            f"{fmt(cmp.computed[w], 10)}, exact {fmt(cmp.ref[w], 10)}")
+        res.failures.append(worst_failure(cmp, case.rows))
     if case.grad_x is not None:
         gx = case.grad_x
         res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
