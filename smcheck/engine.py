@@ -188,6 +188,36 @@ def _row_sums(hi: np.ndarray, lo: np.ndarray, mask: np.ndarray):
     return h[..., 0], lo_[..., 0]
 
 
+def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
+    """Row sums of the pairs ``terms(*block_args) -> (hi, lo, mask)``, block by block
+    (see :mod:`smcheck.blocks`): each block pairwise, then the blocks' sums pairwise, so
+    the bound of :func:`_row_sums` holds (the two trees together are log2(n) deep)."""
+    from .blocks import BLOCK, _cut, blocks, for_each
+
+    rows, n = shape
+    if rows * n <= BLOCK:
+        return _row_sums(*terms(*args))
+    if n < BLOCK:
+        Sh, Sl = np.empty(rows), np.empty(rows)
+
+        def rowblock(b):
+            rs, cs = b
+            Sh[rs], Sl[rs] = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
+
+        for_each(rowblock, list(blocks(rows, n)))
+        return Sh, Sl
+    nb = -(-n // BLOCK)
+    Ph, Pl = np.zeros((rows, nb)), np.zeros((rows, nb))
+
+    def piece(b):
+        rs, cs = b
+        h, lo = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
+        Ph[rs, cs.start // BLOCK], Pl[rs, cs.start // BLOCK] = h, lo
+
+    for_each(piece, list(blocks(rows, n)))
+    return _row_sums(Ph, Pl, np.ones(Ph.shape, dtype=bool))
+
+
 #: below this x - max, exp underflows past every format (e^-800 < 1e-347): s = 0
 DEAD = -800.0
 
@@ -205,90 +235,169 @@ def _differences(X: np.ndarray):
     return dh, dl, fin, m, a
 
 
+def _exp_live(dh, dl):
+    """dd_exp where d > DEAD (k, mh, ml); elsewhere exp(0), unused."""
+    live = dh > DEAD
+    return dd_exp(np.where(live, dh, 0.0), np.where(live, dl, 0.0))
+
+
 def softmax_dd(X: np.ndarray, one_minus: bool = False):
     """Exact softmax and log-softmax of the rows of X as pairs; see the module docstring.
     Returns an :class:`~smcheck.reference.ExactSoftmax` (engine "double-double")."""
+    from .blocks import map_blocks
+
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     dh, dl, fin, m, a = _differences(X)
     live = dh > DEAD
-    k, mh, ml = dd_exp(np.where(live, dh, 0.0), np.where(live, dl, 0.0))
+    k, mh, ml = map_blocks(_exp_live, (dh, dl), X.shape, (np.int64, np.float64, np.float64))
     return _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus)
 
 
 def shifted_softmax_dd(X: np.ndarray, c: np.ndarray, base):
-    """The exact softmax of Xs = fl(X + c) (c per row, float64) from the base computation of
-    X (``base``, returned by softmax_dd): Xs_i - Xs_max = (x_i - x_max) + (delta_i - delta_max)
-    with delta = fl(x + c) - (x + c) exact (two_sum), so exp needs only the factor
-    exp(delta_i - delta_max), and |delta| <= ulp(x + c) keeps it cheap. When the shift moved
-    entries by more than 1e-10 (|x| far beyond the shift) everything is recomputed."""
+    """The exact softmax of Xs = fl(X + c) (c per row, float64), derived from ``base`` (the
+    double-double softmax of X) without a second exp:
+
+    Xs_i - Xs_max = (x_i - x_max) + D_i, D = delta - delta_max with delta = fl(x + c) - (x + c)
+    exact (two_sum), so softmax(Xs)_i = s_i (1 + p_i) / (1 + q), p = expm1(D), q = <s, p>,
+    i.e. s_i + s_i g_i with g = (p - q) / (1 + q). |D| <= ulp(x + c) is tiny, so g is
+    computed in float64 and added to the pair: the relative error is below
+    2^-100 + u max|D| (ceil(log2 n) + 12) (:func:`shift_bound`; about 2^-91 for shifts to
+    +-760 and n = 10^6), and tests certify it against mpmath. When the shift moved entries by
+    more than 1e-10 (|x| far beyond the shift) everything is recomputed (2^-100)."""
+    from .blocks import map_blocks, row_reduce
+    from .reference import ExactSoftmax
+
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     c = np.asarray(c, dtype=np.float64).reshape(-1, 1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        Xs, e_ = two_sum(X, c)  # X + c = Xs + e_ exactly: the rounding moved x_i by -e_i
     st = base.state
     if st is None:
-        return softmax_dd(Xs)
-    dh0, dl0, fin, m, k0, mh0, ml0 = st
-    rows = X.shape[0]
-    delta = np.where(fin, -e_, 0.0)
-    dm = delta[np.arange(rows), m][:, None]
-    Dh, Dl = two_sum(delta, -dm)
-    small = np.max(np.abs(np.where(fin, Dh, 0.0)), axis=-1) <= 1e-10
-    if not (np.all(small) and np.all(np.isfinite(np.where(fin, Xs, 0.0)))):
-        return softmax_dd(Xs)  # a shift that is not a small perturbation: start over
-    dh, dl = dd_add(dh0, dl0, Dh, Dl)
-    dh = np.where(fin, dh, -np.inf)
-    dl = np.where(fin, dl, 0.0)
-    live = dh > DEAD
-    # exp(D) - 1 for |D| <= 1e-10: D + D^2/2 + D^3/6, the last two in float64 (below 1e-20)
-    ph, pl = dd_add(Dh, Dl, Dh * Dh * (0.5 + Dh / 6), np.zeros_like(Dh))
-    mh, ml = dd_mul(mh0, ml0, *dd_add(np.ones_like(ph), np.zeros_like(ph), ph, pl))
-    a = Xs[np.arange(rows), m][:, None]
-    return _finish(Xs, dh, dl, fin, m, a, live & (k0 > -2000), k0, mh, ml, False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return softmax_dd(X + c)
+    fin, m = st[2], st[3]
+    rows, n = X.shape
+    r = np.arange(rows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        xm, em = two_sum(X[r, m][:, None], c)  # the maximum's rounding: delta_max = -em
+        a = xm
+    # one pass for max|D| and q = <s, p>, one for the pairs and d = Xs - max(Xs)
+    args = (X, c, -em, fin, base.s_hi)
+    q, maxD_rows = row_reduce(_shift_sums, args, X.shape, 2, ops=("sum", "max"))
+    maxD = float(np.max(maxD_rows)) if maxD_rows.size else 0.0
+    if not (maxD <= 1e-10 and np.all(np.isfinite(a))):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return softmax_dd(X + c)  # not a small perturbation, or overflow: start over
+    q = q[:, None]
+    s_hi, s_lo, d64 = map_blocks(_shift_pairs, (*args, base.s_lo, q, a), X.shape,
+                                 (np.float64, np.float64, np.float64))
+    ex = ExactSoftmax(s_hi, s_lo, None, None, d64, 0, engine="double-double")
+    ex.precision_note = (
+        f"double-double, derived from the unshifted reference by the factor exp(D), max|D| "
+        f"= {maxD:.1e}: relative error below 2^{math.floor(math.log2(shift_bound(maxD, n)))}")
+    L = np.log1p(q)  # log S' = log S + log1p(q)
+
+    def logs():
+        yh, yl = base.y_hi, base.y_lo
+        Dh, Dl, _ = _shift_D(X, c, -em, fin)
+        with np.errstate(invalid="ignore"):
+            th, tl = two_sum(Dh, -L)
+            h, lo = dd_add(yh, yl, th, tl + Dl)
+        h = np.where(np.isfinite(yh), h, -np.inf)
+        return h, np.where(np.isfinite(h), lo, 0.0)
+
+    ex._y_maker = logs
+    return ex
+
+
+def shift_bound(maxD: float, n: int) -> float:
+    """The relative error bound of :func:`shifted_softmax_dd`'s derived pairs."""
+    return 2.0 ** -100 + 2.0 ** -53 * maxD * (math.ceil(math.log2(max(n, 1))) + 12)
+
+
+def _shift_D(X, c, dm, fin):
+    """D = delta - delta_max as a pair (delta = fl(x + c) - (x + c), exact), and fl(x + c)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        Xs, e_ = two_sum(X, c)  # X + c = Xs + e_ exactly: the rounding moved x_i by -e_i
+        Dh, Dl = two_sum(np.where(fin, -e_, 0.0), -dm)
+    return np.where(fin, Dh, 0.0), np.where(fin, Dl, 0.0), Xs
+
+
+def _shift_sums(X, c, dm, fin, s_hi):
+    """Per row of the block: <s, p> with p = expm1(D), and max|D|."""
+    Dh, Dl, _ = _shift_D(X, c, dm, fin)
+    p = Dh + (Dl + 0.5 * Dh * Dh)  # expm1(D) for |D| <= 1e-10: D^3/6 < 2^-102
+    with np.errstate(invalid="ignore"):
+        return np.sum(s_hi * p, axis=-1), np.max(np.abs(Dh), axis=-1)
+
+
+def _shift_pairs(X, c, dm, fin, s_hi, s_lo, q, a):
+    """s_i + s_i g_i, g = (p - q) / (1 + q), as pairs; and d = Xs - max(Xs)."""
+    Dh, Dl, Xs = _shift_D(X, c, dm, fin)
+    p = Dh + (Dl + 0.5 * Dh * Dh)
+    g = (p - q) / (1.0 + q)
+    hi, lo = quick_two_sum(s_hi, s_lo + s_hi * g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = np.where(fin, Xs - a, -np.inf)
+    return hi, lo, d
+
+
+def _scaled_terms(mh, ml, k, K, others):
+    """The terms 2^(k - K) m of T / 2^K where ``others``."""
+    with np.errstate(under="ignore", over="ignore"):  # masked entries overflow, unused
+        sh_, sl_ = np.ldexp(mh, k - K), np.ldexp(ml, k - K)
+    return sh_, sl_, others
+
+
+def _probabilities(mh, ml, k, live, Rh, Rl):
+    """s = 2^k m / S, as m times the pair 1/S, rounded once at the end."""
+    qh, ql = dd_mul(mh, ml, Rh, Rl)
+    s_hi, s_lo = _scale(qh, ql, np.where(live, k, 0).astype(np.int32))
+    return np.where(live, s_hi, 0.0), np.where(live, s_lo, 0.0)
+
+
+def _logs(dh, dl, Lh, Ll):
+    """y = d - log S."""
+    with np.errstate(invalid="ignore"):
+        yh, yl = dd_add(dh, dl, -Lh, -Ll)
+    yh = np.where(np.isfinite(dh), yh, -np.inf)
+    return yh, np.where(np.isfinite(yh), yl, 0.0)
 
 
 def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
     import mpmath
 
+    from .blocks import map_blocks
     from .reference import ExactSoftmax
 
     rows, n = X.shape
-    k = np.where(live, k, 0).astype(np.int32)
-    with np.errstate(under="ignore"):
-        eh, el = np.ldexp(mh, k), np.ldexp(ml, k)
-    eh, el = np.where(live, eh, 0.0), np.where(live, el, 0.0)
     first = np.zeros((rows, n), dtype=bool)
     first[np.arange(rows), m] = True
     # T = sum over the others of 2^k m, summed at the scale of its largest term and scaled
     # back once: terms far in the subnormal range would otherwise each round to eta
     others = live & ~first
     K = np.max(np.where(others, k, -(2 ** 20)), axis=-1)
-    K = np.where(K < -(2 ** 19), 0, K).astype(np.int32)
-    with np.errstate(under="ignore", over="ignore"):  # masked entries overflow, unused
-        sh_, sl_ = np.ldexp(mh, k - K[:, None]), np.ldexp(ml, k - K[:, None])
-    Uh, Ul = _row_sums(sh_, sl_, others)  # T / 2^K
-    Th, Tl = _scale(Uh, Ul, K)
+    K = np.where(K < -(2 ** 19), 0, K)[:, None]
+    Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, K, others), (rows, n))  # T / 2^K
+    Th, Tl = _scale(Uh, Ul, K[:, 0].astype(np.int32))
     Sh, Sl = dd_add(np.ones(rows), np.zeros(rows), Th, Tl)
     Lh, Ll = np.zeros(rows), np.zeros(rows)
     with mpmath.workdps(40):
         for r in range(rows):
             # from the unscaled pair: a T in the subnormal range must not be rounded first
-            T = mpmath.ldexp(mpmath.mpf(Uh[r]) + mpmath.mpf(Ul[r]), int(K[r]))
+            T = mpmath.ldexp(mpmath.mpf(Uh[r]) + mpmath.mpf(Ul[r]), int(K[r, 0]))
             L = mpmath.log1p(T)
             Lh[r] = float(L)
             Ll[r] = float(L - mpmath.mpf(Lh[r]))
     # one reciprocal per row, then products: a pair division per entry costs four times more
     Rh, Rl = dd_div(np.ones(rows), np.zeros(rows), Sh, Sl)
     Rh, Rl = Rh[:, None], Rl[:, None]
-    qh, ql = dd_mul(mh, ml, Rh, Rl)
-    s_hi, s_lo = _scale(qh, ql, k)
-    s_hi, s_lo = np.where(live, s_hi, 0.0), np.where(live, s_lo, 0.0)
-    with np.errstate(invalid="ignore"):
-        yh, yl = dd_add(dh, dl, -Lh[:, None], -Ll[:, None])
-    yh = np.where(np.isfinite(dh), yh, -np.inf)
-    yl = np.where(np.isfinite(yh), yl, 0.0)
+    f64 = np.float64
+    s_hi, s_lo = map_blocks(_probabilities, (mh, ml, k, live, Rh, Rl), (rows, n), (f64, f64))
     om_hi = om_lo = None
     if one_minus:
+        with np.errstate(under="ignore"):
+            kk = np.where(live, k, 0).astype(np.int32)
+            eh, el = np.ldexp(mh, kk), np.ldexp(ml, kk)
+        eh, el = np.where(live, eh, 0.0), np.where(live, el, 0.0)
         rh, rl = dd_add(Sh[:, None], Sl[:, None], -eh, -el)  # S - e_i (benign for i != max)
         rh = np.where(first, Th[:, None], rh)
         rl = np.where(first, Tl[:, None], rl)
@@ -297,8 +406,11 @@ def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
         om_lo = np.where(fin, om_lo, 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         d64 = np.where(fin, X - a, -np.inf)
-    ex = ExactSoftmax(s_hi, s_lo, yh, yl, d64, 0, om_hi, om_lo, engine="double-double")
+    ex = ExactSoftmax(s_hi, s_lo, None, None, d64, 0, om_hi, om_lo, engine="double-double")
     ex.state = (dh, dl, fin, m, k, mh, ml)
+    # log-softmax only when asked for (forward --log): a pass fewer for everything else
+    ex._y_maker = lambda: map_blocks(_logs, (dh, dl, Lh[:, None], Ll[:, None]), (rows, n),
+                                     (f64, f64))
     return ex
 
 

@@ -121,25 +121,31 @@ def apply_overrides(tol: Tolerance, ov: Overrides | None) -> Tolerance:
                      metric=tol.metric, formula=formula)
 
 
+_MANT = (1 << 52) - 1
+
+
 def ulp(hi: np.ndarray, lo: np.ndarray, info: DtypeInfo) -> np.ndarray:
     """One ULP of ``info``'s format at the exact value hi + lo.
 
     The spacing 2^(E-p+1) of the binade [2^E, 2^(E+1)) holding |r|; in the subnormal range and
     at 0 it is the smallest subnormal eta, so a correctly rounded underflow errs by <= 0.5 ULP.
     When hi is a power of two but the exact value lies just below it (lo of opposite sign), the
-    binade below is the right one.
+    binade below is the right one. (E is read from the float64 bits, and 2^(E-p+1) is written
+    as bits: every format's exponent range lies inside float64's.)
     """
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
-    r = np.abs(hi)
-    finite = np.isfinite(r) & (r > 0)
-    m, e = np.frexp(np.where(finite, r, 1.0))
-    E = e.astype(np.int64) - 1
-    below = (m == 0.5) & (lo * np.sign(hi) < 0)
-    E = np.where(below, E - 1, E)
-    E = np.maximum(E, info.emin)
-    out = np.ldexp(1.0, (E - (info.p - 1)).astype(np.int32))
-    return np.where(finite, out, np.where(r == 0, info.eta, np.inf))
+    bits = np.abs(hi).view(np.int64)
+    eb = bits >> 52
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        E = eb - (1023 + (info.p - 1)) - (((bits & _MANT) == 0) & (lo * hi < 0))
+    k = np.maximum(E, info.emin - (info.p - 1))  # the exponent of one ULP
+    out = ((np.maximum(k, -1022) + 1023) << 52).view(np.float64)
+    sub = k < -1022  # a subnormal ULP (float64 below 2^-970): written by ldexp
+    if sub.any():
+        out = np.where(sub, np.ldexp(1.0, np.minimum(k, 0).astype(np.int32)), out)
+    out = np.where(eb == 2047, np.inf, out)  # inf or nan
+    return np.where(bits == 0, info.eta, out)
 
 
 @dataclass
@@ -183,27 +189,74 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
     """
     c = np.asarray(computed).astype(np.float64)
     hi = np.asarray(hi, dtype=np.float64)
-    lo = np.where(np.isfinite(hi), np.asarray(lo, dtype=np.float64), 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        rounded = info.round(hi).astype(np.float64)
-        err = np.abs((c - hi) - lo)
-        both_inf = np.isinf(c) & (c == rounded)
-        err = np.where(both_inf, 0.0, err)
-        err = np.where(np.isnan(err), np.inf, err)
-        ref_abs = np.abs(hi)
-        rel = np.where(ref_abs > 0, err / np.where(ref_abs > 0, ref_abs, 1.0),
-                       np.where(err > 0, np.inf, 0.0))
-        rel = np.where(both_inf, 0.0, rel)
-        u = ulp(hi, lo, info)
-        ulp_err = np.where(both_inf, 0.0, np.where(np.isfinite(u), err / u, np.where(err > 0, np.inf, 0.0)))
-        allowed = tol.allowed(ref_abs)
-        if tol.max_ulp is not None:  # one absolute allowance per entry, whichever criteria apply
-            by_ulp = tol.max_ulp * u
-            allowed = by_ulp if tol.atol is None and tol.rtol is None else np.minimum(allowed, by_ulp)
-        ok = err <= allowed
-        ratio = np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0),
-                         np.where(err > 0, np.inf, 0.0))
+    lo = np.asarray(lo, dtype=np.float64)
+    atol = None if tol.atol is None else np.asarray(tol.atol, dtype=np.float64)
+    rtol = None if tol.rtol is None else np.asarray(tol.rtol, dtype=np.float64)
+
+    def kernel(c, hi, lo, atol, rtol):
+        return _compare(c, hi, lo, atol, rtol, tol.max_ulp, info)
+
+    f64 = np.float64
+    dtypes = (f64, f64, f64, f64, bool, f64, f64)
+    shapes_ok = c.ndim == 2 and c.shape == hi.shape == lo.shape and all(
+        a is None or a.ndim == 0 or (a.ndim == 2 and a.shape[0] == c.shape[0]
+                                     and a.shape[1] in (1, c.shape[1])) for a in (atol, rtol))
+    if shapes_ok:
+        from .blocks import map_blocks
+
+        # None cannot travel through the blocks: a criterion not used is passed as nan
+        nan = np.float64(np.nan)
+        err, rel, ulp_err, allowed, ok, ratio, u = map_blocks(
+            lambda c, hi, lo, a, r: kernel(c, hi, lo, None if tol.atol is None else a,
+                                           None if tol.rtol is None else r),
+            (c, hi, lo, nan if atol is None else atol, nan if rtol is None else rtol),
+            c.shape, dtypes)
+    else:
+        err, rel, ulp_err, allowed, ok, ratio, u = kernel(c, hi, lo, atol, rtol)
     return Comparison(c, hi, err, rel, ulp_err, allowed, ok, ratio, tol, u)
+
+
+def _compare(c, hi, lo, atol, rtol, max_ulp, info):
+    """The element-wise part of :func:`compare`: the plain formulas, then the rare entries
+    (non-finite values, zero references, zero allowances) fixed where there are any."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        fin_hi = np.isfinite(hi)
+        all_fin_hi = bool(fin_hi.all())
+        if not all_fin_hi:
+            lo = np.where(fin_hi, lo, 0.0)
+        err = np.abs((c - hi) - lo)
+        ref_abs = np.abs(hi)
+        u = ulp(hi, lo, info)
+        both_inf = None
+        if not np.isfinite(err).all():
+            # an infinity that *is* the correctly rounded exact value has error 0
+            rounded = info.round(hi).astype(np.float64)
+            both_inf = np.isinf(c) & (c == rounded)
+            err = np.where(both_inf, 0.0, err)
+            err = np.where(np.isnan(err), np.inf, err)
+        rel = err / ref_abs
+        ulp_err = err / u
+        if not (all_fin_hi and bool((ref_abs > 0).all())):
+            rel = np.where(ref_abs > 0, rel, np.where(err > 0, np.inf, 0.0))
+        if both_inf is not None or not all_fin_hi:
+            ulp_err = np.where(np.isfinite(u), ulp_err, np.where(err > 0, np.inf, 0.0))
+            if both_inf is not None:
+                rel = np.where(both_inf, 0.0, rel)
+                ulp_err = np.where(both_inf, 0.0, ulp_err)
+        if atol is None and rtol is None:
+            allowed = np.full(np.shape(err), np.inf)
+        else:
+            ra = ref_abs if all_fin_hi else np.where(fin_hi, ref_abs, 0.0)
+            allowed = (0.0 if atol is None else atol) + (0.0 if rtol is None else rtol) * ra
+            allowed = np.broadcast_to(allowed, np.shape(err)).astype(np.float64, copy=False)
+        if max_ulp is not None:  # one absolute allowance per entry, whichever criteria apply
+            by_ulp = max_ulp * u
+            allowed = by_ulp if atol is None and rtol is None else np.minimum(allowed, by_ulp)
+        ok = err <= allowed
+        ratio = err / allowed
+        if not bool((allowed > 0).all()):
+            ratio = np.where(allowed > 0, ratio, np.where(err > 0, np.inf, 0.0))
+    return err, rel, ulp_err, allowed, ok, ratio, u
 
 
 # --- the derived tolerance models -------------------------------------------------------------
@@ -218,14 +271,45 @@ def _condition(X: np.ndarray, d: np.ndarray, s: np.ndarray):
 
     Returns (kappa per entry, finite mask); masked entries (-inf) get 0.
     """
+    return _blocked_condition(X, d, s, _kappa), np.isfinite(np.asarray(d))
+
+
+def _blocked_condition(X, d, s, then, *extra):
+    """``then(X, d, (A, B), *extra)`` entry by entry, (A, B) the row sums of
+    :func:`_cond_sums`; in blocks (see :mod:`smcheck.blocks`) for 2-D inputs."""
+    from .blocks import map_blocks, row_reduce
+
+    X, d, s = (np.asarray(a, dtype=np.float64) for a in (X, d, s))
+    if X.ndim != 2:
+        return then(X, d, _cond_sums(X, d, s, keepdims=True), *extra)
+    A, B = row_reduce(_cond_sums, (X, d, s), X.shape, 2)
+    (out,) = map_blocks(lambda X, d, A, B: then(X, d, (A, B), *extra),
+                        (X, d, A[:, None], B[:, None]), X.shape, (np.float64,))
+    return out
+
+
+def _softmax_rtol(X, d, sums, u, sig):
+    """u (C + kappa_i + sigma(n)), at most 1 (u C for masked entries)."""
+    kappa = _kappa(X, d, sums)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.minimum(u * np.where(np.isfinite(d), C_OPS + kappa + sig, C_OPS), 1.0)
+
+
+def _cond_sums(X, d, s, keepdims=False):
+    """Per row: sum_j s_j |x_j| and sum_j s_j |x_j - max| over the unmasked entries."""
     finite = np.isfinite(d)
     sf = np.where(finite, s, 0.0)
-    ax = np.where(finite, np.abs(X), 0.0)
-    ad = np.where(finite, np.abs(d), 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
-        k_abs = ax + np.sum(sf * ax, axis=-1, keepdims=True)
-        k_shift = ad + np.sum(sf * ad, axis=-1, keepdims=True)
-    return np.where(finite, np.maximum(k_abs, k_shift), 0.0), finite
+        return (np.sum(sf * np.where(finite, np.abs(X), 0.0), axis=-1, keepdims=keepdims),
+                np.sum(sf * np.where(finite, np.abs(d), 0.0), axis=-1, keepdims=keepdims))
+
+
+def _kappa(X, d, sums):
+    finite = np.isfinite(d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        k_abs = np.where(finite, np.abs(X), 0.0) + sums[0]
+        k_shift = np.where(finite, np.abs(d), 0.0) + sums[1]
+    return np.where(finite, np.maximum(k_abs, k_shift), 0.0)
 
 
 def softmax_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, info: DtypeInfo) -> Tolerance:
@@ -240,11 +324,7 @@ def softmax_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, info: DtypeIn
     method may lose) and the error term of the shifted formula; sigma(n) the summation
     allowance; 2 eta the two roundings into the subnormal range. See README "Tolerances".
     """
-    u = info.u
-    kappa, finite = _condition(X, d, s)
-    K = C_OPS + kappa + summation_allowance(d.shape[-1])
-    with np.errstate(over="ignore", invalid="ignore"):
-        rtol = np.minimum(u * np.where(finite, K, C_OPS), 1.0)
+    rtol = _blocked_condition(X, d, s, _softmax_rtol, info.u, summation_allowance(d.shape[-1]))
     formula = ("|c - s_i| <= u*(8 + kappa_i + ceil(log2 n) + sqrt(n))*s_i + 2*eta, kappa_i = "
                "max(|x_i| + sum_j s_j|x_j|, |x_i - max| + sum_j s_j|x_j - max|)")
     return Tolerance(atol=2.0 * info.eta, rtol=rtol, formula=formula, metric="relative")

@@ -39,33 +39,33 @@ def _row_max(X):
 def stable_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
     dt, acc = info.np_dtype, info.accumulator
     with _errstate():
-        d = (X - _row_max(X)).astype(dt)
+        d = (X - _row_max(X)).astype(dt, copy=False)
         e = np.exp(d)
         if not log:
             S = np.sum(e, axis=-1, keepdims=True, dtype=acc)
-            return (e.astype(acc) / S).astype(dt)
+            return (e.astype(acc, copy=False) / S).astype(dt, copy=False)
         first = np.zeros(e.shape, dtype=bool)
         np.put_along_axis(first, np.argmax(X, axis=-1)[..., None], True, axis=-1)
         T = np.sum(np.where(first, np.zeros((), dt), e), axis=-1, keepdims=True, dtype=acc)
-        return (d - np.log1p(T).astype(dt)).astype(dt)
+        return (d - np.log1p(T).astype(dt, copy=False)).astype(dt, copy=False)
 
 
 def naive_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
     dt, acc = info.np_dtype, info.accumulator
     with _errstate():
-        e = np.exp(X.astype(dt))
+        e = np.exp(X.astype(dt, copy=False))
         S = np.sum(e, axis=-1, keepdims=True, dtype=acc)
-        s = (e.astype(acc) / S).astype(dt)
+        s = (e.astype(acc, copy=False) / S).astype(dt, copy=False)
         return np.log(s) if log else s
 
 
 def divfree_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
     dt, acc = info.np_dtype, info.accumulator
     with _errstate():
-        a = _row_max(X).astype(dt)
-        S = np.sum(np.exp((X - a).astype(dt)), axis=-1, keepdims=True, dtype=acc)
-        lse = (a + np.log(S).astype(dt)).astype(dt)
-        y = (X - lse).astype(dt)
+        a = _row_max(X).astype(dt, copy=False)
+        S = np.sum(np.exp((X - a).astype(dt, copy=False)), axis=-1, keepdims=True, dtype=acc)
+        lse = (a + np.log(S).astype(dt, copy=False)).astype(dt, copy=False)
+        y = (X - lse).astype(dt, copy=False)
         return y if log else np.exp(y)
 
 

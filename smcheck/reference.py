@@ -30,17 +30,36 @@ class ExactSoftmax:
 
     s_hi: np.ndarray
     s_lo: np.ndarray
-    y_hi: np.ndarray  # log softmax
-    y_lo: np.ndarray
+    _y_hi: np.ndarray | None  # log softmax (see y_hi; None until asked for when _y_maker)
+    _y_lo: np.ndarray | None
     d: np.ndarray  # x - max(x) rounded to float64 (-inf where masked): for the tolerances
     dps: int
     om_hi: np.ndarray | None = None  # 1 - s_i, without cancellation (when asked for)
     om_lo: np.ndarray | None = None
     engine: str = "mpmath"
     state: tuple | None = field(default=None, repr=False)  # the dd engine's, for shifts
+    _y_maker: Callable | None = field(default=None, repr=False)  # computes (y_hi, y_lo)
+    precision_note: str | None = field(default=None, repr=False)  # overrides the engine's
+
+    def _log(self):
+        if self._y_hi is None and self._y_maker is not None:
+            self._y_hi, self._y_lo = self._y_maker()
+            self._y_maker = None
+        return self._y_hi, self._y_lo
+
+    @property
+    def y_hi(self) -> np.ndarray:
+        """log softmax (hi part), computed on first use by the double-double engine."""
+        return self._log()[0]
+
+    @property
+    def y_lo(self) -> np.ndarray:
+        return self._log()[1]
 
     @property
     def precision(self) -> str:
+        if self.precision_note:
+            return self.precision_note
         if self.engine == "double-double":
             from .engine import PRECISION
 

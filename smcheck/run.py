@@ -135,8 +135,7 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     result = np.full(Xr.shape, np.nan)
     if case is not None:
         result[rows] = case.computed
-    result_list = [None if r not in set(rows.tolist()) else row for r, row in
-                   enumerate(result.tolist())]
+    result_list = _result_list(result, rows, True)
     notes = []
     if not X.shape[0]:
         notes.append("no row has a defined softmax: nothing to check")
@@ -194,7 +193,15 @@ def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) ->
     return r
 
 
+#: above this many numbers the computed values stay an array (JSON leaves them out)
+RESULT_LIST_MAX = 4096
+
+
 def _result_list(full: np.ndarray, rows: np.ndarray, batch: bool):
+    """The computed values as lists (None for undefined rows), or the array itself (nan rows)
+    when it is too big for the JSON."""
+    if full.size > RESULT_LIST_MAX:
+        return full if batch else full[0]
     keep = set(rows.tolist())
     out = [row if r in keep else None for r, row in enumerate(full.tolist())]
     return out if batch else out[0]

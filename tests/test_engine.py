@@ -14,7 +14,7 @@ from smcheck.run import run_forward, run_jacobian, run_loss, run_vjp
 BOUND = 2.0 ** -100
 
 
-def agree(h1, l1, h2, l2, floor=1e-300):
+def agree(h1, l1, h2, l2, floor=1e-300, bound=BOUND):
     """|(h1 + l1) - (h2 + l2)| <= 2^-100 |h2| where h2 is normal; within one subnormal
     spacing (eta) below 1e-300, where the low parts of both pairs are rounded to eta."""
     with mpmath.workdps(60):
@@ -24,7 +24,7 @@ def agree(h1, l1, h2, l2, floor=1e-300):
                 continue
             diff = abs((mpmath.mpf(a) + mpmath.mpf(b)) - (mpmath.mpf(c) + mpmath.mpf(d)))
             if abs(c) > floor:
-                assert diff <= BOUND * abs(c), (a, c, diff)
+                assert diff <= bound * abs(c), (a, c, diff)
             else:  # low parts are subnormal here: each pair is within eta/2 of the exact value
                 assert diff <= mpmath.mpf(5e-324), (a, c, diff)
 
@@ -102,11 +102,23 @@ def test_no_verdict_changes_between_engines(preset_x, impl, dtype):
 @pytest.mark.parametrize("target", [725.0, -760.3])
 @pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(3).standard_normal(40) * 9)])
 def test_shifted_softmax_from_the_base_agrees_with_mpmath(row, target):
-    from smcheck.engine import shifted_softmax_dd
+    from smcheck.engine import shift_bound, shifted_softmax_dd
 
     X = np.array([row])
     c = target - np.max(X, axis=1)
     got = shifted_softmax_dd(X, c, softmax_dd(X))
-    want = exact_softmax(X + c[:, None], 60)  # float64 addition: the rounded x + c
-    agree(got.s_hi, got.s_lo, want.s_hi, want.s_lo)
-    agree(got.y_hi, got.y_lo, want.y_hi, want.y_lo)
+    Xs = X + c[:, None]  # float64 addition: the rounded x + c
+    want = exact_softmax(Xs, 60)
+    # the stated bound, from the exact rounding errors D of the shift (mpmath)
+    fin = np.isfinite(X[0])
+    with mpmath.workdps(60):
+        delta = [mpmath.mpf(Xs[0, i]) - (mpmath.mpf(X[0, i]) + mpmath.mpf(c[0])) if fin[i]
+                 else mpmath.mpf(0) for i in range(X.shape[1])]
+        m = int(np.argmax(np.where(fin, X[0], -np.inf)))
+        maxD = float(max(abs(d - delta[m]) for d in delta))
+    bound = shift_bound(maxD, X.shape[1]) if maxD <= 1e-10 else BOUND
+    assert bound <= 2.0 ** -85
+    agree(got.s_hi, got.s_lo, want.s_hi, want.s_lo, bound=bound)
+    agree(got.y_hi, got.y_lo, want.y_hi, want.y_lo, bound=bound)
+    if maxD <= 1e-10:
+        assert "derived from the unshifted reference" in got.precision
