@@ -20,3 +20,15 @@ def _restore_mpmath_precision():
     dps = mpmath.mp.dps
     yield
     mpmath.mp.dps = dps
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The mutation corpus's verdict tables (tests/test_mutations.py), when that module ran."""
+    import sys
+
+    mutants = sys.modules.get("mutants")
+    results = getattr(mutants, "RESULTS", None)
+    if results:
+        terminalreporter.write_sep("=", "mutation corpus: smcheck verdicts")
+        for line in mutants.format_tables(results):
+            terminalreporter.write_line(line)
