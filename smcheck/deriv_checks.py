@@ -4,7 +4,6 @@ results and never print."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,14 +123,24 @@ class _Ok:
 def fsum_rows(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """Sums along an axis in double-double (pairwise; error below log2(n) 2^-106 of the sum of
     |terms|, far below any allowance), nan if any term is not finite."""
-    from .engine import _row_sums
-
     a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
     flat = a.reshape(-1, a.shape[-1])
-    ok = np.all(np.isfinite(flat), axis=-1)
-    hi, lo = _row_sums(np.where(np.isfinite(flat), flat, 0.0), np.zeros_like(flat),
-                       np.ones(flat.shape, dtype=bool))
+    ok, hi, lo = _finite_sums(flat)
     return np.where(ok, hi + lo, np.nan).reshape(a.shape[:-1])
+
+
+def _finite_terms(t):
+    fin = np.isfinite(t)
+    return np.where(fin, t, 0.0), np.zeros(t.shape), fin
+
+
+def _finite_sums(flat):
+    from .blocks import row_reduce
+    from .engine import row_sums_blocked
+
+    hi, lo = row_sums_blocked(_finite_terms, (flat,), flat.shape)
+    (bad,) = row_reduce(lambda t: (np.sum(~np.isfinite(t), axis=-1),), (flat,), flat.shape, 1)
+    return bad == 0, hi, lo
 
 
 # --- jacobian -----------------------------------------------------------------------------------
@@ -470,8 +479,7 @@ def vjp_fd(case: VjpCase) -> CheckResult:
         vm = np.where(fin, v, 0.0)
         ests.append(fd_directional(case.impl, lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
                                    case.X[r], u, case.fd_method))
-        zu = case.z[r] * u
-        vals.append(math.fsum(zu) if np.all(np.isfinite(zu)) else np.nan)
+        vals.append(float(fsum_rows(case.z[r] * u)))
         allowed.append(float(np.sum(np.abs(u) * case.cmp.allowed[r])))
     return fd_result("finite_difference",
                      "<z, u> agrees with the directional finite difference of <v, f(x + h u)> "
@@ -577,7 +585,7 @@ def loss_fd(case: LossCase) -> CheckResult:
         ests.append(finite_diff.directional(loss, np.zeros_like(zz), r_dir, case.fd_method))
         w = zz * r_dir
         gw = np.where(usable, case.g[r], 0.0) * w
-        vals.append(math.fsum(gw) if np.all(np.isfinite(gw)) else np.nan)
+        vals.append(float(fsum_rows(gw)))
         allowed.append(float(np.sum(np.abs(w) * np.where(usable, case.cmp.allowed[r], 0.0))))
     res = fd_result("finite_difference", "<D_z l, w> agrees with the directional finite "
                     "difference of l(z + h w, t) along a random w = z * r (entries with z_i > 0)",

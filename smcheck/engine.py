@@ -12,7 +12,7 @@ How each quantity stays exact enough:
 * exp(d) = 2^k m with k = round(d / ln 2) and m = exp(r), r = d - k ln 2 (ln 2 to 161 bits),
   r / 2^10 by a degree-11 Taylor polynomial, then squared ten times in the form
   p -> 2p + p^2 (p = m - 1), so no digit is lost to 1 + tiny;
-* sums are exact: math.fsum of all hi and lo parts, then of the residual (S as a pair);
+* sums are pairwise in double-double (error below log2(n) 2^-106 of the sum of |terms|);
 * the per-row scalars log S = log1p(T) come from mpmath (one call per row);
 * s_i = 2^k_i (m_i / S), rescaled at the end so that underflow rounds once.
 """
@@ -123,38 +123,78 @@ def _table():
     return _TABLE
 
 
+def _cody_waite(parts, bits=36):
+    """ln2/64 as C1 + C2 + C3, C1 and C2 of ``bits`` significant bits, so that K C1 and K C2
+    are exact for |K| < 2^(53 - bits) (exact rational arithmetic on the 161-bit triple)."""
+    from fractions import Fraction
+
+    rest = sum(Fraction(c) for c in parts)
+    out = []
+    for _ in range(2):
+        m, e = math.frexp(float(rest))
+        c = math.ldexp(math.trunc(m * 2 ** bits), e - bits)
+        out.append(c)
+        rest -= Fraction(c)
+    out.append(float(rest))
+    return tuple(out)
+
+
+#: ln2/64 = C1 + C2 + C3 (C1, C2 of 36 bits: K C1, K C2 exact for |K| < 2^17, i.e. |d| < 1400)
+CW = _cody_waite(LN2_64)
+#: 1/j! for j = 6..10, the float64 tail of the polynomial
+_TAIL = tuple(1.0 / math.factorial(j) for j in range(10, 5, -1))
+
+
+def _fma_pair(ch, cl, xh, xl, rh, rl):
+    """(ch + cl) + (rh + rl)(xh + xl) as a pair, for |r x| much smaller than c (no
+    cancellation: the Horner steps of exp(r) - 1): the product exact to 2^-106 relative,
+    the sum one two_sum."""
+    p, e = two_prod(rh, xh)
+    e = e + (rh * xl + rl * xh)
+    s, f = two_sum(ch, p)
+    return quick_two_sum(s, f + (cl + e))
+
+
 def dd_expm1_small(rh, rl):
-    """exp(r) - 1 for |r| <= ln2 / 128 as a pair. The terms r^6/6! and beyond are below
-    2^-53 of the result, so a float64 Horner tail carries them; r .. r^5/5! are pairs:
-    the error is below 2^-104 relative."""
-    t = 1.0 / 3628800
-    for j in (9, 8, 7, 6):  # 1/6! + r/7! + r^2/8! + r^3/9! + r^4/10!
-        t = 1.0 / math.factorial(j) + rh * t
-    ph, pl = dd_mul_d(rh, rl, t)  # r * tail
-    for ch, cl in reversed(TAYLOR[:4]):  # 1/5!, 1/4!, 1/3!, 1/2!
-        ph, pl = dd_add(ph, pl, np.full_like(rh, ch), np.full_like(rh, cl))
-        ph, pl = dd_mul(ph, pl, rh, rl)
-    ph, pl = dd_add(ph, pl, np.ones_like(rh), np.zeros_like(rh))
-    return dd_mul(ph, pl, rh, rl)  # r + r^2/2! + ...
+    """exp(r) - 1 for |r| <= ln2 / 128 + 2^-40 as a pair, by Horner from the inside out:
+
+    w = 1/6! + r/7! + ... + r^4/10! in float64 (its error, times r^6, is below 2^-110);
+    then 1/5! + r w, 1/4! + r(...), ..., 1 + r(...) as pairs, and finally r (1 + ...). The
+    truncation r^11/11! is below 2^-108: the error is below 2^-104 relative."""
+    w = _TAIL[0]
+    for c in _TAIL[1:]:
+        w = c + rh * w
+    # 1/5! + r w: r w < 8e-6, its rounding (< 1e-21) is below what r^5 needs
+    t = rh * w
+    s, f = two_sum(TAYLOR[3][0], t)
+    ph, pl = quick_two_sum(s, f + TAYLOR[3][1])
+    for ch, cl in (TAYLOR[2], TAYLOR[1], TAYLOR[0], (1.0, 0.0)):  # 1/4!, 1/3!, 1/2!, 1
+        ph, pl = _fma_pair(ch, cl, ph, pl, rh, rl)
+    p, e = two_prod(rh, ph)  # r (1 + r/2 + ...)
+    return quick_two_sum(p, e + (rh * pl + rl * ph))
 
 
 def dd_exp(dh, dl):
-    """exp(dh + dl) = 2^k (mh + ml) for finite d <= 0, mh + ml in [1, 2).
+    """exp(dh + dl) = 2^k (mh + ml) for finite -1400 < d <= 0, mh + ml in (0.99, 2).
 
     d = (64 k + j) ln2/64 + r with |r| <= ln2/128: exp(d) = 2^k 2^(j/64) exp(r), the table
-    2^(j/64) to 106 bits and exp(r) by :func:`dd_expm1_small`."""
+    2^(j/64) to 106 bits and exp(r) by :func:`dd_expm1_small`. The reduction is Cody and
+    Waite's: dh - K C1 is exact (Sterbenz), so the low parts are added to a small r."""
     K = np.rint(dh * (64 / LN2[0]))
-    # r = d - K ln2/64, K ln2/64 exact to 161 bits (K has at most 17 bits)
-    p0, e0 = two_prod(K, LN2_64[0])
-    rh, rl = dd_add(dh, dl, -p0, -e0)
-    p1, e1 = two_prod(K, LN2_64[1])
-    rh, rl = dd_add(rh, rl, -p1, -(e1 + K * LN2_64[2]))
+    rh = dh - K * CW[0]  # exact
+    a, a2 = two_sum(rh, dl)
+    b, b2 = two_sum(a, -K * CW[1])  # K C2 exact
+    rh, rl = quick_two_sum(b, (a2 + b2) - K * CW[2])
     ph, pl = dd_expm1_small(rh, rl)
     Ki = K.astype(np.int64)
     j = Ki & 63
     th, tl = _table()
-    mh, ml = dd_add(np.ones_like(ph), np.zeros_like(ph), ph, pl)
-    mh, ml = dd_mul(th[j], tl[j], mh, ml)
+    Th, Tl = np.take(th, j), np.take(tl, j)
+    # 2^(j/64) (1 + p) = T + T p
+    qh, ql = two_prod(Th, ph)
+    ql = ql + (Th * pl + Tl * ph)
+    s, f = two_sum(Th, qh)
+    mh, ml = quick_two_sum(s, f + (Tl + ql))
     return Ki >> 6, mh, ml
 
 
@@ -420,26 +460,43 @@ def _dot_rows(ah, al, bh, bl, mask):
     return _row_sums(np.where(mask, ph, 0.0), np.where(mask, pl, 0.0), mask)
 
 
+def _vs_terms(s_hi, s_lo, v, fin):
+    ph, pl = dd_mul_d(s_hi, s_lo, v)
+    return np.where(fin, ph, 0.0), np.where(fin, pl, 0.0), fin
+
+
+def _abs_vs(v, s_hi):
+    return (np.sum(np.abs(v) * s_hi, axis=-1),)
+
+
+def _vjp_pairs(s_hi, s_lo, v, fin, dot_h, dot_l):
+    """z = s (v - <v, s>) as pairs, and where v - <v, s> vanishes (to 2^-100)."""
+    with np.errstate(under="ignore"):
+        fh, e = two_sum(v, -dot_h)
+        fh, fl = quick_two_sum(fh, e - dot_l)
+        zh, zl = dd_mul(s_hi, s_lo, fh, fl)
+    zero = fin & (np.abs(fh + fl) <= 2.0 ** -100 * np.maximum(np.abs(v), np.abs(dot_h)))
+    return np.where(fin, zh, 0.0), np.where(fin, zl, 0.0), zero
+
+
 def vjp_dd(X: np.ndarray, V: np.ndarray):
     """Exact v J(x) = s * (v - <v, s>) per row, as pairs; an ExactVJP."""
     import mpmath
 
+    from .blocks import map_blocks, row_reduce
     from .reference import ExactVJP
 
     sm = softmax_dd(X)
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
     fin = np.isfinite(sm.d)
     Vm = np.where(fin, V, 0.0)
-    zeros = np.zeros_like(Vm)
-    dot_h, dot_l = _dot_rows(sm.s_hi, sm.s_lo, Vm, zeros, fin)
-    abs_dot = np.array([math.fsum(r) for r in np.abs(Vm) * sm.s_hi])
-    with np.errstate(under="ignore"):
-        fh, fl = dd_add(Vm, zeros, -dot_h[:, None], -dot_l[:, None])
-        zh, zl = dd_mul(sm.s_hi, sm.s_lo, fh, fl)
-    zh, zl = np.where(fin, zh, 0.0), np.where(fin, zl, 0.0)
-    tiny = 2.0 ** -100 * np.maximum(np.abs(Vm), np.abs(dot_h)[:, None])
-    exact_zero = [np.flatnonzero(fin[r] & (np.abs(fh[r] + fl[r]) <= tiny[r])).tolist()
-                  for r in range(V.shape[0])]
+    shape = Vm.shape
+    dot_h, dot_l = row_sums_blocked(_vs_terms, (sm.s_hi, sm.s_lo, Vm, fin), shape)
+    (abs_dot,) = row_reduce(_abs_vs, (Vm, sm.s_hi), shape, 1)
+    zh, zl, zero = map_blocks(_vjp_pairs, (sm.s_hi, sm.s_lo, Vm, fin, dot_h[:, None],
+                                           dot_l[:, None]), shape,
+                              (np.float64, np.float64, bool))
+    exact_zero = [np.flatnonzero(zero[r]).tolist() for r in range(V.shape[0])]
     with mpmath.workdps(40):
         dot_str = [mpmath.nstr(mpmath.mpf(h) + mpmath.mpf(lo), 17) for h, lo in zip(dot_h, dot_l)]
     return ExactVJP(zh, zl, dot_h, dot_str, abs_dot, exact_zero, sm)

@@ -122,3 +122,21 @@ def test_shifted_softmax_from_the_base_agrees_with_mpmath(row, target):
     agree(got.y_hi, got.y_lo, want.y_hi, want.y_lo, bound=bound)
     if maxD <= 1e-10:
         assert "derived from the unshifted reference" in got.precision
+
+
+def test_dd_exp_agrees_with_mpmath_to_2_to_the_minus_104():
+    """The exp kernel alone (Cody-Waite reduction, table, Horner in pairs), on its whole
+    domain (-800, 0], next to the table points and with low parts."""
+    from smcheck.engine import dd_exp
+
+    rng = np.random.default_rng(5)
+    dh = np.concatenate([-rng.uniform(0, 800, 1500), -rng.uniform(0, 1, 500),
+                         -rng.uniform(0, 1e-8, 100), [0.0, -1e-300, -0.0054152, -799.99],
+                         -(np.arange(1, 400) * (np.log(2) / 64))])
+    dl = dh * rng.uniform(-1.1e-16, 1.1e-16, dh.size)
+    k, mh, ml = dd_exp(dh, dl)
+    with mpmath.workdps(60):
+        for a, b, kk, h, lo in zip(dh, dl, k, mh, ml):
+            want = mpmath.exp(mpmath.mpf(a) + mpmath.mpf(b))
+            got = mpmath.ldexp(mpmath.mpf(h) + mpmath.mpf(lo), int(kk))
+            assert abs(got - want) <= 2.0 ** -104 * want, (a, b)
