@@ -204,6 +204,18 @@ def merge_blocks(blocks: list[dict]) -> dict:
     return out
 
 
+def _merged_blocks(reports: list[Report]) -> dict:
+    ver = [r.blocks["reference_verification"] for r in reports
+           if "reference_verification" in r.blocks]
+    out = merge_blocks([{k: v for k, v in r.blocks.items() if k != "reference_verification"}
+                        for r in reports])
+    if ver:
+        from .verify import merge as merge_verification
+
+        out["reference_verification"] = merge_verification(ver)
+    return out
+
+
 def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
     """One report from the reports of consecutive chunks of rows."""
     first = reports[0]
@@ -227,5 +239,5 @@ def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
                   shape=shape, checks=checks,
                   reference=next((r.reference for r in reports if r.checks), first.reference),
                   undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
-                  blocks=merge_blocks([r.blocks for r in reports]), options=first.options,
+                  blocks=_merged_blocks(reports), options=first.options,
                   vectors={}, result=result, arrays=arrays)

@@ -56,6 +56,8 @@ def render(report: Report, console, top: int = 10) -> None:
                   f"[cyan]{report.dtype}[/]  shape {rows} x {n}"
                   + ("  log-softmax" if report.options.get("log") else ""))
     console.print(f"reference: {report.reference}", style="dim")
+    if "reference_verification" in report.blocks:
+        _verification(report.blocks["reference_verification"], console)
     if report.checks:
         claims = report.command == "claims"
         t = Table(title=None, show_lines=claims, header_style="bold")
@@ -114,6 +116,19 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
             num(e.rel_err, 3), num(e.ulp_err, 3), num(e.allowed, 3), _esc(e.cause)]
         t.add_row(*cells, style=style)
     console.print(t)
+
+
+def _verification(b: dict, console) -> None:
+    from .verify import note
+
+    worst = max((q["max_rel_diff"] for q in b["quantities"]), default=0.0)
+    what = ", ".join(f"{q['entries']} {q['quantity']}" for q in b["quantities"])
+    if b["passed"]:
+        console.print(f"reference verified: {b['recomputed_with']} agrees on {what} entries "
+                      f"within the stated {b['stated_relative_bound']:.1e} relative (max "
+                      f"relative difference {worst:.1e})", style="green")
+    else:
+        console.print(f"  [red]✗ {_esc(note(b))}[/]")
 
 
 def _esc(text: str) -> str:

@@ -96,7 +96,9 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """Every check passed (and the reference verified itself, when asked to)."""
+        verified = self.blocks.get("reference_verification", {}).get("passed", True)
+        return all(c.passed for c in self.checks) and bool(verified)
 
     def text(self, top: int = 10) -> str:
         """The human report as plain text."""

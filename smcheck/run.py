@@ -106,10 +106,12 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
                 log: bool = False, metric: str = "scaled", rtol: float | None = None,
                 atol: float | None = None, max_ulp: float | None = None, top: int = 10,
                 engine: str = "auto", row_offset: int = 0,
-                progress: Callable[[int, int], None] | None = None) -> Report:
+                progress: Callable[[int, int], None] | None = None,
+                verify: bool = False) -> Report:
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
-    ``progress(done, total)`` is called as the reference work advances.
+    ``progress(done, total)`` is called as the reference work advances; ``verify``
+    recomputes the reference with more digits (see :mod:`smcheck.verify`).
     """
     overrides = Overrides(rtol, atol, max_ulp)
     validate_common(dps, overrides, top, metric)
@@ -139,11 +141,15 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     notes = []
     if not X.shape[0]:
         notes.append("no row has a defined softmax: nothing to check")
+    blocks = {"overflow": overflow_block(X, labels, info, batch)}
+    if verify and case is not None:
+        from .verify import verify_softmax
+
+        blocks["reference_verification"] = verify_softmax(X, case.exact, labels, dps, log=log)
     report = Report(
         command="forward", impl=implementation.name, dtype=info.name, dps=dps,
         shape=list(x.shape) if batch else [1, int(x.size)], checks=results,
-        reference=precision, undefined_rows=undefined, notes=notes,
-        blocks={"overflow": overflow_block(X, labels, info, batch)},
+        reference=precision, undefined_rows=undefined, notes=notes, blocks=blocks,
         options={"log": log, "metric": metric if log else "relative"},
         result=result_list if batch else result_list[0])
     if case is not None:
@@ -217,7 +223,8 @@ def _check_fd(fd: str) -> str:
 
 def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
                  fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
-                 max_ulp=None, top=10, engine="auto", row_offset=0, progress=None) -> Report:
+                 max_ulp=None, top=10, engine="auto", row_offset=0, progress=None,
+                 verify=False) -> Report:
     """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
     finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
     from .deriv_checks import JacobianCase
@@ -233,7 +240,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     dense = n <= max_dense
     batch = x.ndim == 2
     tick = _ticker(progress, X.size)
-    checks_out, result, vectors = [], NO_RESULT, {}
+    checks_out, result, vectors, blocks = [], NO_RESULT, {}, {}
     if X.shape[0]:
         exact = exact_softmax(X, dps, tick, one_minus=True, engine=engine)
         case = JacobianCase(X=X, rows=rows + row_offset, info=info, impl=implementation, log=log,
@@ -254,6 +261,11 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
                 result = _result_list(full, rows, batch)
         checks_out = checks.run_checks("jacobian", case)
         precision = exact.precision
+        if verify:
+            from .verify import verify_softmax
+
+            blocks["reference_verification"] = verify_softmax(X, exact, rows + row_offset, dps,
+                                                              one_minus=True)
         if dense and n <= 8:
             vectors = {"matrix": case.J[0].tolist(), "failing": (~case.cmp.ok[0]).tolist()}
     else:
@@ -261,7 +273,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     return Report(
         command="jacobian", impl=implementation.name, dtype=info.name, dps=dps,
         shape=list(Xr.shape), checks=checks_out, reference=precision,
-        undefined_rows=undefined,
+        undefined_rows=undefined, blocks=blocks,
         notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
         options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
                  "mode": "dense" if dense else "probes"},
@@ -270,7 +282,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
             rtol=None, atol=None, max_ulp=None, top=10, engine="auto", row_offset=0,
-            progress=None) -> Report:
+            progress=None, verify=False) -> Report:
     """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
     directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
     from .deriv_checks import VjpCase
@@ -307,6 +319,10 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
         blocks["dot"] = [{"row": int(r) + row_offset, "<v,s>": d}
                          for r, d in zip(rows, ex.dot_str)]
         precision = ex.softmax.precision
+        if verify:
+            from .verify import verify_vjp
+
+            blocks["reference_verification"] = verify_vjp(X, V[rows], ex, rows + row_offset, dps)
     else:
         precision = f"mpmath, {dps} significant digits"
     return Report(command="vjp", impl=implementation.name, dtype=info.name, dps=dps,
@@ -319,7 +335,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
 
 def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
              fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
-             engine="auto", row_offset=0, progress=None) -> Report:
+             engine="auto", row_offset=0, progress=None, verify=False) -> Report:
     """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
     v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
     from .deriv_checks import LossCase
@@ -387,6 +403,14 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
                            for r, d in zip(rows, kw["dot_str"])]
         blocks["zero_condition"] = zc
         blocks["loss_value"] = exact_loss_value(Z, T, dps)
+        if verify and mode == "vjp":
+            from .verify import verify_vjp
+
+            blocks["reference_verification"] = verify_vjp(X, V, ex, rows + row_offset, dps)
+        elif verify and mode == "softmax":
+            from .verify import verify_softmax
+
+            blocks["reference_verification"] = verify_softmax(X, exs, rows + row_offset, dps)
     precision = (exs.precision if mode == "softmax" and Z.shape[0] else
                  ex.softmax.precision if mode == "vjp" and Z.shape[0] else
                  f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})")
