@@ -198,6 +198,20 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
 
     f64 = np.float64
     dtypes = (f64, f64, f64, f64, bool, f64, f64)
+    if c.ndim > 2 and c.shape == hi.shape == lo.shape and all(
+            a is None or a.ndim == 0 or a.shape == c.shape for a in (atol, rtol)):
+        # (rows, n, n) Jacobians: the same element-wise work on a (rows n, n) view
+        flat = compare(c.reshape(-1, c.shape[-1]), hi.reshape(-1, c.shape[-1]),
+                       lo.reshape(-1, c.shape[-1]),
+                       Tolerance(None if atol is None else
+                                 (atol if atol.ndim == 0 else atol.reshape(-1, c.shape[-1])),
+                                 None if rtol is None else
+                                 (rtol if rtol.ndim == 0 else rtol.reshape(-1, c.shape[-1])),
+                                 tol.max_ulp), info)
+        shape = c.shape
+        return Comparison(c, hi, *(a.reshape(shape) for a in (
+            flat.abs_err, flat.rel_err, flat.ulp_err, flat.allowed, flat.ok, flat.ratio)),
+            tol, flat.ulp.reshape(shape))
     shapes_ok = c.ndim == 2 and c.shape == hi.shape == lo.shape and all(
         a is None or a.ndim == 0 or (a.ndim == 2 and a.shape[0] == c.shape[0]
                                      and a.shape[1] in (1, c.shape[1])) for a in (atol, rtol))

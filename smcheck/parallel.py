@@ -52,7 +52,9 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
     if kw.get("engine", "auto") == "auto":  # decided on the whole input, not per chunk
         from .reference import use_dd
 
-        kw["engine"] = "dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto") else "mpmath"
+        dense = getattr(fn, "dense_reference", False)
+        kw["engine"] = ("dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto", dense)
+                        else "mpmath")
     if not x_is_batch or rows <= chunk_rows:
         return fn(np.asarray(x, dtype=np.float64), **companions, progress=progress, **kw)
 

@@ -69,17 +69,20 @@ class ExactSoftmax:
 
 ENGINES = ("auto", "mpmath", "dd")
 
-#: ``auto`` uses the double-double engine from this many entries on (mpmath below: a small
-#: input shows its 50 digits, a large one is fast)
+#: ``auto`` uses the double-double engine from this many reference entries on (mpmath below:
+#: a small input shows its 50 digits, a large one is fast)
 AUTO_DD_MIN = 4096
 
 
-def use_dd(X, engine: str) -> bool:
+def use_dd(X, engine: str, dense: bool = False) -> bool:
+    """Whether ``engine`` means double-double for input X. ``dense``: the reference is the
+    Jacobian, n^2 entries per row of n."""
     if engine not in ENGINES:
         from .exceptions import InputError
 
         raise InputError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
-    return engine == "dd" or (engine == "auto" and np.size(X) >= AUTO_DD_MIN)
+    entries = np.size(X) * (np.shape(X)[-1] if dense and np.ndim(X) else 1)
+    return engine == "dd" or (engine == "auto" and entries >= AUTO_DD_MIN)
 
 
 def _split(v, hi_out, lo_out, i, mpf):

@@ -238,6 +238,10 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     X = Xr[rows]
     n = Xr.shape[1]
     dense = n <= max_dense
+    if engine == "auto":  # n^2 reference entries per row
+        from .reference import use_dd
+
+        engine = "dd" if use_dd(Xr, "auto", dense=True) else "mpmath"
     batch = x.ndim == 2
     tick = _ticker(progress, X.size)
     checks_out, result, vectors, blocks = [], NO_RESULT, {}, {}
@@ -278,6 +282,9 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
                  "mode": "dense" if dense else "probes"},
         vectors=vectors, result=result)
+
+
+run_jacobian.dense_reference = True  # run_rows decides the engine on n^2 entries per row
 
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
