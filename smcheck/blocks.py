@@ -32,6 +32,22 @@ def set_threads(n: int | None) -> None:
     _threads = None if n is None else max(1, int(n))
 
 
+class using_threads:
+    """``with using_threads(n):`` blocks run on n threads inside, as before after."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        global _threads
+        self.old, _threads = _threads, (None if self.n is None else max(1, int(self.n)))
+        return self
+
+    def __exit__(self, *exc):
+        global _threads
+        _threads = self.old
+
+
 def threads() -> int:
     if _threads is not None:
         return _threads

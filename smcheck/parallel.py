@@ -27,6 +27,13 @@ def default_workers() -> int:
 
 
 def _call(args):
+    from .blocks import set_threads
+
+    set_threads(1)  # a worker process: the processes are the parallelism
+    return _run(args)
+
+
+def _run(args):
     fn, x, companions, offset, kw = args
     x = np.asarray(x, dtype=np.float64)
     extra = {k: (None if a is None else np.asarray(a, dtype=np.float64))
@@ -55,8 +62,11 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
         dense = getattr(fn, "dense_reference", False)
         kw["engine"] = ("dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto", dense)
                         else "mpmath")
-    if not x_is_batch or rows <= chunk_rows:
-        return fn(np.asarray(x, dtype=np.float64), **companions, progress=progress, **kw)
+    from .blocks import using_threads
+
+    if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
+        with using_threads(workers):
+            return fn(np.asarray(x, dtype=np.float64), **companions, progress=progress, **kw)
 
     def part(a, lo, hi):
         if a is None or np.ndim(a) < 2:
@@ -78,8 +88,9 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             progress((hi - lo) * n, total)
 
     if workers == 1:
-        for (lo, hi), job in zip(bounds, jobs):
-            done(_call(job), lo, hi)
+        with using_threads(1):
+            for (lo, hi), job in zip(bounds, jobs):
+                done(_run(job), lo, hi)
     else:
         import multiprocessing as mp
         from collections import deque

@@ -1,0 +1,167 @@
+"""Special values and their documented meaning (README "Special values"), each through the
+real CLI: -inf masking, a fully masked row, +inf and nan entries, n = 0 and n = 1, subnormal
+inputs, |x| up to 1e308, integer and boolean arrays, big-endian .npy files. Expected values
+come from mpmath or from the definition, not from smcheck."""
+
+from __future__ import annotations
+
+import json
+
+import mpmath
+import numpy as np
+import pytest
+
+from smcheck.cli import main
+
+
+def run(capsys, *argv):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return (exc.value.code or 0), out, err
+
+
+def doc(capsys, *argv, code=0):
+    c, out, err = run(capsys, *argv, "--json", "--check")
+    assert c == code, err
+    d = json.loads(out)
+    d.pop("input", None)  # where the numbers came from (a file, --x): compared separately
+    return d
+
+
+def exact_softmax(x, dps=40):
+    with mpmath.workdps(dps):
+        xs = [mpmath.mpf(float(v)) for v in x]
+        fin = [v for v in xs if v != mpmath.mpf("-inf")]
+        m = max(fin)
+        S = mpmath.fsum(mpmath.exp(v - m) for v in fin)
+        return [0.0 if v == mpmath.mpf("-inf") else float(mpmath.exp(v - m) / S) for v in xs]
+
+
+def close(got, want, ulps=4):
+    for g, w in zip(got, want):
+        assert abs(g - w) <= ulps * np.spacing(max(abs(w), 1e-300)), (got, want)
+
+
+# --- -inf: a masked entry ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("command,extra", [("forward", []), ("forward", ["--log"]),
+                                           ("jacobian", []), ("vjp", ["--v", "1,2,3,4"]),
+                                           ("loss", ["--t", "0,0,1,0"])])
+def test_minus_inf_is_a_masked_entry_with_probability_zero(capsys, command, extra):
+    x = [1.0, -np.inf, 2.0, 0.5]
+    d = doc(capsys, command, "--x", "1,-inf,2,0.5", *extra)
+    assert d["passed"] and d["undefined_rows"] == [] and d["checks"]
+    if command == "forward" and not extra:
+        assert d["result"][1] == 0.0
+        close([d["result"][i] for i in (0, 2, 3)], [exact_softmax(x)[i] for i in (0, 2, 3)])
+    if command == "forward" and extra:
+        assert d["result"][1] == "-inf"
+    if command == "jacobian":
+        J = np.array(d["result"], dtype=float)
+        assert np.all(J[1] == 0) and np.all(J[:, 1] == 0)  # d s / d x of a masked entry: 0
+    if command == "vjp":
+        assert d["result"][1] == 0.0
+
+
+# --- a fully masked row, +inf, nan: undefined rows, reported, not deciding the verdict --------
+
+@pytest.mark.parametrize("row,reason", [("-inf,-inf,-inf", "fully masked"),
+                                        ("1,inf,2", "+inf"), ("1,nan,2", "nan"),
+                                        ("nan,-inf,inf", "")])
+@pytest.mark.parametrize("command", ["forward", "jacobian", "vjp"])
+def test_undefined_rows_are_reported_and_do_not_decide(capsys, row, reason, command):
+    d = doc(capsys, command, "--x", f"{row}; 3,1,2")
+    assert d["passed"] and d["shape"] == [2, 3]
+    assert [u["row"] for u in d["undefined_rows"]] == [0]
+    assert reason in d["undefined_rows"][0]["reason"]
+    assert d["checks"], "the defined row is still checked"
+    # alone, the row leaves nothing to check: still exit 0 with --check, and it says so
+    d1 = doc(capsys, command, "--x", row)
+    assert d1["passed"] and d1["checks"] == [] and d1["undefined_rows"]
+    assert any("nothing to check" in n for n in d1["notes"])
+
+
+def test_undefined_row_with_a_wrong_implementation_elsewhere_still_fails(capsys):
+    d = doc(capsys, "forward", "--x", "1,nan,0; 1000,999,990", "--impl", "naive", code=1)
+    assert [u["row"] for u in d["undefined_rows"]] == [0]
+
+
+# --- n = 0 and n = 1 ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["--x", ""], ["--x", "[]"], ["--x", " , "]])
+def test_n_zero_is_an_input_error(capsys, argv):
+    code, out, err = run(capsys, "forward", *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and "empty" in err and err.count("\n") == 1
+
+
+def test_n_zero_from_a_file_is_an_input_error(capsys, tmp_path):
+    p = tmp_path / "empty.npy"
+    np.save(p, np.zeros(0))
+    code, _, err = run(capsys, "forward", "--x-file", p)
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_n_one_is_softmax_one_and_zero_derivatives(capsys, dtype):
+    assert doc(capsys, "forward", "--x", "7.25", "--dtype", dtype)["result"] == [1.0]
+    assert doc(capsys, "forward", "--x", "-300", "--dtype", dtype, "--log")["result"] == [0.0]
+    assert doc(capsys, "jacobian", "--x", "3", "--dtype", dtype)["result"] == [[0.0]]
+    assert doc(capsys, "vjp", "--x", "3", "--v", "5", "--dtype", dtype)["result"] == [0.0]
+
+
+# --- subnormal inputs and |x| up to 1e308 ------------------------------------------------------
+
+def test_subnormal_inputs_are_exact_numbers(capsys):
+    x = [5e-324, 0.0, -5e-324, 2.5e-310]
+    d = doc(capsys, "forward", "--x", ",".join(repr(v) for v in x))
+    close(d["result"], exact_softmax(x))
+    assert all(abs(r - 0.25) < 1e-15 for r in d["result"])
+
+
+def test_huge_magnitudes_up_to_1e308(capsys):
+    d = doc(capsys, "forward", "--x", "1e308,-1e308,0,1e307")
+    # x - max overflows to -inf in float64 arithmetic: the exact softmax is still [1, 0, 0, 0]
+    assert d["result"] == [1.0, 0.0, 0.0, 0.0]
+    d = doc(capsys, "forward", "--x", "1e308,-1e308,0,1e307", "--log")
+    assert d["result"][0] == 0.0 and d["result"][2] == -1e308
+    # in float16 1e308 rounds to +inf: the row is undefined there, and says why
+    d = doc(capsys, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16")
+    assert d["undefined_rows"] and "inf" in d["undefined_rows"][0]["reason"]
+
+
+def test_beyond_float64_reads_as_infinity(capsys):
+    """1e400 rounds to +inf in float64 (IEEE): the row is undefined, and says x_0 = +inf."""
+    d = doc(capsys, "forward", "--x", "1e400,0; 1,2")
+    assert [u["row"] for u in d["undefined_rows"]] == [0]
+    assert "+inf" in d["undefined_rows"][0]["reason"]
+    d = doc(capsys, "forward", "--x", "-1e400,0")  # -inf: a masked entry
+    assert d["result"] == [0.0, 1.0]
+
+
+# --- integer and boolean arrays, big-endian files ----------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint16", "bool"])
+def test_integer_and_boolean_arrays_are_their_float_values(capsys, tmp_path, dtype):
+    values = {"bool": [1, 0, 1, 1], "uint16": [3, 2, 0, 7]}.get(dtype, [3, -2, 0, 7])
+    a = np.array(values, dtype=dtype)
+    p = tmp_path / f"x_{dtype}.npy"
+    np.save(p, a)
+    d = doc(capsys, "forward", "--x-file", p)
+    close(d["result"], exact_softmax(a.astype(float)))
+    assert d == doc(capsys, "forward", "--x", ",".join(str(float(v)) for v in a))
+
+
+@pytest.mark.parametrize("dt", [">f8", ">f4", ">f2", ">i4", "<f8"])
+def test_big_endian_npy_reads_the_same_numbers(capsys, tmp_path, dt):
+    a = np.array([[1.5, -2.0, 0.25], [100.0, 99.0, -3.0]], dtype=dt)
+    p = tmp_path / "be.npy"
+    np.save(p, a)
+    d = doc(capsys, "forward", "--x-file", p)
+    native = doc(capsys, "forward", "--x", "; ".join(",".join(repr(float(v)) for v in r)
+                                                      for r in a))
+    assert d == native
+    for got, row in zip(d["result"], a):
+        close(got, exact_softmax(row.astype(float)))
