@@ -48,15 +48,26 @@ Random = Annotated[Optional[int], typer.Option(
     "--random", help="N random normal entries (see --rows, --seed, --scale)",
     rich_help_panel=INPUT, show_default=False)]
 Rows = Annotated[int, typer.Option("--rows", help="rows of --random", rich_help_panel=INPUT)]
-Seed = Annotated[int, typer.Option("--seed", help="seed of --random", rich_help_panel=INPUT)]
+Seed = Annotated[int, typer.Option("--seed", help="seed of --random and of every random choice "
+                                   "(v, probes, directions)", rich_help_panel=INPUT,
+                                   min=0)]
 Scale = Annotated[float, typer.Option("--scale", help="scale of --random",
                                       rich_help_panel=INPUT)]
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="a named adversarial input (see 'smcheck presets')",
     rich_help_panel=INPUT, show_default=False)]
+MaxSize = Annotated[int, typer.Option(
+    "--max-size", help="refuse an input (x, v, t or z) of more than this many numbers, checked "
+    "before its data is read (a .npy by its header, text by its length: 32 bytes a number); "
+    "the default admits a 2000 x 4096 batch or a 10^6 vocabulary many times over",
+    rich_help_panel=INPUT)]
+#: --max-size's default, 10^8 numbers (800 MB in float64); the same as
+#: smcheck.inputs.DEFAULT_MAX_SIZE (not imported here: that would load numpy for --help)
+MAX_SIZE = 100_000_000
 Impl = Annotated[str, typer.Option(
-    "--impl", help="stable, naive, divfree, or module.path:function (imports only that module)",
-    rich_help_panel=COMMON)]
+    "--impl", help="stable, naive, divfree (built in); scipy, torch, jax (imports that "
+    "framework); or module.path:function, your callable: imports only that module (from the "
+    "current directory or sys.path), never other code", rich_help_panel=COMMON)]
 Dtype = Annotated[str, typer.Option(
     "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
 Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference",
@@ -79,7 +90,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit 
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
                                   rich_help_panel=COMMON)]
 Engine = Annotated[str, typer.Option(
-    "--engine", help="reference engine: auto (double-double from 4096 entries on, mpmath "
+    "--engine", help="reference engine: auto (double-double from 4096 reference entries on, mpmath "
     "below), mpmath (forces the slow path, --dps digits), dd", rich_help_panel=COMMON)]
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", help="processes for the rows of a batch (default: every core); the results "
@@ -101,7 +112,7 @@ def _root(version: Annotated[bool, typer.Option(
     """Verify softmax, log-softmax and their derivatives against an mpmath reference."""
 
 
-def load_x(positional, x, x_file, random, rows, seed, scale, preset):
+def load_x(positional, x, x_file, random, rows, seed, scale, preset, max_size=MAX_SIZE):
     """The x array from exactly one source; the positional INPUT is sorted into one of them."""
     from . import inputs, presets
 
@@ -121,7 +132,7 @@ def load_x(positional, x, x_file, random, rows, seed, scale, preset):
                 raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x")
             x = p
     src = inputs.load_vector("x", text=x, file=x_file, random=random, rows=rows, seed=seed,
-                             scale=scale, preset=preset)
+                             scale=scale, preset=preset, max_size=max_size)
     return src
 
 
@@ -168,8 +179,9 @@ def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
 def forward(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
-    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
-    log: Annotated[bool, typer.Option("--log", help="check log-softmax instead of softmax")] = False,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
+    log: Annotated[bool, typer.Option("--log",
+                                      help="check log-softmax instead of softmax")] = False,
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None, metric: Metric = "scaled",
     plot: Annotated[Optional[str], typer.Option(
@@ -181,7 +193,7 @@ def forward(
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
     from .run import run_forward
 
-    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run(run_forward, src, not quiet, x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
                   metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine)
@@ -202,11 +214,32 @@ VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
 LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
 
 
-def load_companion(name: str, text, file, required: bool = False):
+def load_companion(name: str, text, file, required: bool = False, max_size: int = MAX_SIZE):
     from . import inputs
 
-    src = inputs.load_vector(name, text=text, file=file, required=required)
+    src = inputs.load_vector(name, text=text, file=file, required=required, max_size=max_size)
     return None if src is None else src.array
+
+
+def same_shape(name: str, arr, ref_name: str, ref) -> None:
+    """Companion ``arr`` (v, t or z) fits ``ref`` (x, or z): the same rows x n, or one row of n
+    for every row. Checked here, on the whole input: the core sees a batch in chunks of rows,
+    and would name a chunk's shape."""
+    import numpy as np
+
+    if arr is None or ref is None:
+        return
+    shape, ref_shape = tuple(np.shape(arr)), tuple(np.shape(ref))
+    rows_n = ref_shape if len(ref_shape) == 2 else (1, *ref_shape[-1:])
+    if len(shape) == 1 and shape[0] == rows_n[1]:
+        return
+    if (shape if len(shape) == 2 else (1, *shape)) != rows_n:
+        raise SmcheckError(f"{name} has shape {shape} but {ref_name} has shape {ref_shape}")
+
+
+def _flag(name: str, text, file) -> str:
+    """How the user gave companion ``name``: --v or --v-file."""
+    return f"--{name}-file" if file is not None and text is None else f"--{name}"
 
 
 def _run(fn, src, progress_enabled, *, x, workers=None, companions=None, keep_arrays=False,
@@ -229,7 +262,7 @@ def _run(fn, src, progress_enabled, *, x, workers=None, companions=None, keep_ar
 def jacobian(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
-    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
     log: LogOpt = False, fd: FdOpt = "auto",
     max_dense: Annotated[int, typer.Option(
         "--max-dense", help="largest n for which J is formed; beyond it, v^T J u on random "
@@ -245,7 +278,7 @@ def jacobian(
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
     from .run import run_jacobian
 
-    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run(run_jacobian, src, not quiet, x=src.array, workers=workers, impl=impl,
                   dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
@@ -257,7 +290,7 @@ def jacobian(
 def vjp(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
-    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
     v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
@@ -267,8 +300,9 @@ def vjp(
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
     from .run import run_vjp
 
-    src = load_x(input, x, x_file, random, rows, seed, scale, preset)
-    varr = load_companion("v", v, v_file)
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
+    varr = load_companion("v", v, v_file, max_size=max_size)
+    same_shape(_flag("v", v, v_file), varr, "x", src.array)
     report = _run(run_vjp, src, not quiet, x=src.array, workers=workers,
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
@@ -280,7 +314,7 @@ def vjp(
 def loss(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
-    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
     t: Annotated[Optional[str], typer.Option("--t", help="the targets t",
                                              show_default=False)] = None,
     t_file: Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
@@ -303,16 +337,23 @@ def loss(
 
     from .run import run_loss
 
-    tarr = load_companion("t", t, t_file, required=True)
-    varr = load_companion("v", v, v_file)
-    zarr = load_companion("z", z, z_file)
+    tarr = load_companion("t", t, t_file, required=True, max_size=max_size)
+    varr = load_companion("v", v, v_file, max_size=max_size)
+    zarr = load_companion("z", z, z_file, max_size=max_size)
     given = any(a is not None for a in (input, x, x_file, random, preset))
-    src = load_x(input, x, x_file, random, rows, seed, scale, preset) if (
+    src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size) if (
         given or zarr is None) else None
+    # z alone: z, not an x the user never gave, fixes the shape
+    ref, ref_name = (zarr, _flag("z", z, z_file)) if src is None else (src.array, "x")
+    same_shape(_flag("t", t, t_file), tarr, ref_name, ref)
+    if src is not None:
+        same_shape(_flag("v", v, v_file), varr, "x", src.array)
+        same_shape(_flag("z", z, z_file), zarr, "x", src.array)
     report = _run(run_loss, src, not quiet,
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
-                  companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype, dps=dps, fd=fd, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top, engine=engine)
+                  companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
+                  dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
+                  engine=engine)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -320,7 +361,7 @@ def loss(
 def claims(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
-    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None,
+    seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
     claim: Annotated[Optional[list[str]], typer.Option(
         "--claim", help="run only this claim (repeatable)", show_default=False)] = None,
     v: VText = None, v_file: VFile = None,
@@ -333,15 +374,17 @@ def claims(
 
     given = any(a is not None for a in (input, x, x_file, random, preset))
     if given:
-        src = load_x(input, x, x_file, random, rows, seed, scale, preset)
+        src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
         arr = src.array
     else:
         from . import inputs
 
         src = None
         arr = inputs.random_input(5, 1, seed, 1.0)
-    varr = load_companion("v", v, v_file)
-    tarr = load_companion("t", t, None)
+    varr = load_companion("v", v, v_file, max_size=max_size)
+    tarr = load_companion("t", t, None, max_size=max_size)
+    same_shape(_flag("v", v, v_file), varr, "x", arr)
+    same_shape("--t", tarr, "x", arr)
     report = run_claims(arr, claim=claim or None, dps=dps, v=varr, t=tarr, seed=seed)
     report.options["input"] = src.description if src else f"random n=5 seed={seed}"
     emit(report, json_out=json, quiet=quiet, check=check, top=10)
@@ -376,7 +419,7 @@ def sweep(
     if junit:
         from .sweep import junit_xml
 
-        _write(junit, junit_xml(res))
+        _write(junit, junit_xml(res), "--junit")
     if plot:
         from .plot import plot_sweep
 
@@ -392,12 +435,14 @@ def sweep(
     raise typer.Exit(1 if check and not res.passed else 0)
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, option: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
-        raise SmcheckError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise SmcheckError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
+    except ValueError:  # open() itself, on a path with a NUL byte
+        raise SmcheckError(f"{option} {path!r}: not a valid file path") from None
 
 
 class SweepProgress:
@@ -479,6 +524,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message())
     except KeyboardInterrupt:
         _fail("interrupted")
+    except MemoryError as exc:
+        _fail(f"out of memory ({exc or 'MemoryError'}); try a smaller input, or a smaller "
+              "--max-size to refuse such inputs before reading them")
     except Exception as exc:  # a bug of smcheck: still one line, never a traceback
         if os.environ.get("SMCHECK_DEBUG"):
             raise

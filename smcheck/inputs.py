@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -33,29 +34,85 @@ _NPY_MAGIC = b"\x93NUMPY"
 # A zip local-file header, or the end-of-directory record an archive with no members starts with.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
+#: The largest input (x, v, t or z), in numbers, read unless ``--max-size`` raises it: 10^8
+#: float64 numbers are 800 MB, twelve times a 2000 x 4096 batch and a hundred vocabularies of 10^6.
+DEFAULT_MAX_SIZE = 10**8
+#: Bytes of text allowed per number of the limit, checked before a text input is read: the
+#: longest float64 spelling, -2.2250738585072014e-308, takes 24 characters, plus separators.
+TEXT_BYTES_PER_NUMBER = 32
 
-def parse_text(text: str, name: str = "x") -> np.ndarray:
+
+def check_size(where: str, max_size: int | None, *, count: int | None = None,
+               text: int | None = None, unit: str = "bytes") -> None:
+    """The input size limit (``--max-size``), enforced here and nowhere else.
+
+    ``count`` is a number of numbers (a file's shape, read from its header before the data;
+    ``--random N`` times ``--rows``; the numbers parsed so far), ``text`` the length of a text
+    input before it is parsed (limit: TEXT_BYTES_PER_NUMBER per number). ``max_size=None``
+    means no limit (library use); with neither ``count`` nor ``text`` only the limit itself is
+    validated.
+    """
+    if max_size is None:
+        return
+    if isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1:
+        raise InputError(f"--max-size must be a whole number of at least 1, got {max_size!r}")
+    if count is not None and count > max_size:
+        raise InputError(f"{where}: {count:,} numbers, more than the limit of {max_size:,} "
+                         "(raise it with --max-size)")
+    limit = max_size * TEXT_BYTES_PER_NUMBER
+    if text is not None and text > limit:
+        raise InputError(
+            f"{where}: {text:,} {unit} of text, more than the limit of {limit:,} "
+            f"({TEXT_BYTES_PER_NUMBER} per number of --max-size {max_size:,}; raise it with "
+            "--max-size)")
+
+
+def _read_text(stream, max_size: int | None):
+    """All of ``stream`` (bytes or str), but no more than one unit past the text limit of
+    ``max_size``, read in pieces: enough to see the limit exceeded, whatever is behind it."""
+    if max_size is None:
+        return stream.read()
+    limit = max_size * TEXT_BYTES_PER_NUMBER + 1
+    parts, total = [], 0
+    while total < limit:
+        part = stream.read(min(1 << 20, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return parts[0][:0].join(parts) if parts else stream.read(0)
+
+
+def parse_text(text: str, name: str = "x", max_size: int | None = DEFAULT_MAX_SIZE
+               ) -> np.ndarray:
     """Parse numbers given on the command line: ``1,2 3``, ``1,2;3,4`` (rows) or a JSON array."""
     where = f"--{name}"
+    check_size(where, max_size, text=len(text), unit="characters")
     text = text.strip()
     if not text:
         raise InputError(f"{where}: empty input")
     if text.startswith("["):
-        return _from_json(_json_loads(text, where), where)
+        return _from_json(_json_loads(text, where), where, max_size)
     rows = [row for row in re.split(r"[;\n]", text) if row.strip()]
     labelled = [(f"row {i}" if len(rows) > 1 else "", row) for i, row in enumerate(rows)]
-    return _parse_rows(labelled, _TEXT_SEPARATORS[".txt"], where)
+    return _parse_rows(labelled, _TEXT_SEPARATORS[".txt"], where, max_size)
 
 
-def load_file(spec: str, name: str = "x", stdin: TextIO | None = None) -> np.ndarray:
-    """Load an array from ``PATH``, ``PATH.npz:KEY`` or ``-`` (text on stdin), by file extension."""
+def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
+              max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
+    """Load an array from ``PATH``, ``PATH.npz:KEY`` or ``-`` (text on stdin), by file extension.
+
+    Inputs beyond ``max_size`` numbers are refused before their data is read (see
+    :func:`check_size`)."""
+    check_size("--max-size", max_size)
     if spec == "-":
         where = f"--{name}-file - (stdin)"
         try:
-            text = (stdin if stdin is not None else sys.stdin).read()
+            text = _read_text(stdin if stdin is not None else sys.stdin, max_size)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"{where}: cannot read stdin ({_one_line(exc)})") from None
-        return _parse_text_file(text, ".txt", where)
+        check_size(where, max_size, text=len(text), unit="characters")
+        return _parse_text_file(text, ".txt", where, max_size)
 
     where = f"--{name}-file {spec}"
     path, key = spec, None
@@ -72,10 +129,12 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None) -> np.nda
     try:
         with open(path, "rb") as f:
             if ext == ".npy":
-                return _load_npy(f, where, path)
+                return _load_npy(f, where, path, max_size)
             if ext == ".npz":
-                return _load_npz(f, key, where)
-            data = f.read()
+                return _load_npz(f, key, where, max_size)
+            check_size(where, max_size, text=os.fstat(f.fileno()).st_size)
+            data = _read_text(f, max_size)  # a special file's size says nothing
+            check_size(where, max_size, text=len(data))
     except OSError as exc:
         raise InputError(f"{where}: cannot read file ({exc.strerror or _one_line(exc)})") from None
     except ValueError:  # open() itself, on a path with a NUL byte
@@ -96,15 +155,17 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None) -> np.nda
             value = value[name]
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a JSON array, or an object with key '{name}'")
-        return _from_json(value, where)
-    return _parse_text_file(text, ext, where)
+        return _from_json(value, where, max_size)
+    return _parse_text_file(text, ext, where, max_size)
 
 
-def random_input(n: int, rows: int = 1, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+def random_input(n: int, rows: int = 1, seed: int = 0, scale: float = 1.0,
+                 max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     """Standard normal values times ``scale``; the same arguments always give the same array."""
     for flag, value in (("--random", n), ("--rows", rows)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise InputError(f"{flag} must be a whole number of at least 1, got {value!r}")
+    check_size(f"--random {n} --rows {rows}", max_size, count=n * rows)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"--seed must be a non-negative whole number, got {seed!r}")
     try:
@@ -113,7 +174,11 @@ def random_input(n: int, rows: int = 1, seed: int = 0, scale: float = 1.0) -> np
         raise InputError(f"--scale must be a number, got {scale!r}") from None
     if not math.isfinite(scale):
         raise InputError(f"--scale must be finite, got {scale!r}")
-    out = np.random.default_rng(seed).standard_normal((rows, n)) * scale
+    try:
+        out = np.random.default_rng(seed).standard_normal((rows, n)) * scale
+    except (MemoryError, ValueError, OverflowError) as exc:  # a --max-size beyond the memory
+        raise InputError(f"--random {n} --rows {rows}: cannot make {n * rows:,} numbers "
+                         f"({_one_line(exc)})") from None
     return out[0] if rows == 1 else out
 
 
@@ -138,8 +203,12 @@ def load_vector(
     preset: str | None = None,
     stdin: TextIO | None = None,
     required: bool = True,
+    max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> Source | None:
-    """Read input ``name`` from exactly one of its sources; ``None`` if absent and not required."""
+    """Read input ``name`` from exactly one of its sources; ``None`` if absent and not required.
+
+    An input of more than ``max_size`` numbers is refused (``None``: no limit)."""
+    check_size("--max-size", max_size)
     flags = {f"--{name}": text, f"--{name}-file": file, "--random": random, "--preset": preset}
     given = [flag for flag, value in flags.items() if value is not None]
     if not given:
@@ -154,16 +223,18 @@ def load_vector(
         raise InputError(f"give exactly one source for {name}, got {listed}")
 
     if text is not None:
-        array = parse_text(text, name)
+        array = parse_text(text, name, max_size)
         return Source(array, f"--{name} ({_shape_words(array)})")
     if file is not None:
-        array = load_file(file, name, stdin)
+        array = load_file(file, name, stdin, max_size)
         return Source(array, f"{'stdin' if file == '-' else file} ({_shape_words(array)})")
     if random is not None:
-        array = random_input(random, rows, seed, scale)
+        array = random_input(random, rows, seed, scale, max_size)
         return Source(array, f"random n={random} rows={rows} seed={seed} scale={scale:g}")
     assert preset is not None
-    return Source(get_preset(preset).make(), f"preset '{preset}'")
+    array = get_preset(preset).make()
+    check_size(f"--preset {preset}", max_size, count=array.size)
+    return Source(array, f"preset '{preset}'")
 
 
 def _shape_words(array: np.ndarray) -> str:
@@ -172,11 +243,15 @@ def _shape_words(array: np.ndarray) -> str:
     return f"{array.size} value{'s' if array.size != 1 else ''}"
 
 
-def _parse_rows(rows: list[tuple[str, str]], sep: re.Pattern, where: str) -> np.ndarray:
+def _parse_rows(rows: list[tuple[str, str]], sep: re.Pattern, where: str,
+                max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     """Parse (location label, line) pairs into a float64 vector (one row) or batch."""
     values: list[list[float]] = []
+    count = 0
     for label, row in rows:
         tokens = sep.split(row.strip())
+        count += len(tokens)
+        check_size(where, max_size, count=count)
         numbers = []
         for index, token in enumerate(tokens, start=1):
             token = token.strip()
@@ -204,7 +279,8 @@ def _rows_to_array(values: list[list[float]], labels: list[str], where: str) -> 
     return array[0] if len(values) == 1 else array
 
 
-def _parse_text_file(text: str, ext: str, where: str) -> np.ndarray:
+def _parse_text_file(text: str, ext: str, where: str,
+                     max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     """One row per non-blank line; '#' comment lines in .txt; a header row gets its own message."""
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -220,7 +296,7 @@ def _parse_text_file(text: str, ext: str, where: str) -> np.ndarray:
             f"{where}: {label} looks like a header ({first.strip()!r}); "
             "smcheck reads numbers only, remove that line"
         )
-    return _parse_rows(rows, _TEXT_SEPARATORS[ext], where)
+    return _parse_rows(rows, _TEXT_SEPARATORS[ext], where, max_size)
 
 
 def _is_number(token: str) -> bool:
@@ -240,10 +316,13 @@ def _json_loads(text: str, where: str):
             f"{where}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise InputError(f"{where}: invalid JSON ({exc})") from None
+        if "int_max_str_digits" in str(exc):  # Python's advice is not the user's to follow
+            raise InputError(f"{where}: integer too large for float64 (thousands of digits)"
+                             ) from None
+        raise InputError(f"{where}: invalid JSON ({_one_line(exc)})") from None
 
 
-def _from_json(value: list, where: str) -> np.ndarray:
+def _from_json(value: list, where: str, max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     """A JSON list of numbers (a vector) or of equal-length lists of numbers (a batch)."""
     if not value:
         raise InputError(f"{where}: empty input")
@@ -251,6 +330,7 @@ def _from_json(value: list, where: str) -> np.ndarray:
     if any(nested) and not all(nested):
         raise InputError(f"{where}: JSON array mixes numbers and lists (use all one or the other)")
     rows = value if all(nested) else [value]
+    check_size(where, max_size, count=sum(len(row) for row in rows))
     values = [
         [_json_number(item, where, (f"row {r}, " if len(rows) > 1 else "") + f"item {i}")
          for i, item in enumerate(row)]
@@ -281,7 +361,8 @@ def _json_number(item, where: str, at: str) -> float:
 MMAP_MIN_BYTES = 64 * 2 ** 20
 
 
-def _load_npy(f, where: str, path: str | None = None) -> np.ndarray:
+def _load_npy(f, where: str, path: str | None = None,
+              max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     # Check the magic first: np.load treats anything unrecognised as a pickle, and its message
     # for junk would wrongly say "pickled data".
     magic = f.read(len(_NPY_MAGIC))
@@ -289,6 +370,8 @@ def _load_npy(f, where: str, path: str | None = None) -> np.ndarray:
         raise InputError(f"{where}: empty file")
     if magic != _NPY_MAGIC:
         raise InputError(f"{where}: not a .npy file (no NPY header)")
+    f.seek(0)
+    _check_npy_header(f, where, max_size, os.fstat(f.fileno()).st_size, ".npy file")
     f.seek(0)
     if path is not None and os.path.getsize(path) >= MMAP_MIN_BYTES:
         mm = _checked(lambda: np.lib.format.open_memmap(path, mode="r"), where,
@@ -299,7 +382,38 @@ def _load_npy(f, where: str, path: str | None = None) -> np.ndarray:
     return _checked(lambda: np.load(f, allow_pickle=False), where, "corrupt or truncated .npy file")
 
 
-def _load_npz(f, key: str | None, where: str) -> np.ndarray:
+def _check_npy_header(fp, where: str, max_size: int | None, total_bytes: int, what: str) -> None:
+    """Read the .npy header at ``fp`` and, before any data is read, refuse object arrays (their
+    data is a pickle), data shorter than the shape needs, and a shape beyond ``max_size``."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fp)
+        else:  # 3.0 only differs in the encoding of structured field names
+            impl = getattr(np.lib, "_format_impl", fmt)  # numpy >= 2 keeps the reader there
+            shape, _, dtype = impl._read_array_header(fp, version)
+        data_start = fp.tell()
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and tokenize:
+        # ValueError, SyntaxError, tokenize.TokenError, EOFError, ... all mean a corrupt file
+        if "max_header_size" in str(exc):  # numpy's advice (allow_pickle=True) is not for us
+            raise InputError(f"{where}: corrupt or truncated {what} (header larger than "
+                             "numpy reads safely)") from None
+        raise InputError(f"{where}: corrupt or truncated {what} ({_one_line(exc)})") from None
+    if dtype.hasobject:
+        raise InputError(f"{where}: contains pickled objects; smcheck never unpickles files")
+    count = math.prod(shape)
+    need, have = count * dtype.itemsize, total_bytes - data_start
+    if need > have:
+        raise InputError(f"{where}: corrupt or truncated {what} (shape {shape} of {dtype} "
+                         f"needs {need:,} bytes of data, it has {max(have, 0):,})")
+    check_size(where, max_size, count=count)
+
+
+def _load_npz(f, key: str | None, where: str,
+              max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     magic = f.read(4)
     if not magic:
         raise InputError(f"{where}: empty file")
@@ -318,6 +432,19 @@ def _load_npz(f, key: str | None, where: str) -> np.ndarray:
             key = keys[0]
         elif key not in keys:
             raise InputError(f"{where}: no array named '{key}' (arrays: {listed or 'none'})")
+        # the member numpy would read for this key (numpy's own lookup order)
+        member = key if key in archive.zip.namelist() else key + ".npy"
+
+        def header():
+            info = archive.zip.getinfo(member)
+            with archive.zip.open(info) as m:
+                if m.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                    # numpy would hand back the member's raw bytes
+                    raise InputError(f"{where}: '{key}' is not a .npy array")
+            with archive.zip.open(info) as m:
+                _check_npy_header(m, where, max_size, info.file_size, f".npy array '{key}'")
+
+        _checked(header, where, "corrupt .npz file")
         return _checked(lambda: archive[key], where, "corrupt .npz file")
 
 
@@ -332,7 +459,8 @@ def _checked(load, where: str, what: str):
             ) from None
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     # MemoryError: a corrupt header can claim a shape far larger than the file.
-    except (EOFError, OSError, zipfile.BadZipFile, KeyError, TypeError, MemoryError) as exc:
+    except (EOFError, OSError, zipfile.BadZipFile, KeyError, TypeError, MemoryError,
+            NotImplementedError, RuntimeError, zlib.error) as exc:
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     return _as_float_array(result, where) if isinstance(result, np.ndarray) else result
 
