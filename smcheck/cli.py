@@ -92,6 +92,10 @@ Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entr
 Engine = Annotated[str, typer.Option(
     "--engine", help="reference engine: auto (double-double from 4096 reference entries on, mpmath "
     "below), mpmath (forces the slow path, --dps digits), dd", rich_help_panel=COMMON)]
+Verify = Annotated[bool, typer.Option(
+    "--verify-reference", help="recompute the reference with mpmath at --dps + 20 digits (at "
+    "least 70) and fail if any entry differs by more than its stated precision (costs about "
+    "11 us per entry)", rich_help_panel=COMMON)]
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", help="processes for the rows of a batch (default: every core); the results "
     "are the same for any number", rich_help_panel=COMMON, show_default=False)]
@@ -187,7 +191,7 @@ def forward(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
-    workers: Workers = None,
+    workers: Workers = None, verify_reference: Verify = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
@@ -196,7 +200,7 @@ def forward(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run(run_forward, src, not quiet, x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
-                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine)
+                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference)
     if plot:
         from .plot import plot_forward
 
@@ -272,7 +276,7 @@ def jacobian(
         "(componentwise relative)", rich_help_panel=COMMON)] = "scaled",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None,
+    workers: Workers = None, verify_reference: Verify = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
@@ -282,7 +286,7 @@ def jacobian(
     report = _run(run_jacobian, src, not quiet, x=src.array, workers=workers, impl=impl,
                   dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top, engine=engine)
+                  atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -294,7 +298,7 @@ def vjp(
     v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None,
+    workers: Workers = None, verify_reference: Verify = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
@@ -306,7 +310,7 @@ def vjp(
     report = _run(run_vjp, src, not quiet, x=src.array, workers=workers,
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine)
+                  engine=engine, verify=verify_reference)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -327,7 +331,7 @@ def loss(
     fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None,
+    workers: Workers = None, verify_reference: Verify = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
@@ -353,7 +357,7 @@ def loss(
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
                   dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine)
+                  engine=engine, verify=verify_reference)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 

@@ -108,7 +108,7 @@ def dtype_info(name: str) -> DtypeInfo:
     """The :class:`DtypeInfo` for ``name`` (one of :data:`DTYPE_NAMES`)."""
     key = str(name).strip().lower()
     if key not in DTYPE_NAMES:
-        raise InputError(f"unknown dtype '{name}' (use one of: {', '.join(DTYPE_NAMES)})")
+        raise InputError(f"--dtype {name}: unknown dtype (use one of: {', '.join(DTYPE_NAMES)})")
     if key not in _CACHE:
         _CACHE[key] = _make(key)
     return _CACHE[key]

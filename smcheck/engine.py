@@ -262,23 +262,17 @@ def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
 DEAD = -800.0
 
 
-def _differences(X: np.ndarray):
-    """x - max(x) per row as exact pairs; masked entries -inf. Returns (dh, dl, fin, m, a)."""
-    rows = X.shape[0]
+def _exp_block(X, a):
+    """Per entry: d = x - max as an exact pair (-inf where masked), exp(d) = 2^k m where
+    d > DEAD, and the unmasked entries."""
     fin = X > -np.inf
-    m = np.argmax(np.where(fin, X, -np.inf), axis=-1)
-    a = X[np.arange(rows), m][:, None]
     with np.errstate(over="ignore", invalid="ignore"):
         dh, dl = two_sum(X, -a)
     dh = np.where(fin, dh, -np.inf)
     dl = np.where(np.isfinite(dh), dl, 0.0)
-    return dh, dl, fin, m, a
-
-
-def _exp_live(dh, dl):
-    """dd_exp where d > DEAD (k, mh, ml); elsewhere exp(0), unused."""
     live = dh > DEAD
-    return dd_exp(np.where(live, dh, 0.0), np.where(live, dl, 0.0))
+    k, mh, ml = dd_exp(np.where(live, dh, 0.0), np.where(live, dl, 0.0))
+    return dh, dl, k, mh, ml, fin
 
 
 def softmax_dd(X: np.ndarray, one_minus: bool = False):
@@ -287,10 +281,13 @@ def softmax_dd(X: np.ndarray, one_minus: bool = False):
     from .blocks import map_blocks
 
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    dh, dl, fin, m, a = _differences(X)
-    live = dh > DEAD
-    k, mh, ml = map_blocks(_exp_live, (dh, dl), X.shape, (np.int64, np.float64, np.float64))
-    return _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus)
+    rows = X.shape[0]
+    m = np.argmax(X, axis=-1)  # rows have no nan; masked entries are -inf
+    a = X[np.arange(rows), m][:, None]
+    f64 = np.float64
+    dh, dl, k, mh, ml, fin = map_blocks(_exp_block, (X, a), X.shape,
+                                        (f64, f64, np.int64, f64, f64, bool))
+    return _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus)
 
 
 def shifted_softmax_dd(X: np.ndarray, c: np.ndarray, base):
@@ -380,15 +377,21 @@ def _shift_pairs(X, c, dm, fin, s_hi, s_lo, q, a):
     return hi, lo, d
 
 
-def _scaled_terms(mh, ml, k, K, others):
-    """The terms 2^(k - K) m of T / 2^K where ``others``."""
+def _scaled_terms(mh, ml, k, K, dh, first):
+    """The terms 2^(k - K) m of T / 2^K: the live entries other than the first maximum."""
+    others = (dh > DEAD) & ~first
     with np.errstate(under="ignore", over="ignore"):  # masked entries overflow, unused
         sh_, sl_ = np.ldexp(mh, k - K), np.ldexp(ml, k - K)
     return sh_, sl_, others
 
 
-def _probabilities(mh, ml, k, live, Rh, Rl):
+def _largest_k(k, dh, first):
+    return (np.max(np.where((dh > DEAD) & ~first, k, -(2 ** 20)), axis=-1),)
+
+
+def _probabilities(mh, ml, k, dh, Rh, Rl):
     """s = 2^k m / S, as m times the pair 1/S, rounded once at the end."""
+    live = dh > DEAD
     qh, ql = dd_mul(mh, ml, Rh, Rl)
     s_hi, s_lo = _scale(qh, ql, np.where(live, k, 0).astype(np.int32))
     return np.where(live, s_hi, 0.0), np.where(live, s_lo, 0.0)
@@ -402,10 +405,10 @@ def _logs(dh, dl, Lh, Ll):
     return yh, np.where(np.isfinite(yh), yl, 0.0)
 
 
-def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
+def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     import mpmath
 
-    from .blocks import map_blocks
+    from .blocks import map_blocks, row_reduce
     from .reference import ExactSoftmax
 
     rows, n = X.shape
@@ -413,10 +416,9 @@ def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
     first[np.arange(rows), m] = True
     # T = sum over the others of 2^k m, summed at the scale of its largest term and scaled
     # back once: terms far in the subnormal range would otherwise each round to eta
-    others = live & ~first
-    K = np.max(np.where(others, k, -(2 ** 20)), axis=-1)
-    K = np.where(K < -(2 ** 19), 0, K)[:, None]
-    Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, K, others), (rows, n))  # T / 2^K
+    (K,) = row_reduce(_largest_k, (k, dh, first), (rows, n), 1, ops=("max",))
+    K = np.where(K < -(2 ** 19), 0, K).astype(np.int64)[:, None]
+    Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, K, dh, first), (rows, n))  # T / 2^K
     Th, Tl = _scale(Uh, Ul, K[:, 0].astype(np.int32))
     Sh, Sl = dd_add(np.ones(rows), np.zeros(rows), Th, Tl)
     Lh, Ll = np.zeros(rows), np.zeros(rows)
@@ -431,9 +433,10 @@ def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
     Rh, Rl = dd_div(np.ones(rows), np.zeros(rows), Sh, Sl)
     Rh, Rl = Rh[:, None], Rl[:, None]
     f64 = np.float64
-    s_hi, s_lo = map_blocks(_probabilities, (mh, ml, k, live, Rh, Rl), (rows, n), (f64, f64))
+    s_hi, s_lo = map_blocks(_probabilities, (mh, ml, k, dh, Rh, Rl), (rows, n), (f64, f64))
     om_hi = om_lo = None
     if one_minus:
+        live = dh > DEAD
         with np.errstate(under="ignore"):
             kk = np.where(live, k, 0).astype(np.int32)
             eh, el = np.ldexp(mh, kk), np.ldexp(ml, kk)
@@ -444,9 +447,8 @@ def _finish(X, dh, dl, fin, m, a, live, k, mh, ml, one_minus):
         om_hi, om_lo = dd_mul(rh, rl, Rh, Rl)
         om_hi = np.where(fin, om_hi, 1.0)
         om_lo = np.where(fin, om_lo, 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        d64 = np.where(fin, X - a, -np.inf)
-    ex = ExactSoftmax(s_hi, s_lo, None, None, d64, 0, om_hi, om_lo, engine="double-double")
+    # d = fl(x - max) (-inf where masked) is the pair's hi part
+    ex = ExactSoftmax(s_hi, s_lo, None, None, dh, 0, om_hi, om_lo, engine="double-double")
     ex.state = (dh, dl, fin, m, k, mh, ml)
     # log-softmax only when asked for (forward --log): a pass fewer for everything else
     ex._y_maker = lambda: map_blocks(_logs, (dh, dl, Lh[:, None], Ll[:, None]), (rows, n),

@@ -284,10 +284,18 @@ class UserCallable(Implementation):
                 f"{tuple(expect_shape)}")
         return arr
 
+    #: the input's row numbers of the rows being checked (set by the run), for messages
+    row_labels = None
+
     def _rows(self, arrays, shape):
-        out = np.empty((arrays[0].shape[0],) + tuple(shape), dtype=np.float64)
-        for r in range(arrays[0].shape[0]):
-            out[r] = self.call(*(a[r].copy() for a in arrays), expect_shape=shape, row=r)
+        rows = arrays[0].shape[0]
+        labels = self.row_labels
+        if labels is None or len(labels) != rows:
+            labels = range(rows)
+        out = np.empty((rows,) + tuple(shape), dtype=np.float64)
+        for r in range(rows):
+            out[r] = self.call(*(a[r].copy() for a in arrays), expect_shape=shape,
+                               row=int(labels[r]))
         return out
 
     def softmax(self, X, info, log=False):
@@ -309,7 +317,8 @@ def load_callable(spec: str):
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise ImplementationError(f"--impl '{spec}': expected module.path:function")
-    if os.getcwd() not in sys.path and "" not in sys.path:
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:  # the current directory, for this import only
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
@@ -317,6 +326,9 @@ def load_callable(spec: str):
         raise ImplementationError(
             f"--impl {spec}: cannot import module '{mod_name}' ({type(exc).__name__}: {exc}); "
             "it is imported from the current directory or sys.path") from None
+    finally:
+        if added and sys.path and sys.path[0] == os.getcwd():
+            del sys.path[0]
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -471,10 +471,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
-    """Accept any real numeric dtype as float64; a scalar becomes a length-1 vector."""
+    """Accept any real numeric dtype as float64; a scalar becomes a length-1 vector.
+    Integers beyond 2^53 are refused: float64 cannot hold them exactly."""
+    kind = array.dtype.kind
+    if kind in "iu" and array.size and array.dtype.itemsize >= 8:
+        lim = 2 ** 53  # compared as integers: exact
+        if bool(np.any(array > lim)) or (kind == "i" and bool(np.any(array < -lim))):
+            raise InputError(f"{where}: integers beyond 2^53 = 9007199254740992 are not exact "
+                             "in float64 (write them as floating-point numbers to round them)")
     if isinstance(array, np.memmap):
         return array  # a large file, converted a chunk of rows at a time
-    kind = array.dtype.kind
     if kind == "c":
         raise InputError(f"{where}: complex values are not supported (softmax needs real numbers)")
     if kind not in "biuf":

@@ -122,6 +122,7 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     Xr, rows, undefined = split_rows(x, info, row_offset)
     X = Xr[rows]
     labels = rows + row_offset
+    implementation.row_labels = labels
     tick = _ticker(progress, 3 * X.size)
     if X.shape[0]:
         case = checks.ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
@@ -177,6 +178,7 @@ def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled", row_offset=0)
     implementation = get_implementation(impl)
     x = np.asarray(x, dtype=np.float64)
     Xr, rows, undefined = split_rows(x, info, row_offset)
+    implementation.row_labels = rows + row_offset  # for the messages of a user's callable
     return info, implementation, x, Xr, rows, undefined
 
 

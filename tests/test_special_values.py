@@ -165,3 +165,19 @@ def test_big_endian_npy_reads_the_same_numbers(capsys, tmp_path, dt):
     assert d == native
     for got, row in zip(d["result"], a):
         close(got, exact_softmax(row.astype(float)))
+
+
+@pytest.mark.parametrize("dtype,value", [("int64", 2 ** 53 + 1), ("uint64", 2 ** 64 - 1),
+                                         ("int64", -(2 ** 62))])
+def test_integers_beyond_2_to_the_53_are_refused(capsys, tmp_path, dtype, value):
+    p = tmp_path / "big.npy"
+    np.save(p, np.array([value, 0], dtype=dtype))
+    code, out, err = run(capsys, "forward", "--x-file", p)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error:") and "2^53" in err
+
+
+def test_integers_up_to_2_to_the_53_are_exact(capsys, tmp_path):
+    p = tmp_path / "ok.npy"
+    np.save(p, np.array([2 ** 53, 0], dtype=np.int64))
+    assert doc(capsys, "forward", "--x-file", p)["result"] == [1.0, 0.0]

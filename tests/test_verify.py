@@ -134,3 +134,23 @@ def test_two_identical_runs_give_identical_json(args):
         outs.append(buf.getvalue())
     assert outs[0] == outs[1]
     json.loads(outs[0])
+
+
+@pytest.mark.parametrize("args", [["forward", "--random", "30", "--rows", "2"],
+                                  ["forward", "--random", "30", "--log", "--dtype", "float16"],
+                                  ["jacobian", "--random", "8"], ["vjp", "--random", "40"],
+                                  ["loss", "--x", "1,2,3", "--t", "0,1,0"],
+                                  ["loss", "--x", "1,2,3", "--t", "1,0,0", "--v", "3,1,2"]])
+def test_cli_flag_adds_the_block_and_keeps_the_exit_status(capsys, args):
+    from smcheck.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--verify-reference", "--json", "--check"])
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None)
+    d = json.loads(out)
+    b = d["reference_verification"]
+    assert b["passed"] and b["recomputed_with"] == "mpmath, 70 significant digits"
+    with pytest.raises(SystemExit):
+        main([*args, "--verify-reference"])
+    assert "reference verified" in capsys.readouterr().out
