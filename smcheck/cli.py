@@ -90,8 +90,10 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit 
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
                                   rich_help_panel=COMMON)]
 Engine = Annotated[str, typer.Option(
-    "--engine", help="reference engine: auto (double-double from 4096 reference entries on, mpmath "
-    "below), mpmath (forces the slow path, --dps digits), dd", rich_help_panel=COMMON)]
+    "--engine", help="reference engine: auto (mpmath below 4096 reference entries; above, "
+    "double-double for float64 results and the float64 tier for narrower ones), mpmath (forces "
+    "the slow path, --dps digits), dd, f64 (forward with float32/16/bfloat16 only)",
+    rich_help_panel=COMMON)]
 Verify = Annotated[bool, typer.Option(
     "--verify-reference", help="recompute the reference with mpmath at --dps + 20 digits (at "
     "least 70) and fail if any entry differs by more than its stated precision (costs about "

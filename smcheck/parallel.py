@@ -17,6 +17,8 @@ from .results import NO_RESULT, CheckResult, Report
 
 #: rows per chunk (about 256k entries of 4096-wide logits: a few MB per chunk in flight)
 CHUNK_ROWS = 64
+#: the merged report lists computed values up to this many numbers (as the JSON does)
+RESULT_MAX = 4096
 
 
 def default_workers() -> int:
@@ -34,11 +36,17 @@ def _call(args):
 
 
 def _run(args):
-    fn, x, companions, offset, kw = args
+    fn, x, companions, offset, kw, keep_arrays, keep_result = args
     x = np.asarray(x, dtype=np.float64)
     extra = {k: (None if a is None else np.asarray(a, dtype=np.float64))
              for k, a in companions.items()}
-    return fn(x, **extra, row_offset=offset, **kw)
+    rep = fn(x, **extra, row_offset=offset, **kw)
+    # what the merged report will not use does not travel back from a worker process
+    if not keep_arrays:
+        rep.arrays = {}
+    if not keep_result:
+        rep.result = NO_RESULT
+    return rep
 
 
 def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
@@ -62,6 +70,9 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
         dense = getattr(fn, "dense_reference", False)
         kw["engine"] = ("dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto", dense)
                         else "mpmath")
+        if kw["engine"] == "dd" and getattr(fn, "tiered_reference", False) and kw.get(
+                "dtype", "float64") != "float64":
+            kw["engine"] = "f64"
     from .blocks import using_threads
 
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
@@ -74,9 +85,9 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
         return np.asarray(a[lo:hi])
 
     bounds = [(lo, min(lo + chunk_rows, rows)) for lo in range(0, rows, chunk_rows)]
-    jobs = ((fn, np.asarray(x[lo:hi]), {k: part(a, lo, hi) for k, a in companions.items()},
-             lo, kw) for lo, hi in bounds)
     total = int(np.prod(np.shape(x)))
+    jobs = ((fn, np.asarray(x[lo:hi]), {k: part(a, lo, hi) for k, a in companions.items()},
+             lo, kw, keep_arrays, total <= RESULT_MAX) for lo, hi in bounds)
     n = int(np.shape(x)[1])
     reports = []
 
@@ -238,7 +249,7 @@ def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
         parts = [c for r in reports for c in r.checks if c.name == name]
         checks.append(merge_checks(parts, top))
     result = NO_RESULT
-    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= 4096:
+    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= RESULT_MAX:
         result = [row for r in reports for row in r.result]
     arrays = {}
     if all(r.arrays for r in reports):

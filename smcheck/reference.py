@@ -40,6 +40,7 @@ class ExactSoftmax:
     state: tuple | None = field(default=None, repr=False)  # the dd engine's, for shifts
     _y_maker: Callable | None = field(default=None, repr=False)  # computes (y_hi, y_lo)
     precision_note: str | None = field(default=None, repr=False)  # overrides the engine's
+    rel_bound: float | None = field(default=None, repr=False)  # the stated relative error
 
     def _log(self):
         if self._y_hi is None and self._y_maker is not None:
@@ -67,7 +68,7 @@ class ExactSoftmax:
         return f"{self.engine}, {self.dps} significant digits (relative error below 1e-{self.dps - 2})"
 
 
-ENGINES = ("auto", "mpmath", "dd")
+ENGINES = ("auto", "mpmath", "dd", "f64")
 
 #: ``auto`` uses the double-double engine from this many reference entries on (mpmath below:
 #: a small input shows its 50 digits, a large one is fast)
@@ -82,7 +83,24 @@ def use_dd(X, engine: str, dense: bool = False) -> bool:
 
         raise InputError(f"--engine {engine}: use one of {', '.join(ENGINES)}")
     entries = np.size(X) * (np.shape(X)[-1] if dense and np.ndim(X) else 1)
-    return engine == "dd" or (engine == "auto" and entries >= AUTO_DD_MIN)
+    return engine in ("dd", "f64") or (engine == "auto" and entries >= AUTO_DD_MIN)
+
+
+def forward_engine(X, engine: str, dtype: str) -> str:
+    """The engine of a forward run: ``auto`` is mpmath below AUTO_DD_MIN entries, and above it
+    double-double for float64 results and the float64 tier (:func:`~smcheck.engine.softmax_f64`)
+    for float32, float16 and bfloat16 ones. ``f64`` cannot judge float64 results."""
+    if engine == "f64" and dtype == "float64":
+        from .exceptions import InputError
+
+        raise InputError("--engine f64 judges float32, float16 and bfloat16 results only: "
+                         "float64 results need dd or mpmath")
+    if engine != "auto":
+        use_dd(X, engine)  # validates the name
+        return engine
+    if not use_dd(X, "auto"):
+        return "mpmath"
+    return "dd" if dtype == "float64" else "f64"
 
 
 def _split(v, hi_out, lo_out, i, mpf):
@@ -129,6 +147,14 @@ def exact_softmax(X: np.ndarray, dps: int = 50, progress: Progress | None = None
     """Exact softmax and log-softmax of every row of ``X`` (2-D float64, each row with at
     least one finite entry and no +inf or nan: the caller sets undefined rows aside).
     With ``one_minus``, also 1 - s_i (for the Jacobian's diagonal)."""
+    if engine == "f64":
+        from .engine import softmax_f64
+
+        ex = softmax_f64(X, one_minus)
+        ex.dps = dps
+        if progress is not None:
+            progress(np.size(X))
+        return ex
     if use_dd(X, engine):
         from .engine import softmax_dd
 

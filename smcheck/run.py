@@ -123,6 +123,9 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     X = Xr[rows]
     labels = rows + row_offset
     implementation.row_labels = labels
+    from .reference import forward_engine
+
+    engine = forward_engine(Xr, engine, info.name)
     tick = _ticker(progress, 3 * X.size)
     if X.shape[0]:
         case = checks.ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
@@ -172,8 +175,12 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
 MAX_DENSE = 2048
 
 
-def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled", row_offset=0):
+def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled", row_offset=0,
+             engine="auto"):
     validate_common(dps, overrides, top, metric)
+    if engine == "f64":
+        raise InputError("--engine f64 (the float64 tier) applies to forward only: use dd or "
+                         "mpmath for the derivatives")
     info = dtype_info(dtype)
     implementation = get_implementation(impl)
     x = np.asarray(x, dtype=np.float64)
@@ -233,7 +240,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
     overrides = Overrides(rtol, atol, max_ulp)
     info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            metric, row_offset)
+                                                            metric, row_offset, engine)
     _check_fd(fd)
     if max_dense < 1:
         raise InputError(f"--max-dense {max_dense}: must be >= 1")
@@ -287,6 +294,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
 
 run_jacobian.dense_reference = True  # run_rows decides the engine on n^2 entries per row
+run_forward.tiered_reference = True  # and a forward run's by the dtype too (float64 tier)
 
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
@@ -299,7 +307,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
 
     overrides = Overrides(rtol, atol, max_ulp)
     info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            row_offset=row_offset)
+                                                            row_offset=row_offset, engine=engine)
     _check_fd(fd)
     if v is None:
         from .deriv_checks import row_rng
@@ -364,7 +372,7 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
     if x is None:
         raise InputError("no input for x: give --x, --x-file, --random N or --preset NAME")
     info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            row_offset=row_offset)
+                                                            row_offset=row_offset, engine=engine)
     _check_fd(fd)
     if mode == "given":
         rows = np.arange(Xr.shape[0])

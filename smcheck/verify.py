@@ -6,6 +6,8 @@ quantity with mpmath at ``dps + 20`` digits (at least 70) and compares entry by 
 what the run used, against the precision the run's engine states:
 
 * double-double engine: relative 2^-100;
+* the float64 tier (float32, float16, bfloat16 results): the largest of its per-entry bounds
+  (|x_i - max| + ceil(log2 n) + 20) 2^-53 in the run;
 * mpmath engine at D digits: relative 10^-(D - 2), but at least 2^-104 (the results are
   float64 pairs: two correct pairs of one value may differ in the last bit of the low part);
 
@@ -40,6 +42,8 @@ PAIR_RESOLUTION = 2.0 ** -104
 def stated_bound(exact) -> float:
     """The relative error an ExactSoftmax's engine states (see the module docstring), but
     not below what a float64 pair resolves."""
+    if getattr(exact, "rel_bound", None) is not None:
+        return max(exact.rel_bound, PAIR_RESOLUTION)
     if exact.engine == "double-double":
         from .engine import shift_bound
 

@@ -140,3 +140,57 @@ def test_dd_exp_agrees_with_mpmath_to_2_to_the_minus_104():
             want = mpmath.exp(mpmath.mpf(a) + mpmath.mpf(b))
             got = mpmath.ldexp(mpmath.mpf(h) + mpmath.mpf(lo), int(kk))
             assert abs(got - want) <= 2.0 ** -104 * want, (a, b)
+
+
+# --- the float64 tier (forward, float32/float16/bfloat16 results) -----------------------------
+
+@pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(4).standard_normal(3000)
+                                                    * 12)])
+def test_float64_tier_within_its_stated_bound_of_mpmath(row):
+    from smcheck.engine import f64_bound, softmax_f64
+
+    X = np.array([row])
+    got = softmax_f64(X, one_minus=True)
+    want = exact_softmax(X, 60, one_minus=True)
+    bound = f64_bound(want.d, X.shape[1])
+    with mpmath.workdps(60):
+        for i in range(X.shape[1]):
+            w = mpmath.mpf(want.s_hi[0, i]) + mpmath.mpf(want.s_lo[0, i])
+            diff = abs(mpmath.mpf(got.s_hi[0, i]) - w)
+            if w > 1e-300:
+                assert diff <= bound[0, i] * w, (i, row[i] if len(row) < 50 else None)
+                wo = mpmath.mpf(want.om_hi[0, i]) + mpmath.mpf(want.om_lo[0, i])
+                assert abs(mpmath.mpf(got.om_hi[0, i]) - wo) <= 4 * bound[0, i] * wo + 1e-300
+            else:  # below the float64 normal range: within a float64 subnormal spacing-ish
+                assert diff <= 1e-300
+    assert got.rel_bound <= 2.0 ** -43 and "float64 tier" in got.precision
+
+
+def test_float64_tier_is_what_auto_uses_for_narrow_results():
+    x = np.random.default_rng(2).standard_normal(5000)
+    for dt, want in (("float64", "double-double"), ("float32", "float64 tier"),
+                     ("float16", "float64 tier"), ("bfloat16", "float64 tier")):
+        assert want in run_forward(x, dtype=dt).reference
+    assert "mpmath" in run_forward(x[:100], dtype="float32").reference
+    from smcheck.exceptions import InputError
+
+    with pytest.raises(InputError, match="f64"):
+        run_forward(x, dtype="float64", engine="f64")
+    with pytest.raises(InputError, match="forward only"):
+        run_vjp(x, engine="f64", dtype="float32")
+
+
+@pytest.mark.parametrize("preset_x", [np.array([50.0, 0, 0, 0]), np.array([1000.0, 999, 990]),
+                                      np.array([0.0, -100.0, -104.0, -110.0]),
+                                      np.random.default_rng(9).standard_normal(40) * 20])
+@pytest.mark.parametrize("impl", ["stable", "naive", "divfree"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("log", [False, True])
+def test_no_verdict_changes_between_the_float64_tier_and_mpmath(preset_x, impl, dtype, log):
+    a = run_forward(preset_x, impl=impl, dtype=dtype, engine="f64", log=log)
+    b = run_forward(preset_x, impl=impl, dtype=dtype, engine="mpmath", log=log)
+    assert [(c.name, c.passed) for c in a.checks] == [(c.name, c.passed) for c in b.checks]
+    assert "float64 tier" in a.reference
+    ra = next(c for c in a.checks if c.name == "reference")
+    rb = next(c for c in b.checks if c.name == "reference")
+    assert ra.max_ulp == pytest.approx(rb.max_ulp, rel=1e-6, abs=1e-6)
