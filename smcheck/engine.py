@@ -506,7 +506,7 @@ def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
         om_lo = np.where(fin, om_lo, 0.0)
     # d = fl(x - max) (-inf where masked) is the pair's hi part
     ex = ExactSoftmax(s_hi, s_lo, None, None, dh, 0, om_hi, om_lo, engine="double-double")
-    ex.state = (dh, dl, fin, m, k, mh, ml)
+    ex.state = (None, None, fin, m)  # what shifted_softmax_dd needs (the mask, the maxima)
     # log-softmax only when asked for (forward --log): a pass fewer for everything else
     ex._y_maker = lambda: map_blocks(_logs, (dh, dl, Lh[:, None], Ll[:, None]), (rows, n),
                                      (f64, f64))
