@@ -9,12 +9,17 @@ spacing of the exact value, as the mpmath engine's is).
 How each quantity stays exact enough:
 
 * d_i = x_i - max(x) as an exact pair (two_sum), so |x| up to 1e308 loses nothing;
-* exp(d) = 2^k m with k = round(d / ln 2) and m = exp(r), r = d - k ln 2 (ln 2 to 161 bits),
-  r / 2^10 by a degree-11 Taylor polynomial, then squared ten times in the form
-  p -> 2p + p^2 (p = m - 1), so no digit is lost to 1 + tiny;
+* exp(d) = 2^k 2^(j/64) exp(r): Cody and Waite's reduction r = d - (64k + j) ln2/64 (exact
+  first step, ln 2 to 161 bits), the table 2^(j/64) in pairs, exp(r) - 1 by Horner steps
+  in pairs (:func:`dd_expm1_small`); tested to 2^-104;
 * sums are pairwise in double-double (error below log2(n) 2^-106 of the sum of |terms|);
 * the per-row scalars log S = log1p(T) come from mpmath (one call per row);
 * s_i = 2^k_i (m_i / S), rescaled at the end so that underflow rounds once.
+
+The element-wise work runs in cache-sized blocks, on threads (:mod:`smcheck.blocks`). Also
+here: the shifted references of ``shift_invariance``, derived from the unshifted one
+(:func:`shifted_softmax_dd`), and the float64 tier for results narrower than float64
+(:func:`softmax_f64`), each with its own stated bound.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import numpy as np
 
 # ln 2 as a triple of float64 (from mpmath at 60 digits): 161 bits
 LN2 = (0.6931471805599453, 2.3190468138462996e-17, 5.707708438416212e-34)
-SQUARINGS = 10
 # 1/j! for j = 2..13 as pairs (from mpmath at 80 digits): plain doubles would leave 2^-53
 TAYLOR = [(0.5, 0.0), (0.16666666666666666, 9.25185853854297e-18),
           (0.041666666666666664, 2.3129646346357427e-18),
@@ -196,14 +200,6 @@ def dd_exp(dh, dl):
     s, f = two_sum(Th, qh)
     mh, ml = quick_two_sum(s, f + (Tl + ql))
     return Ki >> 6, mh, ml
-
-
-def exact_sum(hi: np.ndarray, lo: np.ndarray) -> tuple[float, float]:
-    """sum(hi + lo) as a pair, exactly rounded twice (math.fsum is exact internally)."""
-    terms = np.concatenate([hi, lo]).tolist()
-    s = math.fsum(terms)
-    terms.append(-s)
-    return s, math.fsum(terms)
 
 
 def _scale(qh, ql, k):

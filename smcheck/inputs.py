@@ -398,7 +398,7 @@ def _check_npy_header(fp, where: str, max_size: int | None, total_bytes: int, wh
         data_start = fp.tell()
     except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and tokenize:
         # ValueError, SyntaxError, tokenize.TokenError, EOFError, ... all mean a corrupt file
-        if "max_header_size" in str(exc):  # numpy's advice (allow_pickle=True) is not for us
+        if "max_header_size" in str(exc):  # numpy's advice (to allow pickles) is not for us
             raise InputError(f"{where}: corrupt or truncated {what} (header larger than "
                              "numpy reads safely)") from None
         raise InputError(f"{where}: corrupt or truncated {what} ({_one_line(exc)})") from None
