@@ -84,6 +84,36 @@ def test_large_n_dd_against_mpmath_sample():
             want = mpmath.exp(mpmath.mpf(float(x[i])) - m) / S
             got = mpmath.mpf(a.s_hi[0, i]) + mpmath.mpf(a.s_lo[0, i])
             assert abs(got - want) <= BOUND * want
+    # the fast tiers at the same n: the float64 tier, and the shifted references derived from
+    # the base (c pushes max(x) past the overflow threshold; the exact x + c rounded)
+    from smcheck.engine import f64_bound, shift_bound, shifted_softmax_dd, softmax_f64
+
+    b = softmax_f64(x[None, :])
+    c = 725.0 - float(x.max())
+    sh = shifted_softmax_dd(x[None, :], np.array([c]), a)
+    xs = x + c
+    maxD = 0.0
+    with mpmath.workdps(40):
+        m = float(x.max())
+        for i in (0, 1, 123_456, 999_999, int(np.argmax(x)), int(np.argmin(x))):
+            want = mpmath.exp(mpmath.mpf(float(x[i])) - m) / S
+            bound = f64_bound(np.array([x[i] - m]), x.size)[0]
+            assert abs(mpmath.mpf(b.s_hi[0, i]) - want) <= bound * want
+        ms = float(xs.max())
+        Ss = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - ms) for v in xs)
+    # the rounding of each x_i + c, exactly: math.fsum of three floats is exactly rounded, and
+    # fl(x + c) - (x + c) is a float
+    import math
+
+    delta = np.array([-math.fsum((float(v), c, -float(w))) for v, w in zip(x, xs)])
+    k = int(np.argmax(x))
+    maxD = float(np.max(np.abs(delta - delta[k])))
+    with mpmath.workdps(40):
+        for i in (0, 1, 123_456, 999_999, k, int(np.argmin(x))):
+            want = mpmath.exp(mpmath.mpf(float(xs[i])) - ms) / Ss
+            got = mpmath.mpf(sh.s_hi[0, i]) + mpmath.mpf(sh.s_lo[0, i])
+            assert abs(got - want) <= shift_bound(maxD, x.size) * want
+    assert shift_bound(maxD, x.size) < 2.0 ** -88
 
 
 @pytest.mark.parametrize("preset_x", [np.array([50.0, 0, 0, 0]), np.array([1000.0, 999, 990]),
