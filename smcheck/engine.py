@@ -414,8 +414,8 @@ def _shift_D(X, c, dm, fin):
 def _shift_sums(X, c, dm, fin, s_hi):
     """Per row of the block: <s, p> with p = expm1(D), and max|D|."""
     Dh, Dl, _ = _shift_D(X, c, dm, fin)
-    p = Dh + (Dl + 0.5 * Dh * Dh)  # expm1(D) for |D| <= 1e-10: D^3/6 < 2^-102
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a large D: recomputed, not used
+        p = Dh + (Dl + 0.5 * Dh * Dh)  # expm1(D) for |D| <= 1e-10: D^3/6 < 2^-102
         return np.sum(s_hi * p, axis=-1), np.max(np.abs(Dh), axis=-1)
 
 
