@@ -23,7 +23,7 @@ import numpy as np
 BLOCK = 1 << 15
 
 _threads: int | None = None
-_pool = None
+_pool: tuple | None = None  # (its size, the ThreadPoolExecutor)
 
 
 def set_threads(n: int | None) -> None:
@@ -74,17 +74,19 @@ def for_each(fn: Callable, items: list) -> None:
         for it in items:
             fn(it)
         return
-    if _pool is None or _pool._max_workers < t:
+    if _pool is None or _pool[0] < t:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max_workers=t, thread_name_prefix="smcheck-block")
-    for _ in _pool.map(fn, items):  # re-raises the first exception
+        _pool = (t, ThreadPoolExecutor(max_workers=t, thread_name_prefix="smcheck-block"))
+    for _ in _pool[1].map(fn, items):  # re-raises the first exception
         pass
 
 
-def blocks(rows: int, n: int, block: int = BLOCK) -> Iterator[tuple[slice, slice]]:
+def blocks(rows: int, n: int, block: int | None = None) -> Iterator[tuple[slice, slice]]:
     """(row slice, column slice) pairs covering a (rows, n) array, each about ``block``
-    entries: runs of whole rows when rows are short, pieces of one row when they are long."""
+    (default BLOCK) entries: runs of whole rows when rows are short, pieces of one row when
+    they are long."""
+    block = BLOCK if block is None else block
     if n >= block:
         for r in range(rows):
             for c in range(0, n, block):

@@ -228,9 +228,11 @@ def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
     """Row sums of the pairs ``terms(*block_args) -> (hi, lo, mask)``, block by block
     (see :mod:`smcheck.blocks`): each block pairwise, then the blocks' sums pairwise, so
     the bound of :func:`_row_sums` holds (the two trees together are log2(n) deep)."""
-    from .blocks import BLOCK, _cut, blocks, for_each
+    from . import blocks as B
+    from .blocks import _cut, blocks, for_each
 
     rows, n = shape
+    BLOCK = B.BLOCK
     if rows * n <= BLOCK:
         return _row_sums(*terms(*args))
     if n < BLOCK:
@@ -240,7 +242,7 @@ def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
             rs, cs = b
             Sh[rs], Sl[rs] = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
 
-        for_each(rowblock, list(blocks(rows, n)))
+        for_each(rowblock, list(blocks(rows, n, BLOCK)))
         return Sh, Sl
     nb = -(-n // BLOCK)
     Ph, Pl = np.zeros((rows, nb)), np.zeros((rows, nb))
@@ -250,7 +252,7 @@ def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
         h, lo = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
         Ph[rs, cs.start // BLOCK], Pl[rs, cs.start // BLOCK] = h, lo
 
-    for_each(piece, list(blocks(rows, n)))
+    for_each(piece, list(blocks(rows, n, BLOCK)))
     return _row_sums(Ph, Pl, np.ones(Ph.shape, dtype=bool))
 
 

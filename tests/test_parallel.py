@@ -58,3 +58,28 @@ def test_large_npy_is_memory_mapped_and_streams(tmp_path, monkeypatch):
     assert isinstance(arr, np.memmap)
     rep = run_rows(run_forward, arr, workers=1, chunk_rows=50, dtype="float32")
     assert rep.passed and rep.shape == [200, 16]
+
+
+@pytest.mark.parametrize("command", ["forward", "log_softmax", "vjp", "jacobian"])
+def test_identical_results_for_any_number_of_threads(command):
+    """The engine's blocks run on threads: the report is the same bit for bit with 1 or 3
+    (small blocks, so that a 40,000-entry input really is cut into many)."""
+    import json
+
+    import smcheck
+    from smcheck import blocks
+
+    x = np.random.default_rng(5).standard_normal((4, 10_000)) * 7
+    if command == "jacobian":
+        x = x[:1, :300]
+    docs = []
+    old = blocks.BLOCK
+    try:
+        blocks.BLOCK = 1 << 11
+        for t in (1, 3):
+            with blocks.using_threads(t):
+                rep = smcheck.check(command, x, engine="dd", dtype="float64")
+            docs.append(json.dumps(rep.to_json("v")))
+    finally:
+        blocks.BLOCK = old
+    assert docs[0] == docs[1]
