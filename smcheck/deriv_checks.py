@@ -138,7 +138,7 @@ def fsum_rows(a: np.ndarray, axis: int = -1) -> np.ndarray:
         # a whole Jacobian: x87 extended precision, pairwise along a contiguous axis, errs by
         # below (log2(n) + 8) 2^-64 of sum |terms|, under 1% of any allowance (>= 4u sum |J|)
         with np.errstate(invalid="ignore", over="ignore"):
-            out = np.sum(np.ascontiguousarray(a, dtype=np.longdouble), axis=-1)
+            out = np.sum(np.ascontiguousarray(a), axis=-1, dtype=np.longdouble)
         return np.asarray(out, dtype=np.float64)  # inf or nan where a term is not finite
     flat = a.reshape(-1, a.shape[-1])
     ok, hi, lo = _finite_sums(flat)

@@ -267,10 +267,10 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
 
                 raise ImplementationError(f"--impl {implementation.name} returned a Jacobian of "
                                           f"shape {J.shape[1:]}: expected {(n, n)}")
-            case.J = J.astype(np.float64)
-            full = np.full((Xr.shape[0], n, n), np.nan)
-            full[rows] = case.J
-            if full.size <= 4096:
+            case.J = J.astype(np.float64, copy=False)
+            if Xr.shape[0] * n * n <= RESULT_LIST_MAX:  # the JSON's "result"
+                full = np.full((Xr.shape[0], n, n), np.nan)
+                full[rows] = case.J
                 result = _result_list(full, rows, batch)
         checks_out = checks.run_checks("jacobian", case)
         precision = exact.precision
