@@ -33,21 +33,57 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     # step also cannot resolve the function's absolute rounding divided by h
     floors = [(2 * 5e-324 + (abs_resolution if f.method != "complex" else 0.0))
               / _smallest_step(f.step) for f in fd]
-    if len(fd) == 1:  # one estimate (a dense Jacobian of one row): no stacking copies
+    if len(fd) == 1:  # one estimate (a dense Jacobian of one row): views, no copies
         est = np.asarray(fd[0].value, dtype=np.float64).reshape(computed.shape)
-        err_fd = (np.asarray(fd[0].error, dtype=np.float64) + floors[0]).reshape(computed.shape)
+        err_fd = np.asarray(fd[0].error, dtype=np.float64).reshape(computed.shape)
+        floor = floors[0]
     else:
         est = np.asarray([f.value for f in fd], dtype=np.float64).reshape(computed.shape)
         err_fd = np.asarray([np.asarray(f.error, dtype=np.float64) + fl
                              for f, fl in zip(fd, floors)]).reshape(computed.shape)
+        floor = 0.0
+    allowed = np.asarray(allowed, dtype=np.float64)
+    allowed = (allowed.reshape(computed.shape) if allowed.size == computed.size else
+               np.broadcast_to(allowed, computed.shape))
+    m = _fd_maxima(computed, est, err_fd, floor, allowed, mask)
+    pos = np.unravel_index(m["flat"], computed.shape) if computed.size else (0,)
+    diff_at, allow_at, err_at = m["diff_at"], m["allow_at"], m["err_at"]
+    passed = m["passed"]
+    f0 = fd[0]
+    worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None}
+    res = CheckResult(
+        name="finite_difference", passed=passed, max_abs_err=m["max_diff"],
+        max_rel_err=m["max_rel"], max_ulp=None,
+        tolerance={"formula": "|computed - FD| <= FD error bound + the computed value's allowance",
+                   "method": f0.method, "step": float(np.max(f0.step)),
+                   "expected_accuracy": f0.expected_accuracy, "atol": m["max_allow"]},
+        worst=worst, measured=f"max |c - FD| = {fmt(m['max_diff'])} ({f0.method})",
+        allowed=f"{fmt(allow_at)} (FD error {fmt(err_at)})", statement=statement)
+    res.details["fd"] = {"method": f0.method, "expected_accuracy": f0.expected_accuracy,
+                         "max_fd_error_bound": m["max_err"]}
+    if not passed:
+        c_at = computed[pos] if mask is None or mask[pos] else 0.0
+        e_at = est[pos] if mask is None or mask[pos] else 0.0
+        res.failures.append(
+            f"row {rows[pos[0]]}{'' if worst['index'] is None else ', entry ' + str(worst['index'])}:"
+            f" computed {fmt(c_at, 10)}, finite difference {fmt(e_at, 10)} ± "
+            f"{fmt(err_at)} ({f0.method}), difference {fmt(diff_at)} > allowed "
+            f"{fmt(allow_at)}")
+    return res
+
+
+def _fd_block(c, est, err, floor, allowed, mask):
+    """The element-wise part of :func:`fd_result` on one block: (diff, allow, ratio, rel,
+    err_fd)."""
+    err = err + floor
     if mask is not None:
-        computed, est = np.where(mask, computed, 0.0), np.where(mask, est, 0.0)
-        err_fd = np.where(mask, err_fd, 0.0)
+        c, est = np.where(mask, c, 0.0), np.where(mask, est, 0.0)
+        err = np.where(mask, err, 0.0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(computed - est)
+        diff = np.abs(c - est)
         if np.isnan(diff).any():
             diff = np.where(np.isnan(diff), np.inf, diff)
-        allow = err_fd + np.asarray(allowed, dtype=np.float64).reshape(computed.shape)
+        allow = err + allowed
         ratio = diff / allow
         if not (allow > 0).all():
             ratio = np.where(allow > 0, ratio, np.where(diff > 0, np.inf, 0))
@@ -55,28 +91,40 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
         rel = diff / ae
         if not (ae > 0).all():
             rel = np.where(ae > 0, rel, diff)
-    flat = int(np.argmax(np.nan_to_num(ratio, nan=np.inf))) if ratio.size else 0
-    pos = np.unravel_index(flat, ratio.shape) if ratio.size else (0,)
-    passed = bool(np.all(diff <= allow))
-    f0 = fd[0]
-    worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None}
-    res = CheckResult(
-        name="finite_difference", passed=passed, max_abs_err=float(np.max(diff)) if diff.size else 0.0,
-        max_rel_err=float(np.max(rel)) if rel.size else 0.0, max_ulp=None,
-        tolerance={"formula": "|computed - FD| <= FD error bound + the computed value's allowance",
-                   "method": f0.method, "step": float(np.max(f0.step)),
-                   "expected_accuracy": f0.expected_accuracy, "atol": float(np.max(allow))},
-        worst=worst, measured=f"max |c - FD| = {fmt(np.max(diff))} ({f0.method})",
-        allowed=f"{fmt(allow[pos])} (FD error {fmt(err_fd[pos])})", statement=statement)
-    res.details["fd"] = {"method": f0.method, "expected_accuracy": f0.expected_accuracy,
-                         "max_fd_error_bound": float(np.max(err_fd))}
-    if not passed:
-        res.failures.append(
-            f"row {rows[pos[0]]}{'' if worst['index'] is None else ', entry ' + str(worst['index'])}:"
-            f" computed {fmt(computed[pos], 10)}, finite difference {fmt(est[pos], 10)} ± "
-            f"{fmt(err_fd[pos])} ({f0.method}), difference {fmt(diff[pos])} > allowed "
-            f"{fmt(allow[pos])}")
-    return res
+    return diff, allow, np.nan_to_num(ratio, nan=np.inf, posinf=np.inf), rel, err
+
+
+def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
+    """The reductions :func:`fd_result` reports, a block of rows at a time (the arrays as
+    2-D (N, last axis) views): maxima, whether every entry passes, and the worst entry (the
+    first largest ratio) with its difference, allowance and FD error."""
+    from .blocks import BLOCK
+
+    out = {"max_diff": 0.0, "max_rel": 0.0, "max_allow": 0.0, "max_err": 0.0, "passed": True,
+           "flat": 0, "diff_at": 0.0, "allow_at": 0.0, "err_at": 0.0}
+    if computed.size == 0:
+        return out
+    m = computed.shape[-1]
+    views = [np.reshape(a, (-1, m)) for a in (computed, est, err_fd, allowed)]
+    mk = None if mask is None else np.reshape(np.broadcast_to(mask, computed.shape), (-1, m))
+    step = max(1, BLOCK // m)
+    maxima = {k: [] for k in ("max_diff", "max_rel", "max_allow", "max_err")}
+    best = -1.0
+    for a in range(0, views[0].shape[0], step):
+        b = slice(a, a + step)
+        diff, allow, ratio, rel, err = _fd_block(*(v[b] for v in views[:3]), floor, views[3][b],
+                                                 None if mk is None else mk[b])
+        for k, arr in (("max_diff", diff), ("max_rel", rel), ("max_allow", allow),
+                       ("max_err", err)):
+            maxima[k].append(np.max(arr))
+        out["passed"] = out["passed"] and bool(np.all(diff <= allow))
+        j = int(np.argmax(ratio))
+        if ratio.flat[j] > best:  # the first largest ratio over the whole array
+            best = ratio.flat[j]
+            out.update(flat=a * m + j, diff_at=diff.flat[j], allow_at=allow.flat[j],
+                       err_at=err.flat[j])
+    out.update({k: float(np.max(np.array(v))) for k, v in maxima.items()})
+    return out
 
 
 def _fd(call, impl, *args):

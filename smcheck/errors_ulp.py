@@ -178,6 +178,17 @@ class Comparison:
             self._ulp_err = _ulp_err(self.abs_err, self.ulp)
         return self._ulp_err
 
+    def rel_err_at(self, pos) -> float:
+        """The relative error of one entry (without forming them all)."""
+        if self._rel is not None:
+            return float(self._rel[pos])
+        return float(_rel_err(np.asarray(self.abs_err[pos]), np.asarray(self.ref[pos])))
+
+    def ulp_err_at(self, pos) -> float:
+        if self._ulp_err is not None:
+            return float(self._ulp_err[pos])
+        return float(_ulp_err(np.asarray(self.abs_err[pos]), np.asarray(self.ulp[pos])))
+
     @property
     def passed(self) -> bool:
         return bool(np.all(self.ok))
@@ -190,14 +201,16 @@ class Comparison:
     def maxima(self) -> dict:
         if self.abs_err.size == 0:
             return {"max_abs_err": 0.0, "max_rel_err": 0.0, "max_ulp": 0.0}
-        if self._rel is not None or self.abs_err.ndim != 2:
+        if self._rel is not None or self.abs_err.ndim < 2:
             return {"max_abs_err": float(np.max(self.abs_err)),
                     "max_rel_err": float(np.max(self.rel_err)),
                     "max_ulp": float(np.max(self.ulp_err))}
         from .blocks import row_reduce
 
-        a, r, u = row_reduce(_maxima, (self.abs_err, self.ref, self.ulp), self.abs_err.shape, 3,
-                             ops=("max", "max", "max"))
+        # in blocks, without forming the relative and ULP errors ((rows, n, n) as (rows n, n))
+        m = self.abs_err.shape[-1]
+        args = tuple(np.reshape(a, (-1, m)) for a in (self.abs_err, self.ref, self.ulp))
+        a, r, u = row_reduce(_maxima, args, args[0].shape, 3, ops=("max", "max", "max"))
         return {"max_abs_err": float(np.max(a)), "max_rel_err": float(np.max(r)),
                 "max_ulp": float(np.max(u))}
 
@@ -440,22 +453,34 @@ def jacobian_tolerance(X: np.ndarray, d: np.ndarray, s: np.ndarray, J_abs: np.nd
     r = np.broadcast_to(r, s.shape)
     rmax = np.max(r, axis=-1, keepdims=True)
     n = s.shape[-1]
-    eye = np.eye(n, dtype=bool)[None]
+    diag = (slice(None), np.arange(n), np.arange(n))
+    # the n^2 arrays are formed in place, at most two at a time (the same roundings as the
+    # formulas in the docstring)
     if log:
-        rel = np.broadcast_to((r + 2 * u)[:, None, :], J_abs.shape).copy()
-        rel = np.where(eye, (rmax + 2 * u)[:, :, None], rel)
-        natural = s[:, None, :] + eye
+        rel = np.empty(J_abs.shape)
+        rel[...] = (r + 2 * u)[:, None, :]
+        rel[diag] = rmax + 2 * u
     else:
-        rel = r[:, :, None] + r[:, None, :] + 4 * u
-        rel = np.where(eye, (r + rmax + 4 * u)[:, :, None], rel)
-        natural = s[:, :, None] * s[:, None, :] + eye * s[:, :, None]
-    rel = np.minimum(rel, 1.0)
+        rel = r[:, :, None] + r[:, None, :]
+        rel += 4 * u
+        rel[diag] = r + rmax + 4 * u
+    np.minimum(rel, 1.0, out=rel)
     what = "[i=k] - s_k" if log else "[i=k] s_i - s_i s_k"
     if metric == "strict":
         return Tolerance(atol=4 * info.eta, rtol=rel, metric="strict",
                          formula=f"|c - J_ik| <= rho_ik*|J_ik| + 4*eta, J_ik = {what}, rho_ik "
                          "from the softmax allowances r_i, r_k (README)")
-    return Tolerance(atol=rel * natural + 4 * info.eta, rtol=None, metric="scaled",
+    if log:  # rho_ik (s_k + [i=k])
+        on_diag = rel[diag] * (s + 1.0)
+        rel *= s[:, None, :]
+        rel[diag] = on_diag
+    else:  # rho_ik (s_i s_k + [i=k] s_i)
+        natural = s[:, :, None] * s[:, None, :]
+        natural[diag] += s
+        rel *= natural
+        del natural
+    rel += 4 * info.eta
+    return Tolerance(atol=rel, rtol=None, metric="scaled",
                      formula=f"|c - J_ik| <= rho_ik*({'s_k + [i=k]' if log else 's_i s_k + [i=k] s_i'}) + 4*eta,"
                      " rho_ik from the softmax allowances r_i, r_k (README)")
 

@@ -74,6 +74,8 @@ COMPLEX_STEP = 1e-20
 # A second complex step with another significand (0.7 is not dyadic): the imaginary parts then
 # round differently, and the spread of the two results exposes cancellation inside f.
 _COMPLEX_PROBE = 0.7
+#: complex-step Jacobians evaluate f on batches of about this many entries (coordinates x n)
+COMPLEX_BLOCK = 2 ** 16
 
 COMPLEX_MESSAGE = "complex step needs a function that accepts complex input"
 
@@ -298,14 +300,23 @@ def jacobian(f, x: np.ndarray, method: str = "auto", complex_ok: bool = True) ->
     if method == "complex":
         h = np.exp2(np.round(np.log2(COMPLEX_STEP * scale)))
         h2 = _COMPLEX_PROBE * h
-        rows = np.arange(idx.size)
-        Z = _rows_with(x, idx, x[idx], dtype=np.complex128)
-        Z.imag[rows, idx] = h
-        y1 = _call(f, Z, (2,))
-        Z.imag[rows, idx] = h2
-        y2 = _call(f, Z, (2,))
-        value, error = _complex_estimate(y1.imag, y2.imag, np.abs(y1.real), h[:, None],
-                                         h2[:, None], (h / scale)[:, None], x_scale)
+        value, error = np.zeros((n_out, n)), np.zeros((n_out, n))
+        # a block of coordinates at a time: each batch stays cache-sized, and memory is the
+        # two n_out x n results, not a dozen complex n x n temporaries
+        per = max(1, COMPLEX_BLOCK // max(n, 1))
+        for a in range(0, idx.size, per):
+            b = slice(a, a + per)
+            ib, rows = idx[b], np.arange(idx[b].size)
+            Z = _rows_with(x, ib, x[ib], dtype=np.complex128)
+            Z.imag[rows, ib] = h[b]
+            y1 = _call(f, Z, (2,))
+            Z.imag[rows, ib] = h2[b]
+            y2 = _call(f, Z, (2,))
+            v, e = _complex_estimate(y1.imag, y2.imag, np.abs(y1.real), h[b, None],
+                                     h2[b, None], (h[b] / scale[b])[:, None], x_scale)
+            value[:, ib], error[:, ib] = v.T, e.T
+        step[idx] = h
+        return FDEstimate(value, error, step, method, _ACCURACY[method])
     else:
         base = CENTRAL_STEP if method == "central" else RICHARDSON_STEP
         h = _round_step(x[idx], base * scale)

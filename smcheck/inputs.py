@@ -472,7 +472,9 @@ def _one_line(exc: BaseException) -> str:
 
 def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
     """Accept any real numeric dtype as float64; a scalar becomes a length-1 vector.
-    Integers beyond 2^53 are refused: float64 cannot hold them exactly."""
+    Integers beyond 2^53 are refused: float64 cannot hold them exactly. float16 and float32
+    arrays stay as they are (float64 holds them exactly; the core converts them a chunk of rows
+    at a time, so a 32-bit batch is not doubled in memory before it is checked)."""
     kind = array.dtype.kind
     if kind in "iu" and array.size and array.dtype.itemsize >= 8:
         lim = 2 ** 53  # compared as integers: exact
@@ -489,4 +491,6 @@ def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
         raise InputError(f"{where}: expected a vector or a 2-D batch, got shape {array.shape}")
     if array.size == 0:
         raise InputError(f"{where}: empty input")
+    if kind == "f" and array.dtype.itemsize < 8 and array.dtype.isnative:
+        return np.atleast_1d(array)
     return np.array(array, dtype=np.float64, ndmin=1)

@@ -28,11 +28,25 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: the batch being checked, seen by forked worker processes without being sent to them
+_INHERITED: dict = {}
+
+
 def _call(args):
     from .blocks import set_threads
 
     set_threads(1)  # a worker process: the processes are the parallelism
+    if isinstance(args[1], tuple):  # (lo, hi): rows of the batch this process inherited
+        lo, hi = args[1]
+        x, comp = _INHERITED["x"], _INHERITED["companions"]
+        args = (args[0], x[lo:hi], {k: _part(a, lo, hi) for k, a in comp.items()}, *args[3:])
     return _run(args)
+
+
+def _part(a, lo, hi):
+    if a is None or np.ndim(a) < 2:
+        return a
+    return np.asarray(a[lo:hi])
 
 
 def _run(args):
@@ -77,24 +91,27 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
 
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
         with using_threads(workers):
-            return fn(np.asarray(x, dtype=np.float64), **companions, progress=progress, **kw)
+            return fn(np.asarray(x, dtype=np.float64), progress=progress, **kw,
+                      **{k: None if a is None else np.asarray(a, dtype=np.float64)
+                         for k, a in companions.items()})
 
-    def part(a, lo, hi):
-        if a is None or np.ndim(a) < 2:
-            return a
-        return np.asarray(a[lo:hi])
+    import multiprocessing as mp
 
+    fork = workers > 1 and "fork" in mp.get_all_start_methods()
     bounds = [(lo, min(lo + chunk_rows, rows)) for lo in range(0, rows, chunk_rows)]
     total = int(np.prod(np.shape(x)))
-    jobs = ((fn, np.asarray(x[lo:hi]), {k: part(a, lo, hi) for k, a in companions.items()},
+    # forked workers inherit the batch and are sent only their rows' bounds; otherwise
+    # (one worker, or no fork on this platform) each chunk is cut here
+    jobs = ((fn, (lo, hi) if fork else np.asarray(x[lo:hi]),
+             {} if fork else {k: _part(a, lo, hi) for k, a in companions.items()},
              lo, kw, keep_arrays, total <= RESULT_MAX) for lo, hi in bounds)
     n = int(np.shape(x)[1])
-    reports = []
+    reports: dict[int, Report] = {}  # by first row: chunks may finish out of order
 
     def done(rep, lo, hi):
         if not keep_arrays:
             rep.arrays = {}  # a streamed batch keeps only what the report needs
-        reports.append(rep)
+        reports[lo] = rep
         if progress is not None:
             progress((hi - lo) * n, total)
 
@@ -103,22 +120,44 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             for (lo, hi), job in zip(bounds, jobs):
                 done(_run(job), lo, hi)
     else:
-        import multiprocessing as mp
-        from collections import deque
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            window: deque = deque()  # at most 2 chunks per worker in flight: memory stays O(chunk)
-            for (lo, hi), job in zip(bounds, jobs):
-                window.append((lo, hi, pool.submit(_call, job)))
-                if len(window) >= 2 * workers:
-                    a, b, fut = window.popleft()
-                    done(fut.result(), a, b)
-            while window:
-                a, b, fut = window.popleft()
-                done(fut.result(), a, b)
-    return merge(reports, shape=[rows, int(np.shape(x)[1])], top=kw.get("top", 10))
+        ctx = mp.get_context("fork") if fork else None
+        _INHERITED.update(x=x, companions=companions)  # forked with the workers
+        import gc
+
+        # the collector in a forked worker would touch (and so copy) every object it
+        # inherited; frozen objects it leaves alone (unfrozen again here after the run)
+        gc.freeze()
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                _feed(pool, bounds, jobs, workers, done)
+        finally:
+            _INHERITED.clear()
+            gc.unfreeze()
+    return merge([reports[lo] for lo in sorted(reports)], shape=[rows, int(np.shape(x)[1])],
+                 top=kw.get("top", 10))
+
+
+#: chunks in flight per worker: enough that a worker never waits for the next while a slower
+#: one finishes, few enough that memory stays O(chunk)
+IN_FLIGHT = 3
+
+
+def _feed(pool, bounds, jobs, workers, done):
+    """Submit the chunks, at most IN_FLIGHT per worker at a time; each is handed to ``done``
+    as soon as it finishes, in whatever order."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pending: dict = {}
+    for (lo, hi), job in zip(bounds, jobs):
+        pending[pool.submit(_call, job)] = (lo, hi)
+        while len(pending) >= IN_FLIGHT * workers:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                done(fut.result(), *pending.pop(fut))
+    for fut in list(pending):  # the last ones, in order of submission
+        done(fut.result(), *pending.pop(fut))
 
 
 def _worst_chunk(results: list[CheckResult]) -> CheckResult:
