@@ -155,14 +155,16 @@ def builtin_jacobian(name: str, X: np.ndarray, info: DtypeInfo, log: bool = Fals
                 diag = (1 - s.astype(acc)).astype(dt).astype(acc)
         else:
             sa = s.astype(acc)
-            J = (-(sa[:, :, None] * sa[:, None, :])).astype(dt).astype(acc)
+            J = np.multiply(sa[:, :, None], sa[:, None, :])
+            np.negative(J, out=J)
+            J = J.astype(dt, copy=False).astype(acc, copy=False)
             if name == "stable":
                 diag = sa * _one_minus(s, acc)
             else:
                 diag = (sa - (sa * sa).astype(dt).astype(acc))
         idx = np.arange(n)
         J[:, idx, idx] = diag
-        return J.astype(dt)
+        return J.astype(dt, copy=False)
 
 
 def builtin_vjp(name: str, X: np.ndarray, V: np.ndarray, info: DtypeInfo) -> np.ndarray:

@@ -297,6 +297,10 @@ def dd_mul(ah, al, bh, bl):
         return np.where(bad, p, hi), np.where(bad, 0.0, lo)
 
 
+#: entries of the exact Jacobian formed at a time
+STRIP = 2 ** 16
+
+
 def exact_jacobian(ex: ExactSoftmax, log: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The exact Jacobian of each row, (rows, n, n) double-double, from the exact softmax
     (``ex`` computed with ``one_minus=True``): softmax J_ik = [i=k] s_i - s_i s_k with the
@@ -308,9 +312,14 @@ def exact_jacobian(ex: ExactSoftmax, log: bool = False) -> tuple[np.ndarray, np.
         lo = np.broadcast_to(-ex.s_lo[:, None, :], (rows, n, n)).copy()
         hi[:, idx, idx], lo[:, idx, idx] = ex.om_hi, ex.om_lo
         return hi, lo
-    hi, lo = dd_mul(ex.s_hi[:, :, None], ex.s_lo[:, :, None], ex.s_hi[:, None, :],
-                    ex.s_lo[:, None, :])
-    hi, lo = -hi, -lo
+    hi, lo = np.empty((rows, n, n)), np.empty((rows, n, n))
+    per = max(1, STRIP // max(n, 1))  # rows i of J at a time: the products' temporaries stay small
+    for a in range(0, n, per):
+        b = slice(a, a + per)
+        ph, pl = dd_mul(ex.s_hi[:, b, None], ex.s_lo[:, b, None], ex.s_hi[:, None, :],
+                        ex.s_lo[:, None, :])
+        np.negative(ph, out=hi[:, b])
+        np.negative(pl, out=lo[:, b])
     dh, dl = dd_mul(ex.s_hi, ex.s_lo, ex.om_hi, ex.om_lo)
     hi[:, idx, idx], lo[:, idx, idx] = dh, dl
     return hi, lo
