@@ -98,7 +98,7 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
     """The reductions :func:`fd_result` reports, a block of rows at a time (the arrays as
     2-D (N, last axis) views): maxima, whether every entry passes, and the worst entry (the
     first largest ratio) with its difference, allowance and FD error."""
-    from .blocks import BLOCK
+    from .blocks import blocks
 
     out = {"max_diff": 0.0, "max_rel": 0.0, "max_allow": 0.0, "max_err": 0.0, "passed": True,
            "flat": 0, "diff_at": 0.0, "allow_at": 0.0, "err_at": 0.0}
@@ -107,11 +107,9 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
     m = computed.shape[-1]
     views = [np.reshape(a, (-1, m)) for a in (computed, est, err_fd, allowed)]
     mk = None if mask is None else np.reshape(np.broadcast_to(mask, computed.shape), (-1, m))
-    step = max(1, BLOCK // m)
     maxima = {k: [] for k in ("max_diff", "max_rel", "max_allow", "max_err")}
     best = -1.0
-    for a in range(0, views[0].shape[0], step):
-        b = slice(a, a + step)
+    for b in blocks(views[0].shape[0], m):  # in row-major order: the first largest stays first
         diff, allow, ratio, rel, err = _fd_block(*(v[b] for v in views[:3]), floor, views[3][b],
                                                  None if mk is None else mk[b])
         for k, arr in (("max_diff", diff), ("max_rel", rel), ("max_allow", allow),
@@ -121,7 +119,9 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
         j = int(np.argmax(ratio))
         if ratio.flat[j] > best:  # the first largest ratio over the whole array
             best = ratio.flat[j]
-            out.update(flat=a * m + j, diff_at=diff.flat[j], allow_at=allow.flat[j],
+            jr, jc = divmod(j, ratio.shape[1])
+            out.update(flat=(b[0].start + jr) * m + (b[1].start or 0) + jc,
+                       diff_at=diff.flat[j], allow_at=allow.flat[j],
                        err_at=err.flat[j])
     out.update({k: float(np.max(np.array(v))) for k, v in maxima.items()})
     return out
@@ -353,7 +353,7 @@ def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
     (the (rows, n, n) arrays as (rows n, n) views): no n^2 temporaries."""
     from dataclasses import replace
 
-    from .blocks import BLOCK
+    from .blocks import blocks
 
     m = err.shape[-1]
     ev, rv = err.reshape(-1, m), ref.reshape(-1, m)
@@ -361,9 +361,7 @@ def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
     parts = [np.broadcast_to(a, err.shape).reshape(-1, m) if f else a
              for a, f in zip((tol.atol, tol.rtol), full)]
     ok = np.empty(ev.shape, dtype=bool)
-    step = max(1, BLOCK // max(m, 1))
-    for a in range(0, ev.shape[0], step):
-        b = slice(a, a + step)
+    for b in blocks(ev.shape[0], m):
         t = replace(tol, atol=parts[0][b] if full[0] else parts[0],
                     rtol=parts[1][b] if full[1] else parts[1])
         ok[b] = ev[b] <= t.allowed(np.abs(rv[b]))
