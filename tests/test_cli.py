@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import smcheck
+from smcheck import cli
 from smcheck.cli import main
 from smcheck.presets import PRESETS
 
@@ -133,23 +134,102 @@ def test_python_m_smcheck_version():  # subprocess: the module entry point
     assert p.stdout == f"smcheck {smcheck.__version__}\n"
 
 
-def test_help_does_not_import_heavy_modules():  # subprocess: a fresh interpreter
-    script = textwrap.dedent("""
+HEAVY = ("mpmath", "torch", "jax", "numpy", "rich")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["forward", "--help"], ["--version"], []])
+def test_help_does_not_import_heavy_modules(argv):  # subprocess: a fresh interpreter
+    script = textwrap.dedent(f"""
         import json, sys
         from smcheck.cli import main
         try:
-            main(["--help"])
+            main({argv!r})
         except SystemExit as exc:
             code = exc.code
-        print("@@" + json.dumps({"code": code, "loaded": {
-            m: m in sys.modules for m in ("mpmath", "torch", "jax", "numpy")}}))
+        print("@@" + json.dumps({{"code": code, "loaded": {{
+            m: m in sys.modules for m in {HEAVY!r}}}}}))
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout.rsplit("@@", 1)[1])
     assert info["code"] in (0, None)
-    assert info["loaded"] == {"mpmath": False, "torch": False, "jax": False, "numpy": False}
+    assert info["loaded"] == {m: False for m in HEAVY}
+
+
+def test_command_help_groups_options_under_their_panels(capsys):
+    out = run_cli(capsys, "forward", "--help").out
+    heads = [line for line in out.splitlines() if line and not line[0].isspace()]
+    assert heads == ["Usage: smcheck forward [OPTIONS] [input]", "Arguments:",
+                     "Input (exactly one source for x):", "Options:", "Common options:"]
+    common = out.split("Common options:")[1]
+    assert "--dtype" in common and "--x-file" not in common
+    assert "--x-file" in out.split("Input (exactly one source for x):")[1].split("Options:")[0]
+
+
+def test_root_help_lists_every_command_whole(capsys):
+    out = run_cli(capsys, "--help").out
+    listed = out.split("Commands:")[1]
+    for name in cli.app.registered_commands:
+        assert f"  {name.callback.__name__}  " in listed
+    assert "..." not in listed  # each command's line is its short help, not a cut sentence
+
+
+@pytest.mark.parametrize("argv", [
+    ["forward", "--help"], ["vjp", "--bogus"], ["loss", "--x"], ["presets", "--json", "x"],
+    ["jacobian", "--x", "1,2", "--dtype", "float8"], ["claims", "--dps", "abc"],
+])
+def test_one_command_app_parses_as_the_whole_app(capsys, monkeypatch, argv):
+    """main() builds only the named command: its output is the whole app's, word for word."""
+    one = run_cli(capsys, *argv)
+    monkeypatch.setattr(cli, "_app_for", lambda args: cli.app)
+    whole = run_cli(capsys, *argv)
+    assert (one.code, one.out, one.err) == (whole.code, whole.out, whole.err)
+
+
+def test_app_for_keeps_the_whole_app_unless_a_command_is_named():
+    assert cli._app_for(["--help"]) is cli.app
+    assert cli._app_for(["frobnicate", "--x", "1"]) is cli.app
+    assert cli._app_for([]) is cli.app
+    one = cli._app_for(["--version", "vjp", "--x", "1,2"])
+    assert [c.callback.__name__ for c in one.registered_commands] == ["vjp"]
+    assert len(cli.app.registered_commands) == 7  # the app itself is untouched
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--version"], 0), (["forward", "--x", "1,2,3", "--check"], 0),
+    (["forward", "--x", "1000,999,990", "--impl", "naive", "--check"], 1),
+    (["forward", "--x", "abc"], 2), (["frobnicate"], 2),
+])
+def test_program_exit_status_and_flushed_output(args, code):
+    """``python -m smcheck`` runs entry(): main's status, all of its output, no traceback."""
+    p = python_m_smcheck(*args)
+    assert p.returncode == code, p.stderr
+    assert "Traceback" not in p.stderr
+    if code == 2:
+        assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
+    else:
+        assert p.stdout.strip() and p.stderr == ""
+
+
+def test_program_output_piped_in_full():
+    """A large JSON document reaches the pipe whole although the process exits at once."""
+    p = python_m_smcheck("forward", "--random", "3000", "--json")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) > 65536  # more than a pipe's buffer and Python's
+    doc = json.loads(p.stdout)
+    assert len(doc["result"]) == 3000
+
+
+def test_program_into_a_closed_pipe_is_quiet():
+    """smcheck ... | head, the reader gone before smcheck writes: it stops with a non-zero
+    status (click's convention for a closed pipe) and says nothing more, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "smcheck", "forward", "--random", "4000",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) != 0
+    assert err == ""
 
 
 # --- the overflow example -----------------------------------------------------------------------
