@@ -491,3 +491,25 @@ def test_max_size_must_be_positive(value):
 def test_sweep_and_presets_take_no_max_size():
     assert_error(invoke("sweep", "--max-size", "5"), "--max-size")
     assert_error(invoke("presets", "--max-size", "5"), "--max-size")
+
+
+def test_python_m_smcheck_ignores_framework_files_in_the_current_directory(tmp_path):
+    """`python -m smcheck` puts the current directory first on sys.path: a numpy.py, typer.py,
+    mpmath.py or scipy.py there must not be imported in place of the real package, while
+    `--impl module:function` still finds the user's module there."""
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    markers = {}
+    for name in ("numpy", "typer", "mpmath", "scipy", "rich", "ml_dtypes"):
+        markers[name] = tmp_path / f"imported-{name}"
+        (tmp_path / f"{name}.py").write_text(TRAP.format(marker=str(markers[name])))
+    runs = [["forward", "--x", "1,2,3", "--check"],
+            ["forward", "--x", "1,2,3", "--impl", "scipy", "--check"],
+            ["forward", "--x", "1,2,3", "--impl", "usermod:softmax", "--check"],
+            ["forward", "--x", "1,2,3", "--check"]]  # the table: rich
+    for args in runs:
+        p = subprocess.run([sys.executable, "-m", "smcheck", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        if "--impl" in args and "scipy" in args and "No module named 'scipy" in p.stderr:
+            continue  # scipy not installed: nothing to shadow
+        assert p.returncode == 0, (args, p.stderr)
+    assert [name for name, m in markers.items() if m.exists()] == []
