@@ -182,7 +182,7 @@ def bench_startup():
     t, _ = timed(lambda: run(["-m", "smcheck", "--version"]), repeat=5)
     th, _ = timed(lambda: run(["-m", "smcheck", "--help"]), repeat=5)
     mods = run(["-c", "import sys; from smcheck.cli import main\ntry: main(['--help'])\n"
-                "except SystemExit: pass\nprint(sorted(m for m in ('numpy','mpmath','torch','jax')"
+                "except SystemExit: pass\nprint(sorted(m for m in ('numpy','mpmath','rich','torch','jax')"
                 " if m in sys.modules), file=sys.stderr)"]).stderr.decode().strip()
     return row("smcheck --version (--help)", "python -c pass", t, tb, t - tb,
                "start-up < 0.25 s", f"--help {th:.3f} s; heavy modules loaded by --help: {mods}")

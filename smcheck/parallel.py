@@ -9,6 +9,7 @@ chunk at a time, so a batch larger than memory streams.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable
 
 import numpy as np
@@ -30,6 +31,7 @@ def default_workers() -> int:
 
 #: the batch being checked, seen by forked worker processes without being sent to them
 _INHERITED: dict = {}
+_POOL_LOCK = threading.Lock()
 
 
 def _call(args):
@@ -123,18 +125,21 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork") if fork else None
-        _INHERITED.update(x=x, companions=companions)  # forked with the workers
         import gc
 
-        # the collector in a forked worker would touch (and so copy) every object it
-        # inherited; frozen objects it leaves alone (unfrozen again here after the run)
-        gc.freeze()
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                _feed(pool, bounds, jobs, workers, done)
-        finally:
-            _INHERITED.clear()
-            gc.unfreeze()
+        # one pool at a time: _INHERITED is what the workers forked now see (two threads of
+        # one process checking batches at once wait for each other here)
+        with _POOL_LOCK:
+            _INHERITED.update(x=x, companions=companions)  # forked with the workers
+            # the collector in a forked worker would touch (and so copy) every object it
+            # inherited; frozen objects it leaves alone (unfrozen again here after the run)
+            gc.freeze()
+            try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    _feed(pool, bounds, jobs, workers, done)
+            finally:
+                _INHERITED.clear()
+                gc.unfreeze()
     return merge([reports[lo] for lo in sorted(reports)], shape=[rows, int(np.shape(x)[1])],
                  top=kw.get("top", 10))
 

@@ -29,6 +29,21 @@ def test_identical_for_one_and_two_workers(fn, kw):
     assert [u["row"] for u in a.undefined_rows] == [7]
 
 
+def test_two_threads_with_worker_pools_each_get_their_own_batch():
+    """Forked workers see the batch through a module global: two threads of one process
+    checking different batches at once must not see each other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xa, xb = batch(), np.random.default_rng(9).standard_normal((100, 12)) * 40
+    alone = [run_rows(run_forward, x, workers=1, chunk_rows=16, dtype="float32")
+             for x in (xa, xb)]
+    with ThreadPoolExecutor(2) as threads:
+        both = list(threads.map(lambda x: run_rows(run_forward, x, workers=2, chunk_rows=16,
+                                                   dtype="float32"), [xa, xb, xb, xa]))
+    for got, want in zip(both, alone + alone[::-1]):
+        assert json.dumps(got.to_json("t")) == json.dumps(want.to_json("t"))
+
+
 def test_chunks_keep_row_numbers_and_verdicts():
     x = batch()
     whole = run_forward(x, impl="naive", engine="dd")
