@@ -1,6 +1,7 @@
 """Rows in chunks, chunks across processes, reports merged into one.
 
-A batch is cut into chunks of CHUNK_ROWS rows *whatever the number of workers*, and each chunk
+A batch is cut into chunks of rows (:func:`rows_per_chunk`, from the shape and the engine only,
+*whatever the number of workers*), and each chunk
 is checked exactly as it would be alone (rows are independent; the chunk knows its row offset),
 so the merged report is identical for 1 worker or many. A memory-mapped input is read one
 chunk at a time, so a batch larger than memory streams.
@@ -16,8 +17,13 @@ import numpy as np
 
 from .results import NO_RESULT, CheckResult, Report
 
-#: rows per chunk (about 256k entries of 4096-wide logits: a few MB per chunk in flight)
-CHUNK_ROWS = 64
+#: entries per chunk: of x, or of the Jacobian (n^2 a row) for a dense one. 2^17 keeps a
+#: chunk's temporaries at about 1 MB each, near the caches: 32 rows of 4096 logits were checked
+#: faster, and scaled better on 2 workers, than 64 rows (median of 5 runs each)
+CHUNK_ENTRIES = 2 ** 17
+#: with the mpmath engine (about 10 us an entry) a chunk is smaller, so that the workers share
+#: even a small batch
+CHUNK_ENTRIES_MPMATH = 2 ** 11
 #: the merged report lists computed values up to this many numbers (as the JSON does)
 RESULT_MAX = 4096
 
@@ -65,13 +71,22 @@ def _run(args):
     return rep
 
 
+def rows_per_chunk(n: int, dense: bool = False, engine: str = "dd") -> int:
+    """Rows per chunk for rows of n entries: CHUNK_ENTRIES of x (of J when ``dense``), fewer
+    with the mpmath engine, at least one row."""
+    per_row = max(1, n) * (max(1, n) if dense else 1)
+    budget = CHUNK_ENTRIES_MPMATH if engine == "mpmath" else CHUNK_ENTRIES
+    return max(1, budget // per_row)
+
+
 def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
-             chunk_rows: int = CHUNK_ROWS, companions: dict | None = None,
+             chunk_rows: int | None = None, companions: dict | None = None,
              progress: Callable[[int, int], None] | None = None, keep_arrays: bool = False,
              **kw) -> Report:
     """``fn(x, **kw)`` (a run_* function) over the rows of ``x`` in chunks, on ``workers``
     processes (default: every core), merged. ``companions`` are row-aligned arrays (v, t, z)
-    cut the same way; a 1-D companion is passed whole."""
+    cut the same way; a 1-D companion is passed whole. ``chunk_rows`` defaults to
+    :func:`rows_per_chunk` of the row length, the kind of reference and the engine."""
     companions = {k: a for k, a in (companions or {}).items()}
     x_is_batch = np.ndim(x) == 2
     rows = np.shape(x)[0] if x_is_batch else 1
@@ -91,6 +106,9 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             kw["engine"] = "f64"
     from .blocks import using_threads
 
+    if chunk_rows is None:
+        chunk_rows = rows_per_chunk(int(np.shape(x)[-1]) if np.ndim(x) else 1,
+                                    getattr(fn, "dense_reference", False), kw["engine"])
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
         with using_threads(workers):
             return fn(np.asarray(x, dtype=np.float64), progress=progress, **kw,
