@@ -344,7 +344,8 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
         cmp = case.compare(Xs, case.evaluate(Xs), exact)
         m = cmp.maxima()
         per_shift.append({"shift": label, "max_of_shifted_x": float(target),
-                          "passed": cmp.passed, **m, "reference": exact.precision})
+                          "passed": cmp.passed, **m, "reference": exact.precision,
+                          "reference_bound": exact.rel_bound})
         key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
         if worst_cmp is None or key > float(np.max(worst_cmp.ratio)):
             worst_cmp, worst_X, worst_label = cmp, Xs, label

@@ -382,6 +382,7 @@ def shifted_softmax_dd(X: np.ndarray, c: np.ndarray, base):
     s_hi, s_lo, d64 = map_blocks(_shift_pairs, (*args, base.s_lo, q, a), X.shape,
                                  (np.float64, np.float64, np.float64))
     ex = ExactSoftmax(s_hi, s_lo, None, None, d64, 0, engine="double-double")
+    ex.rel_bound = shift_bound(maxD, n)
     ex.precision_note = (
         f"double-double, derived from the unshifted reference by the factor exp(D), max|D| "
         f"= {maxD:.1e}: relative error below 2^{math.floor(math.log2(shift_bound(maxD, n)))}")

@@ -234,6 +234,8 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
                 continue
             if isinstance(v, list) and isinstance(details.get(k), list):
                 details[k] = details[k] + v
+            elif isinstance(v, dict) and isinstance(details.get(k), dict):
+                details[k] = _merge_by([details[k], v], None)[0]  # e.g. grad_x: the maxima
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and k == "failing_entries":
                 details[k] = details.get(k, 0) + v
             else:
@@ -261,15 +263,21 @@ def _merge_tolerance(parts: list[dict], first: dict) -> dict:
 
 
 def _merge_by(items: list[dict], key: str) -> list[dict]:
-    """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk)."""
+    """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk): numbers their
+    maximum, ``passed`` all of them; ``key`` None merges every dict into one."""
     merged: dict = {}
     for it in items:
-        m = merged.setdefault(it[key], dict(it))
+        m = merged.setdefault(None if key is None else it[key], dict(it))
+        if (it.get("reference_bound") or 0.0) > (m.get("reference_bound") or 0.0):
+            m["reference"] = it["reference"]  # the words of the weakest stated precision
         for k, v in it.items():
             if k == "passed":
                 m[k] = m[k] and v
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    m.get(k), (int, float)):
                 m[k] = max(m[k], v)
+            elif m.get(k) is None:
+                m[k] = v
     return list(merged.values())
 
 
@@ -321,9 +329,13 @@ def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
         notes += [n for n in r.notes if n not in notes and not n.startswith("no row has")]
     if not any(r.checks for r in reports):
         notes.append("no row has a defined softmax: nothing to check")
+    # the reference's words: those of the weakest precision stated by a chunk (the float64
+    # tier's bound grows with |x_i - max|), so that they hold for every row
+    stated = max((r for r in reports if r.checks), default=first,
+                 key=lambda r: r.reference_bound or 0.0)
     return Report(command=first.command, impl=first.impl, dtype=first.dtype, dps=first.dps,
-                  shape=shape, checks=checks,
-                  reference=next((r.reference for r in reports if r.checks), first.reference),
+                  shape=shape, checks=checks, reference=stated.reference,
                   undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
                   blocks=_merged_blocks(reports), options=first.options,
-                  vectors={}, result=result, arrays=arrays)
+                  vectors={}, result=result, arrays=arrays,
+                  reference_bound=stated.reference_bound)

@@ -93,6 +93,9 @@ class Report:
     vectors: dict[str, Any] = field(default_factory=dict)  # x, computed, reference (small n)
     result: Any = NO_RESULT  # computed values, input-shaped, None for undefined rows
     arrays: dict[str, Any] = field(default_factory=dict, repr=False)  # for plots; not in JSON
+    #: the relative error bound that ``reference`` states, when it depends on the input (the
+    #: float64 tier): merging chunks keeps the words of the largest. Not in JSON.
+    reference_bound: float | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:

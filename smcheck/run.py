@@ -155,6 +155,7 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
         shape=list(x.shape) if batch else [1, int(x.size)], checks=results,
         reference=precision, undefined_rows=undefined, notes=notes, blocks=blocks,
         options={"log": log, "metric": metric if log else "relative"},
+        reference_bound=None if case is None else case.exact.rel_bound,
         result=result_list if batch else result_list[0])
     if case is not None:
         cmp = case.main

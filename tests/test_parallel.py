@@ -98,3 +98,40 @@ def test_identical_results_for_any_number_of_threads(command):
     finally:
         blocks.BLOCK = old
     assert docs[0] == docs[1]
+
+
+def test_rows_per_chunk_bounds_the_entries_of_a_chunk():
+    from smcheck.parallel import CHUNK_ENTRIES, CHUNK_ENTRIES_MPMATH, rows_per_chunk
+
+    assert rows_per_chunk(4096) == 32
+    assert rows_per_chunk(10 ** 6) == 1 and rows_per_chunk(0) == CHUNK_ENTRIES
+    assert rows_per_chunk(256, dense=True) == 2 and rows_per_chunk(257, dense=True) == 1
+    assert rows_per_chunk(16, engine="mpmath") == CHUNK_ENTRIES_MPMATH // 16
+    for n in (1, 7, 100, 4096, 5000):
+        for dense in (False, True):
+            r = rows_per_chunk(n, dense)
+            per_row = n * (n if dense else 1)
+            assert r * per_row <= max(CHUNK_ENTRIES, per_row) < (r + 1) * per_row
+
+
+def test_default_chunks_give_the_report_of_one_chunk():
+    x = np.random.default_rng(3).standard_normal((70, 4096)).astype(np.float32) * 8
+    x[45, 17] = 300.0
+    whole = run_rows(run_forward, x, workers=1, chunk_rows=70, dtype="float32")
+    for workers in (1, 2):
+        parts = run_rows(run_forward, x, workers=workers, dtype="float32")  # 3 chunks of <= 32
+        assert json.dumps(parts.to_json("t")) == json.dumps(whole.to_json("t"))
+
+
+def test_merged_loss_keeps_the_maxima_of_the_gradient_in_x():
+    """The loss check's grad_x details are the maxima over every chunk, as for one chunk."""
+    x = np.random.default_rng(8).standard_normal((40, 64)) * 6
+    x[33, 5] = 90.0
+    t = np.eye(64)[np.arange(40) % 64]
+    whole = run_rows(run_loss, x, workers=1, chunk_rows=40, dtype="float32",
+                     companions={"t": t})
+    parts = run_rows(run_loss, x, workers=2, chunk_rows=6, dtype="float32",
+                     companions={"t": t})
+    gw, gp = whole.checks[0].details["grad_x"], parts.checks[0].details["grad_x"]
+    assert gp == gw
+    assert parts.passed == whole.passed
