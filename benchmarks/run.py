@@ -169,9 +169,34 @@ def bench_batch():
             t2.append(d)
     same = a == b
     med = float(np.median(t1) / np.median(t2))
+    ceiling = machine_ceiling()
     return row("batch 2000x4096 float32, 2 workers", "the same with 1 worker", min(t2), min(t1),
                min(t1) / min(t2), ">= 1.7x", f"identical JSON: {same}; fresh processes, start-up "
-               f"included, best of {BATCH_REPEAT} alternated runs (medians: {med:.2f}x)")
+               f"included, best of {BATCH_REPEAT} alternated runs (medians: {med:.2f}x); this "
+               f"machine's own ceiling: {ceiling}")
+
+
+#: a fixed pure-Python loop (no memory traffic, no numpy): what two cores give two processes
+SPIN = "s = 0\nfor i in range(4_000_000):\n    s += i * i"
+
+
+def machine_ceiling(repeat=3) -> str:
+    """Two copies of a CPU-bound loop side by side against one copy after the other, 3 times:
+    what the machine's two cores deliver to two processes right now (2.00x on two idle cores)."""
+    cmd = [sys.executable, "-c", SPIN]
+    ratios = []
+    for _ in range(repeat):
+        one, _ = timed(lambda: subprocess.run(cmd, check=True))
+
+        def pair():
+            procs = [subprocess.Popen(cmd) for _ in range(2)]
+            for p in procs:
+                p.wait()
+
+        two, _ = timed(pair)
+        ratios.append(2 * one / two)
+    return (f"2 CPU-bound processes side by side ran {min(ratios):.2f}x-{max(ratios):.2f}x as "
+            f"fast as one after the other")
 
 
 def bench_startup():
