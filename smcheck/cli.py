@@ -23,6 +23,7 @@ from typer.core import TyperCommand
 from . import __version__
 from .exceptions import SmcheckError
 
+
 class PanelCommand(TyperCommand):
     """A command whose help is plain text (click's formatter: rich is not imported for
     ``--help``, which so starts in about 0.1 s instead of 0.25 s), with the options under
