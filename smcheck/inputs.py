@@ -358,7 +358,7 @@ def _json_number(item, where: str, at: str) -> float:
 
 #: a 2-D .npy larger than this is memory-mapped, not read: the checks read it a chunk of rows
 #: at a time, so a batch larger than memory streams
-MMAP_MIN_BYTES = 64 * 2 ** 20
+MMAP_MIN_BYTES = 2 ** 20
 
 
 def _load_npy(f, where: str, path: str | None = None,

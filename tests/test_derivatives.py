@@ -225,3 +225,60 @@ def test_symmetry_finds_one_asymmetric_pair_across_tiles(i, k):
     c = next(c for c in rep.checks if c.name == "symmetry")
     assert not c.passed and sorted(c.worst["index"]) == sorted([i, k])
     assert c.max_abs_err == pytest.approx(1e-9, rel=1e-6)
+
+
+def _exact_sum(row):
+    from fractions import Fraction
+
+    return sum((Fraction(float(t)) for t in row), Fraction(0))
+
+
+@pytest.mark.parametrize("n", [5, 4095, 4096, 8192 * 3 + 17, 200_000])
+@pytest.mark.parametrize("kind", ["positive", "wide", "cancelling"])
+def test_fsum_rows_within_its_stated_bound(n, kind):
+    """Both paths of fsum_rows (double-double below LONG_SUM_MIN terms, long double by blocks
+    from it on where long double has 64 bits) against exact rational sums: the error is within
+    the stated bound of sum |terms|, plus the final rounding to float64 (u |sum|)."""
+    import math
+
+    from smcheck.deriv_checks import LONG_SUM_MIN, fsum_rows
+
+    rng = np.random.default_rng(n)
+    if kind == "positive":  # no cancellation: rounding errors pile up in one direction
+        a = 1.0 + rng.random((2, n))
+    elif kind == "wide":
+        a = rng.standard_normal((2, n)) * np.exp(rng.uniform(-30, 30, (2, n)))
+    else:  # the sum is 2^-30 of sum |terms|: its relative error is amplified 2^30 times
+        h = rng.standard_normal((2, n // 2))
+        a = np.concatenate([h, -h * (1 + 2.0 ** -30), np.zeros((2, n % 2))], axis=1)
+        a = rng.permuted(a, axis=1)
+    got = fsum_rows(a)
+    long_path = a.size >= LONG_SUM_MIN and np.finfo(np.longdouble).nmant >= 63
+    bound = ((45 + math.log2(n)) * 2.0 ** -64 if long_path
+             else math.ceil(math.log2(n)) * 2.0 ** -106)
+    for r in range(2):
+        exact = _exact_sum(a[r])
+        err = abs(float(_exact_sum([got[r]]) - exact))
+        assert err <= bound * float(np.sum(np.abs(a[r]))) + 2.0 ** -53 * abs(float(exact)), (
+            r, err)
+
+
+def test_fsum_rows_nan_for_non_finite_terms_and_any_axis():
+    from smcheck.deriv_checks import fsum_rows
+
+    rng = np.random.default_rng(3)
+    for n in (7, 9000):  # both paths
+        a = rng.standard_normal((3, n))
+        a[0, 5] = np.inf
+        a[1, 2], a[1, 3] = np.inf, -np.inf
+        got = fsum_rows(a)
+        assert np.isnan(got[0]) and np.isnan(got[1]) and np.isfinite(got[2])
+        # the largest finite doubles: their sum overflows float64, not the sum itself
+        big = np.full((1, n), np.finfo(np.float64).max)
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert not np.isfinite(fsum_rows(big)[0])  # never a wrong finite number
+    J = rng.standard_normal((2, 70, 70))
+    for axis in (-1, 1):
+        want = [[float(_exact_sum(np.moveaxis(J[r], axis if axis == -1 else 0, -1)[i]))
+                 for i in range(70)] for r in range(2)]
+        np.testing.assert_allclose(fsum_rows(J, axis=axis), want, rtol=1e-15, atol=1e-14)
