@@ -19,7 +19,7 @@ from .errors_ulp import (Comparison, Overrides, Tolerance, apply_overrides, comp
                          log_softmax_tolerance, softmax_tolerance, sum_tolerance)
 from .impls import Implementation
 from .reference import ExactSoftmax, exact_softmax
-from .results import CheckResult, Entry
+from .results import LIST_MAX, CheckResult, Entry
 
 CheckFn = Callable[[object], "CheckResult | None"]
 REGISTRY: dict[str, list[tuple[str, CheckFn]]] = {}
@@ -33,6 +33,20 @@ def register(command: str, name: str):
         return fn
 
     return deco
+
+
+#: how the merged result of a check that the generic merge cannot finish (counts, lines of
+#: its own) is finished, by check name: ``hook(merged, parts, top)``, the chunks' results in
+#: row order (parallel.merge_checks)
+MERGE: dict[str, Callable[[CheckResult, list[CheckResult]], None]] = {}
+
+
+def _score(ratio: np.ndarray, pos) -> float:
+    """The ratio at the worst entry, nan read as inf (as the worst is chosen)."""
+    if pos is None or ratio.size == 0:
+        return 0.0
+    v = float(ratio[pos])
+    return math.inf if math.isnan(v) else v
 
 
 def check_names(command: str) -> list[str]:
@@ -71,10 +85,13 @@ def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
         return []
     key = np.nan_to_num(flat, nan=np.inf, posinf=np.inf)
     if flat.size > k:
-        idx = np.argpartition(-key, k - 1)[:k]
+        # the k largest; of equal ratios at the cut, the first in row-major order
+        kth = np.partition(key, flat.size - k)[flat.size - k]
+        above = np.flatnonzero(key > kth)
+        idx = np.concatenate([above, np.flatnonzero(key == kth)[:k - above.size]])
     else:
         idx = np.arange(flat.size)
-    idx = idx[np.argsort(-key[idx], kind="stable")]
+    idx = idx[np.lexsort((idx, -key[idx]))]  # worst first, equal ratios in row-major order
     out = []
     for f in idx:
         pos = np.unravel_index(int(f), cmp.ratio.shape)
@@ -93,10 +110,14 @@ def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> str:
     numbers next to what was allowed (and the cause, when one is known)."""
     w = cmp.worst_index()
     where = f"index {w[1]}" if len(w) == 2 else "entry (" + ", ".join(map(str, w[1:])) + ")"
-    return (f"{int((~cmp.ok).sum())} of {cmp.ok.size} entries exceed their allowance; worst: "
+    return (f"{exceed_words(int((~cmp.ok).sum()), cmp.ok.size)}; worst: "
             f"row {rows[w[0]]}, {where}: computed {fmt(cmp.computed[w], 10)}, exact "
             f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed "
             f"{fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err_at(w))} ULP)" + (f" — {cause}" if cause else ""))
+
+
+def exceed_words(bad: int, size: int) -> str:
+    return f"{bad} of {size} entries exceed their allowance"
 
 
 def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
@@ -120,6 +141,8 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
                       tolerance=cmp.tolerance.to_json(info), worst=worst, measured=measured,
                       allowed=allowed, statement=statement)
     res.details["failing_entries"] = bad
+    res.score = _score(cmp.ratio, w)
+    res.merge_data["entries"] = int(cmp.ok.size)
     return res
 
 
@@ -263,7 +286,7 @@ def forward_reference(case: ForwardCase) -> CheckResult:
         lost = cmp.ok & ~strict.ok
         if lost.any():
             idx = np.argwhere(lost)
-            res.details["cancelled"] = [[int(case.rows[r]), int(i)] for r, i in idx[:100]]
+            res.details["cancelled"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
             r, i = idx[np.argmax(strict.ratio[lost])]
             res.notes.append(
                 f"{len(idx)} entr{'y' if len(idx) == 1 else 'ies'} lost relative accuracy to "
@@ -299,7 +322,8 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
         err = np.where(np.isnan(totals), np.nan, err)
         err = np.where(np.isnan(err), np.inf, err)
     ok = err <= allowed
-    r = int(np.argmax(np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1), np.inf)))
+    ratio = np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1), np.inf)
+    r = int(np.argmax(ratio))
     mx = float(np.max(err))
     res = CheckResult(
         name="normalization", passed=bool(np.all(ok)), max_abs_err=mx, max_rel_err=mx,
@@ -310,7 +334,7 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
                    "atol": float(np.max(allowed))},
         measured=f"{what} = {fmt(err[r])} (row {case.rows[r]})", allowed=fmt(allowed[r]),
         statement=f"each row of the computed {case.quantity} sums to 1"
-        + (" after exp" if case.log else ""))
+        + (" after exp" if case.log else ""), score=_score(ratio, r))
     if not res.passed:
         res.failures.append(f"row {case.rows[r]}: {what} = {fmt(err[r])} exceeds "
                             f"{fmt(allowed[r])} (sum = {fmt(totals[r], 17)})")
@@ -328,7 +352,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
     info = case.info
     targets = shift_targets(info)
     a = np.max(case.X, axis=-1, keepdims=True)
-    worst_cmp, worst_X, worst_label, per_shift = None, None, None, []
+    worst_cmp, worst_X, worst_label, per_shift, by_shift = None, None, None, [], {}
     for label, target in targets.items():
         with np.errstate(over="ignore", invalid="ignore"):
             Xs = info.round(case.X + (target - a)).astype(np.float64)
@@ -346,6 +370,9 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
         per_shift.append({"shift": label, "max_of_shifted_x": float(target),
                           "passed": cmp.passed, **m, "reference": exact.precision,
                           "reference_bound": exact.rel_bound})
+        # each shift's worst entries: a merged batch shows those of the worst shift overall
+        by_shift[label] = {"failing": int(np.count_nonzero(~cmp.ok)), "entries": top_entries(
+            cmp, Xs, case.rows, case.top, lambda r, i, Xs=Xs, cmp=cmp: case.cause(Xs, cmp, r, i))}
         key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
         if worst_cmp is None or key > float(np.max(worst_cmp.ratio)):
             worst_cmp, worst_X, worst_label = cmp, Xs, label
@@ -357,16 +384,32 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
         f"log(min subnormal) = {info.log_eta:.2f})")
     res.passed = all(p["passed"] for p in per_shift)
     res.details["shifts"] = per_shift
-    res.entries = top_entries(worst_cmp, worst_X, case.rows, case.top,
-                              lambda r, i: case.cause(worst_X, worst_cmp, r, i))
-    for p in per_shift:
-        if not p["passed"]:
-            res.failures.append(
-                f"at the {p['shift']} shift (max(x + c) = {fmt(p['max_of_shifted_x'], 4)}): "
-                f"max {fmt(p['max_ulp'])} ULP, rel {fmt(p['max_rel_err'])}"
-                + (f" — {res.entries[0].cause}" if p["shift"] == worst_label and res.entries
-                   and res.entries[0].cause else ""))
+    res.entries = by_shift[worst_label]["entries"]
+    res.merge_data.update(worst_shift=worst_label, by_shift=by_shift)
+    res.failures = _shift_lines(res)
     return res
+
+
+def _shift_lines(res: CheckResult) -> list[str]:
+    """One line per failing shift; the worst entry's cause after the worst shift's."""
+    cause = res.entries[0].cause if res.entries else ""
+    return [f"at the {p['shift']} shift (max(x + c) = {fmt(p['max_of_shifted_x'], 4)}): "
+            f"max {fmt(p['max_ulp'])} ULP, rel {fmt(p['max_rel_err'])}"
+            + (f" — {cause}" if p["shift"] == res.merge_data["worst_shift"] and cause else "")
+            for p in res.details["shifts"] if not p["passed"]]
+
+
+def _merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    from .parallel import entry_order
+
+    label = out.merge_data["worst_shift"]
+    shift = [p.merge_data["by_shift"][label] for p in parts]
+    out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
+    out.details["failing_entries"] = sum(s["failing"] for s in shift)
+    out.failures = _shift_lines(out)
+
+
+MERGE["shift_invariance"] = _merge_shifts
 
 
 @register("forward", "finite")
@@ -380,17 +423,37 @@ def forward_finite(case: ForwardCase) -> CheckResult:
     res = CheckResult(
         name="finite", passed=nbad == 0, max_abs_err=None, max_rel_err=None, max_ulp=None,
         tolerance={"formula": "no inf or nan where the exact value rounded to the dtype is finite"},
-        worst=worst, measured=f"{nbad} non-finite entr{'y' if nbad == 1 else 'ies'}",
-        allowed="0", statement=f"the computed {case.quantity} is finite wherever the exact one is")
+        worst=worst, measured=_non_finite_words(nbad), allowed="0",
+        statement=f"the computed {case.quantity} is finite wherever the exact one is")
+    counts = {label: int((bad & m).sum()) for label, m in
+              (("nan", np.isnan(case.computed)), ("inf", np.isinf(case.computed)))}
+    res.merge_data = {"count": nbad, **counts}
     if nbad:
         r, i = np.argwhere(bad)[0]
         res.worst = {"row": int(case.rows[r]), "index": int(i)}
-        kinds = []
-        for label, m in (("nan", np.isnan(case.computed)), ("inf", np.isinf(case.computed))):
-            k = int((bad & m).sum())
-            if k:
-                kinds.append(f"{k} {label}")
-        res.failures.append(f"{nbad} non-finite entries ({', '.join(kinds)}); first: row "
-                            f"{case.rows[r]}, index {i} = {case.computed[r, i]}")
-        res.details["non_finite"] = [[int(case.rows[r]), int(i)] for r, i in np.argwhere(bad)[:100]]
+        res.merge_data["first"] = f"row {case.rows[r]}, index {i} = {case.computed[r, i]}"
+        res.failures.append(_finite_line(res.merge_data))
+        res.details["non_finite"] = [[int(case.rows[r]), int(i)]
+                                     for r, i in np.argwhere(bad)[:LIST_MAX]]
     return res
+
+
+def _non_finite_words(n: int) -> str:
+    return f"{n} non-finite entr{'y' if n == 1 else 'ies'}"
+
+
+def _finite_line(d: dict) -> str:
+    kinds = ", ".join(f"{d[k]} {k}" for k in ("nan", "inf") if d[k])
+    return f"{d['count']} non-finite entries ({kinds}); first: {d['first']}"
+
+
+def _merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    d = {k: sum(p.merge_data[k] for p in parts) for k in ("count", "nan", "inf")}
+    out.measured = _non_finite_words(d["count"])
+    first = next((p for p in parts if not p.passed), None)
+    out.worst = None if first is None else first.worst
+    out.failures = [] if first is None else [_finite_line({**d, "first": first.merge_data["first"]})]
+    out.merge_data = d
+
+
+MERGE["finite"] = _merge_finite

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import finite_diff
-from .checks import comparison_result, fmt, register, top_entries, worst_failure
+from .checks import MERGE, _score, comparison_result, fmt, register, top_entries, worst_failure
 from .dtypes import DtypeInfo
 from .errors_ulp import (Comparison, Overrides, apply_overrides, compare, jacobian_tolerance,
                          quotient_tolerance, summation_allowance, vjp_tolerance)
 from .exceptions import ImplementationError, InputError
 from .impls import Implementation
 from .reference import ExactSoftmax, exact_bilinear, exact_jacobian
-from .results import CheckResult
+from .results import LIST_MAX, CheckResult
 
 
 def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FDEstimate]",
@@ -49,7 +49,8 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     pos = np.unravel_index(m["flat"], computed.shape) if computed.size else (0,)
     diff_at, allow_at, err_at = m["diff_at"], m["allow_at"], m["err_at"]
     passed = m["passed"]
-    f0 = fd[0]
+    # the method and step of the worst entry's estimate (one estimate per row, or one in all)
+    f0 = fd[int(pos[0])] if len(fd) > 1 and len(fd) == computed.shape[0] else fd[0]
     worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None}
     res = CheckResult(
         name="finite_difference", passed=passed, max_abs_err=m["max_diff"],
@@ -57,8 +58,9 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
         tolerance={"formula": "|computed - FD| <= FD error bound + the computed value's allowance",
                    "method": f0.method, "step": float(np.max(f0.step)),
                    "expected_accuracy": f0.expected_accuracy, "atol": m["max_allow"]},
-        worst=worst, measured=f"max |c - FD| = {fmt(m['max_diff'])} ({f0.method})",
-        allowed=f"{fmt(allow_at)} (FD error {fmt(err_at)})", statement=statement)
+        worst=worst, measured=_fd_words(m["max_diff"], f0.method),
+        allowed=f"{fmt(allow_at)} (FD error {fmt(err_at)})", statement=statement,
+        score=m["ratio_at"])
     res.details["fd"] = {"method": f0.method, "expected_accuracy": f0.expected_accuracy,
                          "max_fd_error_bound": m["max_err"]}
     if not passed:
@@ -70,6 +72,17 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
             f"{fmt(err_at)} ({f0.method}), difference {fmt(diff_at)} > allowed "
             f"{fmt(allow_at)}")
     return res
+
+
+def _merge_fd(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    out.measured = _fd_words(out.max_abs_err, out.tolerance["method"])
+
+
+def _fd_words(max_diff: float, method: str) -> str:
+    return f"max |c - FD| = {fmt(max_diff)} ({method})"
+
+
+MERGE["finite_difference"] = _merge_fd
 
 
 def _fd_block(c, est, err, floor, allowed, mask):
@@ -101,7 +114,7 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
     from .blocks import blocks
 
     out = {"max_diff": 0.0, "max_rel": 0.0, "max_allow": 0.0, "max_err": 0.0, "passed": True,
-           "flat": 0, "diff_at": 0.0, "allow_at": 0.0, "err_at": 0.0}
+           "flat": 0, "diff_at": 0.0, "allow_at": 0.0, "err_at": 0.0, "ratio_at": 0.0}
     if computed.size == 0:
         return out
     m = computed.shape[-1]
@@ -122,7 +135,7 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
             jr, jc = divmod(j, ratio.shape[1])
             out.update(flat=(b[0].start + jr) * m + (b[1].start or 0) + jc,
                        diff_at=diff.flat[j], allow_at=allow.flat[j],
-                       err_at=err.flat[j])
+                       err_at=err.flat[j], ratio_at=float(best))
     out.update({k: float(np.max(np.array(v))) for k, v in maxima.items()})
     return out
 
@@ -166,7 +179,7 @@ def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, 
         tolerance={"formula": "sum of the summed entries' allowances", "atol": float(np.max(allowed))},
         worst={"row": int(rows[pos[0]]), "index": int(pos[1]) if len(pos) > 1 else None},
         measured=f"max |{label}| = {fmt(sums[pos])}", allowed=fmt(allowed[pos]),
-        statement=statement)
+        statement=statement, score=_score(ratio, pos))
     if not res.passed:
         res.failures.append(f"row {rows[pos[0]]}{', index ' + str(pos[1]) if len(pos) > 1 else ''}:"
                             f" |{label}| = {fmt(sums[pos])} exceeds {fmt(allowed[pos])}")
@@ -400,7 +413,8 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             diff = np.abs((p["computed"] - p["hi"]) - p["lo"])
             diff = np.where(np.isnan(diff), np.inf, diff)
         ok = diff <= p["allowed"]
-        pos = np.unravel_index(int(np.argmax(diff / p["allowed"])), diff.shape)
+        ratio = diff / p["allowed"]
+        pos = np.unravel_index(int(np.argmax(ratio)), diff.shape)
         res = CheckResult(
             name="reference", passed=bool(np.all(ok)), max_abs_err=float(np.max(diff)),
             max_rel_err=float(np.max(diff / np.maximum(np.abs(p["hi"]), 1e-300))), max_ulp=None,
@@ -410,7 +424,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             measured=f"max |c - v^T J u| = {fmt(diff[pos])} ({case.probes} probes)",
             allowed=fmt(p["allowed"][pos]),
             statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
-            "--max-dense) agrees with the exact value")
+            "--max-dense) agrees with the exact value", score=_score(ratio, pos))
         res.notes.append(f"n = {case.X.shape[1]} > --max-dense: checked v^T J u on "
                          f"{case.probes} random probe pairs per row instead of every entry")
         if not res.passed:
@@ -428,7 +442,8 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
     lost = ~case.strict.ok
     if lost.any():
         idx = np.argwhere(lost)
-        res.details["cancelled"] = [[int(case.rows[r]), int(i), int(k)] for r, i, k in idx[:100]]
+        res.details["cancelled"] = [[int(case.rows[r]), int(i), int(k)]
+                                    for r, i, k in idx[:LIST_MAX]]
         names = ", ".join(f"({i}, {k})" for _, i, k in idx[:8])
         what = ("1 - s_k" if case.log else "s_i - s_i^2")
         line = (f"entries {names}{' ...' if len(idx) > 8 else ''} lost their relative accuracy to "
@@ -477,7 +492,8 @@ SYM_TILE = 128
 def _symmetry(J: np.ndarray, a: np.ndarray):
     """|J - J^T| against a + a^T, a strip of rows at a time (the columns it meets are read as
     contiguous runs), without forming the n x n differences. Returns (passed, max |J - J^T|,
-    worst position (row, i, k) by excess over the allowance, its allowance, max allowance)."""
+    worst position (row, i, k) by excess over the allowance, its allowance, max allowance,
+    that excess)."""
     rows, n, _ = J.shape
     passed, max_asym, max_allowed = True, 0.0, 0.0
     best = (-np.inf, (0, 0, 0), 0.0)
@@ -497,7 +513,7 @@ def _symmetry(J: np.ndarray, a: np.ndarray):
             if excess.flat[k] > best[0]:
                 i, j = divmod(k, n)
                 best = (float(excess.flat[k]), (r, i0 + i, j), float(allowed.flat[k]))
-    return passed, max_asym, best[1], best[2], max_allowed
+    return passed, max_asym, best[1], best[2], max_allowed, best[0]
 
 
 @register("jacobian", "symmetry")
@@ -512,7 +528,7 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
                          "v^T J u - u^T J v")
     J = case.J
     a = case.cmp.allowed
-    passed, max_asym, pos, allowed_at, max_allowed = _symmetry(J, a)
+    passed, max_asym, pos, allowed_at, max_allowed, excess = _symmetry(J, a)
     res = CheckResult(
         name="symmetry", passed=passed, max_abs_err=max_asym,
         max_rel_err=None, max_ulp=None,
@@ -520,7 +536,7 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
                    "atol": max_allowed},
         worst={"row": int(case.rows[pos[0]]), "index": [int(pos[1]), int(pos[2])]},
         measured=f"max |J - J^T| = {fmt(max_asym)}", allowed=fmt(allowed_at),
-        statement="the computed softmax Jacobian is symmetric")
+        statement="the computed softmax Jacobian is symmetric", score=excess)
     if not res.passed:
         res.failures.append(f"row {case.rows[pos[0]]}: J[{pos[1]}, {pos[2]}] = "
                             f"{fmt(J[pos], 10)} but J[{pos[2]}, {pos[1]}] = "
@@ -546,12 +562,38 @@ def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
     if not case.log:
         cols = fsum_rows(case.J, axis=1)
         resc = sum_check("zero_sums", "", cols, np.sum(a, axis=1), case.rows, "1^T J")
-        if not resc.passed or resc.max_abs_err > res.max_abs_err:
-            res.failures += resc.failures
-            res.passed = res.passed and resc.passed
-            res.max_abs_err = max(res.max_abs_err, resc.max_abs_err)
-            res.measured += f"; max |1^T J| = {fmt(resc.max_abs_err)}"
+        res.merge_data = {"rows": (res.passed, res.max_abs_err, res.measured, res.failures),
+                          "cols": (resc.passed, resc.max_abs_err, resc.score, resc.failures)}
+        _zero_sums_cols(res)
     return res
+
+
+def _zero_sums_cols(res: CheckResult) -> None:
+    """The columns' sums (softmax: 1^T J = 0) joined to the rows' result."""
+    passed, max_abs, measured, failures = res.merge_data["rows"]
+    c_passed, c_max, _, c_failures = res.merge_data["cols"]
+    res.passed, res.max_abs_err, res.measured, res.failures = passed, max_abs, measured, failures
+    if not c_passed or c_max > max_abs:
+        res.failures = failures + c_failures
+        res.passed = passed and c_passed
+        res.max_abs_err = max(max_abs, c_max)
+        res.measured = measured + f"; max |1^T J| = {fmt(c_max)}"
+
+
+def _merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    if not all("cols" in p.merge_data for p in parts):
+        return  # log-softmax (rows only) or probes: merged as any check
+    rows = [p.merge_data["rows"] for p in parts]
+    cols = [p.merge_data["cols"] for p in parts]
+    w = max(range(len(parts)), key=lambda i: parts[i].score)  # the rows' worst chunk
+    wc = max(range(len(parts)), key=lambda i: cols[i][2])  # the columns' worst chunk
+    out.merge_data = {
+        "rows": (all(r[0] for r in rows), max(r[1] for r in rows), rows[w][2], rows[w][3]),
+        "cols": (all(c[0] for c in cols), max(c[1] for c in cols), cols[wc][2], cols[wc][3])}
+    _zero_sums_cols(out)
+
+
+MERGE["zero_sums"] = _merge_zero_sums
 
 
 # --- vjp ----------------------------------------------------------------------------------------
@@ -760,11 +802,10 @@ def loss_zero_condition(case: LossCase) -> CheckResult:
         tolerance={"formula": "no index with t_i != 0 where z_i = 0 or |z_i| <= its rounding "
                    "floor u s_i (|v_i| + sum_j |v_j| s_j)"},
         worst=({"row": bad[0]["row"], "index": bad[0]["index"]} if bad else None),
-        measured=f"{len(exact0)} exact zero(s), {len(unreliable)} below the floor",
-        allowed="none where t_i != 0",
+        measured=_zero_words(len(exact0), len(unreliable)), allowed="none where t_i != 0",
         statement="z_i = 0 exactly when v_i = <v, s>; near it the sign of z_i and -t_i/z_i are "
         "unreliable")
-    for e in bad[:10]:
+    for e in bad[:ZERO_LINES]:
         side = (f"v_{e['index']} = {e['v_i']!r} vs <v, s> = {e['<v,s>']}, "
                 if "v_i" in e else "")
         res.failures.append(
@@ -772,8 +813,28 @@ def loss_zero_condition(case: LossCase) -> CheckResult:
             f"floor {fmt(e['floor'])}, t = {fmt(e['t_i'])}: the gradient -t/z there is "
             + ("undefined" if e["kind"] == "exact zero" else "unreliable (sign and size)"))
     res.details["zero_condition"] = {"exact_zero_indices": exact0,
-                                     "unreliable_indices": unreliable, "entries": entries[:100]}
+                                     "unreliable_indices": unreliable,
+                                     "entries": entries[:LIST_MAX]}
     return res
+
+
+#: failure lines of the zero condition: the first entries where t_i != 0, in row order
+ZERO_LINES = 10
+
+
+def _zero_words(exact: int, unreliable: int) -> str:
+    return f"{exact} exact zero(s), {unreliable} below the floor"
+
+
+def _merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    zc = out.details["zero_condition"]
+    out.measured = _zero_words(len(zc["exact_zero_indices"]), len(zc["unreliable_indices"]))
+    first = next((p for p in parts if not p.passed), None)
+    out.worst = None if first is None else first.worst
+    out.failures = [f for p in parts for f in p.failures][:ZERO_LINES]
+
+
+MERGE["zero_condition"] = _merge_zero_condition
 
 
 @register("loss", "domain")
@@ -784,13 +845,39 @@ def loss_domain(case: LossCase) -> CheckResult:
         name="domain", passed=not idx.size, max_abs_err=None, max_rel_err=None, max_ulp=None,
         tolerance={"formula": "z_i > 0 wherever t_i != 0"},
         worst=({"row": int(case.rows[idx[0][0]]), "index": int(idx[0][1])} if idx.size else None),
-        measured=f"{len(idx)} entr{'y' if len(idx) == 1 else 'ies'} with z_i <= 0 and t_i != 0",
-        allowed="0", statement="log z_i is defined wherever t_i != 0 (z_i > 0)")
+        measured=_domain_words(len(idx)), allowed="0",
+        statement="log z_i is defined wherever t_i != 0 (z_i > 0)")
+    res.merge_data = {"count": len(idx), "items": [
+        f"row {case.rows[r]} index {i} (z = {fmt(case.Z[r, i])}, t = {fmt(case.T[r, i])})"
+        for r, i in idx[:DOMAIN_ITEMS]]}
     if idx.size:
-        res.failures.append(
-            "log z_i undefined at " + ", ".join(
-                f"row {case.rows[r]} index {i} (z = {fmt(case.Z[r, i])}, t = {fmt(case.T[r, i])})"
-                for r, i in idx[:6]) + (" ..." if len(idx) > 6 else ""))
-        res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:100]]
+        res.failures.append(_domain_line(res.merge_data))
+        res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
     return res
+
+
+#: entries named in the domain check's failure line
+DOMAIN_ITEMS = 6
+
+
+def _domain_words(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'} with z_i <= 0 and t_i != 0"
+
+
+def _domain_line(d: dict) -> str:
+    return ("log z_i undefined at " + ", ".join(d["items"][:DOMAIN_ITEMS])
+            + (" ..." if d["count"] > DOMAIN_ITEMS else ""))
+
+
+def _merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    d = {"count": sum(p.merge_data["count"] for p in parts),
+         "items": [i for p in parts for i in p.merge_data["items"]][:DOMAIN_ITEMS]}
+    out.measured = _domain_words(d["count"])
+    first = next((p for p in parts if not p.passed), None)
+    out.worst = None if first is None else first.worst
+    out.failures = [_domain_line(d)] if d["count"] else []
+    out.merge_data = d
+
+
+MERGE["domain"] = _merge_domain
 

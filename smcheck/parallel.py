@@ -184,6 +184,11 @@ def _feed(pool, bounds, jobs, workers, done):
 
 
 def _worst_chunk(results: list[CheckResult]) -> CheckResult:
+    """The chunk whose worst entry one chunk of all the rows would have chosen: the first
+    largest ``score`` (the quantity each check ranks its entries by); without scores, the
+    first failing chunk, else the largest first entry or error."""
+    if all(c.score is not None for c in results):
+        return max(results, key=lambda c: c.score)  # max keeps the first of equals
     failing = [c for c in results if not c.passed]
     if failing:
         return failing[0]
@@ -198,18 +203,37 @@ def _worst_chunk(results: list[CheckResult]) -> CheckResult:
 
 
 def _max(values):
+    """The largest, nan if any is nan (as numpy's max over one chunk of all the rows)."""
     vals = [v for v in values if v is not None]
-    return max(vals) if vals else None
+    return _nanmax(*vals) if vals else None
+
+
+def _nanmax(*vals):
+    return float("nan") if any(v != v for v in vals) else max(vals)
+
+
+def entry_order(e):
+    """Worst first, as top_entries ranks them; equal ratios in row and index order."""
+    ratio = e.abs_err / e.allowed if e.allowed > 0 else (0.0 if e.abs_err == 0 else float("inf"))
+    return (-ratio if ratio == ratio else float("-inf"), e.row,
+            e.index if isinstance(e.index, tuple) else (e.index,))
 
 
 def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
+    """One check's results from consecutive chunks of rows (in row order) as one chunk of
+    all the rows would give them: maxima and counts over every chunk, the worst chunk's worst
+    entry and words, detail lists in row order (cut where a chunk's are cut); a check whose
+    headline is a count is finished by its own hook (:data:`smcheck.checks.MERGE`)."""
+    from .checks import MERGE, exceed_words
+
     w = _worst_chunk(results)
     out = CheckResult(
         name=w.name, passed=all(c.passed for c in results),
         max_abs_err=_max(c.max_abs_err for c in results),
         max_rel_err=_max(c.max_rel_err for c in results),
         max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
-        measured=w.measured, allowed=w.allowed, statement=w.statement)
+        measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
+        merge_data=dict(w.merge_data))
     if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
         from .checks import fmt
 
@@ -217,32 +241,59 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
     out.notes = list(w.notes)
     for c in results:
-        out.failures += c.failures if c is not w else []
         # one note per kind: a note's words before its first number name its kind
         kinds = {_kind(n) for n in out.notes}
         out.notes += [n for n in c.notes if _kind(n) not in kinds]
-    out.failures = w.failures + [f for f in out.failures if f not in w.failures]
+    # the worst chunk's first line (a check's summary of its worst entry), then every chunk's
+    # further lines (about single rows) in row order
+    out.failures = w.failures[:1] + [f for c in results for f in c.failures[1:]]
+    if "entries" in w.merge_data and "failing_entries" in w.details and out.failures:
+        # "N of M entries exceed their allowance" counts every chunk's entries
+        bad = sum(c.details.get("failing_entries", 0) for c in results)
+        size = sum(c.merge_data.get("entries", 0) for c in results)
+        first = exceed_words(w.details["failing_entries"], w.merge_data["entries"])
+        if out.failures[0].startswith(first):
+            out.failures[0] = exceed_words(bad, size) + out.failures[0][len(first):]
+        out.merge_data["entries"] = size
     out.failures = out.failures[:20]
-    entries = [e for c in results for e in c.entries]
-    entries.sort(key=lambda e: -(e.abs_err / e.allowed if e.allowed > 0 else
-                                 (0.0 if e.abs_err == 0 else float("inf"))))
+    entries = sorted((e for c in results for e in c.entries), key=entry_order)
     out.entries = entries[:max(top, 0)]
-    details = dict(w.details)
-    for c in results:
-        for k, v in c.details.items():
-            if c is w:
-                continue
-            if isinstance(v, list) and isinstance(details.get(k), list):
-                details[k] = details[k] + v
-            elif isinstance(v, dict) and isinstance(details.get(k), dict):
-                details[k] = _merge_by([details[k], v], None)[0]  # e.g. grad_x: the maxima
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and k == "failing_entries":
-                details[k] = details.get(k, 0) + v
-            else:
-                details.setdefault(k, v)
-    if "shifts" in details:
-        details["shifts"] = _merge_by(details["shifts"], "shift")
-    out.details = details
+    out.details = _merge_details([c.details for c in results], w.details)
+    if out.name in MERGE and w.merge_data is not None:
+        MERGE[out.name](out, results, top)
+    return out
+
+
+def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict:
+    """Details of consecutive chunks: lists concatenated in row order (those cut at LIST_MAX
+    entries cut again), dicts merged alike, ``failing_entries`` summed, other numbers the
+    worst chunk's (within a dict: the maximum, e.g. grad_x), ``shifts`` per shift."""
+    from .results import CAPPED_LISTS, LIST_MAX
+
+    out: dict = {}
+    for d in parts:
+        for k, v in d.items():
+            if k not in out:
+                out[k] = (list(v) if isinstance(v, list) else
+                          _merge_details([v], v, True) if isinstance(v, dict) else
+                          v if nested or k == "failing_entries" else worst.get(k, v))
+            elif isinstance(v, list) and isinstance(out[k], list):
+                out[k] = out[k] + v
+            elif isinstance(v, dict) and isinstance(out[k], dict):
+                out[k] = _merge_details([out[k], v], out[k], True)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    out[k], (int, float)):
+                if k == "failing_entries":
+                    out[k] = out[k] + v
+                elif nested:
+                    out[k] = _nanmax(out[k], v)
+            elif isinstance(v, bool) and nested and k == "passed":
+                out[k] = out[k] and v
+    for k in CAPPED_LISTS:
+        if isinstance(out.get(k), list):
+            out[k] = out[k][:LIST_MAX]
+    if "shifts" in out:
+        out["shifts"] = _merge_by(out["shifts"], "shift")
     return out
 
 
@@ -252,22 +303,27 @@ def _kind(note: str) -> str:
     return re.split(r"\d", note, maxsplit=1)[0]
 
 
-def _merge_tolerance(parts: list[dict], first: dict) -> dict:
-    out = dict(first)
+#: tolerance numbers that describe the worst entry (the finite-difference step of its row),
+#: not a maximum over the entries
+WORST_TOLERANCE = ("step",)
+
+
+def _merge_tolerance(parts: list[dict], worst: dict) -> dict:
+    out = dict(worst)
     for t in parts:
         for k, v in t.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                    out.get(k), (int, float)):
-                out[k] = max(out[k], v)
+                    out.get(k), (int, float)) and k not in WORST_TOLERANCE:
+                out[k] = _nanmax(out[k], v)
     return out
 
 
 def _merge_by(items: list[dict], key: str) -> list[dict]:
     """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk): numbers their
-    maximum, ``passed`` all of them; ``key`` None merges every dict into one."""
+    maximum, ``passed`` all of them."""
     merged: dict = {}
     for it in items:
-        m = merged.setdefault(None if key is None else it[key], dict(it))
+        m = merged.setdefault(it[key], dict(it))
         if (it.get("reference_bound") or 0.0) > (m.get("reference_bound") or 0.0):
             m["reference"] = it["reference"]  # the words of the weakest stated precision
         for k, v in it.items():
@@ -275,7 +331,7 @@ def _merge_by(items: list[dict], key: str) -> list[dict]:
                 m[k] = m[k] and v
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
                     m.get(k), (int, float)):
-                m[k] = max(m[k], v)
+                m[k] = _nanmax(m[k], v)
             elif m.get(k) is None:
                 m[k] = v
     return list(merged.values())

@@ -30,6 +30,12 @@ class Entry:
                 "allowed": jnum(self.allowed), "cause": self.cause}
 
 
+#: lists of entries in a check's details stop at this many (the counts cover every entry)
+LIST_MAX = 100
+#: the details' lists that are cut at LIST_MAX (the others hold one item per row or per entry)
+CAPPED_LISTS = ("non_finite", "domain_violations", "cancelled", "entries")
+
+
 @dataclass
 class CheckResult:
     """The outcome of one named check (SPEC "Check names")."""
@@ -48,6 +54,9 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)  # worth knowing although it passed
     entries: list[Entry] = field(default_factory=list)  # worst entries, worst first
     details: dict[str, Any] = field(default_factory=dict)
+    # not in the JSON; what merging the reports of chunks of rows needs (parallel.merge):
+    score: float | None = None  # what the worst entry was chosen by (its error / allowance)
+    merge_data: dict[str, Any] = field(default_factory=dict)  # counts, lines: see checks.MERGE
 
     def to_json(self, top: int | None = None) -> dict:
         out = {"name": self.name, "passed": self.passed, "statement": self.statement,

@@ -135,3 +135,49 @@ def test_merged_loss_keeps_the_maxima_of_the_gradient_in_x():
     gw, gp = whole.checks[0].details["grad_x"], parts.checks[0].details["grad_x"]
     assert gp == gw
     assert parts.passed == whole.passed
+
+
+def _merge_cases():
+    rng = np.random.default_rng(21)
+    rows, n = 7, 6
+    x = rng.standard_normal((rows, n)) * 4
+    x[2, 1], x[5, 4] = 800.0, 900.0  # the naive formula overflows in two chunks
+    x[4, 0] = -np.inf
+    v = np.tile(np.arange(1.0, n + 1), (rows, 1))
+    xz = np.zeros((rows, n))  # s uniform
+    v_zero = np.tile([1.0, 2.0, 3.0, 4.0, 5.0, 3.0], (rows, 1))  # <v, s> = 3: z_2 = z_5 = 0
+    t = np.ones((rows, n))
+    t[::2, 2] = 0.0  # even rows: t = 0 where z = 0 (allowed), odd rows fail
+    z = rng.random((rows, n))
+    z[1, 3], z[5, 0], z[6, 2] = -0.5, 0.0, -1.0  # domain violations in three chunks
+    return [
+        ("forward naive", run_forward, x, {"impl": "naive"}),
+        ("forward naive log float32", run_forward, x, {"impl": "naive", "log": True,
+                                                       "dtype": "float32"}),
+        ("forward stable float16", run_forward, x, {"dtype": "float16"}),
+        ("vjp naive", run_vjp, x, {"impl": "naive", "companions": {"v": v}}),
+        ("vjp stable", run_vjp, x, {}),
+        ("jacobian naive", run_jacobian, x, {"impl": "naive"}),
+        ("jacobian log float32", run_jacobian, x, {"log": True, "dtype": "float32"}),
+        ("loss zero condition", run_loss, xz, {"companions": {"v": v_zero, "t": t}}),
+        ("loss given z", run_loss, None, {"companions": {"z": z, "t": t}}),
+        ("loss softmax", run_loss, x, {"companions": {"t": np.eye(n)[np.arange(rows) % n]}}),
+    ]
+
+
+@pytest.mark.parametrize("case", _merge_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("chunk_rows,workers", [(1, 1), (3, 1), (3, 2)])
+def test_merged_chunks_give_the_report_of_one_chunk(case, chunk_rows, workers):
+    """Counts, worst entries (ties in row order), detail lists, failure lines and words of a
+    batch merged from chunks are those of one chunk holding every row."""
+    _, fn, x, kw = case
+    kw = dict(kw)
+    comp = kw.pop("companions", {})
+    if x is None:  # loss with a given z: the rows come from z
+        x = np.zeros_like(comp["z"])
+    one = run_rows(fn, x, workers=1, chunk_rows=x.shape[0], companions=comp, **kw)
+    parts = run_rows(fn, x, workers=workers, chunk_rows=chunk_rows, companions=comp, **kw)
+    a, b = one.to_json("t"), parts.to_json("t")
+    for ca, cb in zip(a["checks"], b["checks"]):
+        assert ca == cb, ca["name"]
+    assert a == b
