@@ -83,7 +83,7 @@ def top_entries(cmp: Comparison, X: np.ndarray, rows: np.ndarray, k: int,
     flat = cmp.ratio.ravel()
     if k == 0 or flat.size == 0:
         return []
-    key = np.nan_to_num(flat, nan=np.inf, posinf=np.inf)
+    key = np.where(np.isnan(flat), np.inf, flat) if np.isnan(flat).any() else flat
     if flat.size > k:
         # the k largest; of equal ratios at the cut, the first in row-major order
         kth = np.partition(key, flat.size - k)[flat.size - k]
