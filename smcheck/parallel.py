@@ -224,6 +224,7 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     all the rows would give them: maxima and counts over every chunk, the worst chunk's worst
     entry and words, detail lists in row order (cut where a chunk's are cut); a check whose
     headline is a count is finished by its own hook (:data:`smcheck.checks.MERGE`)."""
+    from . import deriv_checks  # noqa: F401 - registers its hooks: workers ran the checks
     from .checks import MERGE, exceed_words
 
     w = _worst_chunk(results)

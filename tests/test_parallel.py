@@ -181,3 +181,27 @@ def test_merged_chunks_give_the_report_of_one_chunk(case, chunk_rows, workers):
     for ca, cb in zip(a["checks"], b["checks"]):
         assert ca == cb, ca["name"]
     assert a == b
+
+
+def test_cli_batch_on_workers_merges_counts_in_a_fresh_process(tmp_path):
+    """The smcheck process itself runs no check when workers do (forked): the merge hooks of
+    the derivative checks must still apply. Rows of 70,000 logits: one chunk each."""
+    import subprocess
+    import sys
+
+    n, rows = 70_000, 3
+    v = np.tile(np.arange(n, dtype=float), (rows, 1))  # <v, s> = (n - 1) / 2
+    t = np.zeros((rows, n))
+    t[:, 0] = 1.0  # z_0 = s_0 (0 - <v, s>) < 0 in every row
+    t[1, 1] = 1.0
+    for name, a in (("x", np.zeros((rows, n))), ("v", v), ("t", t)):
+        np.save(tmp_path / f"{name}.npy", a)
+    out = subprocess.run(
+        [sys.executable, "-m", "smcheck", "loss", "--x-file", str(tmp_path / "x.npy"),
+         "--v-file", str(tmp_path / "v.npy"), "--t-file", str(tmp_path / "t.npy"),
+         "--workers", "2", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    doc = json.loads(out.stdout)
+    domain = next(c for c in doc["checks"] if c["name"] == "domain")
+    assert domain["domain_violations"] == [[0, 0], [1, 0], [1, 1], [2, 0]]
+    assert domain["measured"].startswith("4 entries")
+    assert domain["failures"][0].count("row ") == 4
