@@ -352,7 +352,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
     info = case.info
     targets = shift_targets(info)
     a = np.max(case.X, axis=-1, keepdims=True)
-    worst_cmp, worst_X, worst_label, per_shift, by_shift = None, None, None, [], {}
+    worst_cmp, worst_label, per_shift, by_shift = None, None, [], {}
     for label, target in targets.items():
         with np.errstate(over="ignore", invalid="ignore"):
             Xs = info.round(case.X + (target - a)).astype(np.float64)
@@ -375,7 +375,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
             cmp, Xs, case.rows, case.top, lambda r, i, Xs=Xs, cmp=cmp: case.cause(Xs, cmp, r, i))}
         key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
         if worst_cmp is None or key > float(np.max(worst_cmp.ratio)):
-            worst_cmp, worst_X, worst_label = cmp, Xs, label
+            worst_cmp, worst_label = cmp, label
     res = comparison_result(
         "shift_invariance", worst_cmp, info, case.rows,
         f"{case.quantity}(x + c) agrees with the exact {case.quantity} of the rounded x + c, "

@@ -260,7 +260,7 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     entries = sorted((e for c in results for e in c.entries), key=entry_order)
     out.entries = entries[:max(top, 0)]
     out.details = _merge_details([c.details for c in results], w.details)
-    if out.name in MERGE and w.merge_data is not None:
+    if out.name in MERGE:
         MERGE[out.name](out, results, top)
     return out
 
