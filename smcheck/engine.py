@@ -296,7 +296,8 @@ def softmax_f64(X: np.ndarray, one_minus: bool = False):
     logS = np.log1p(T)[:, None]
     with np.errstate(under="ignore", invalid="ignore"):
         s = e / S
-    zeros = np.zeros_like(s)
+    # the low parts are 0: one read-only zero for every entry, not an array of them
+    zeros = np.broadcast_to(np.float64(0.0), s.shape)
     om = None
     if one_minus:
         with np.errstate(invalid="ignore"):

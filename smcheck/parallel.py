@@ -224,8 +224,12 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     all the rows would give them: maxima and counts over every chunk, the worst chunk's worst
     entry and words, detail lists in row order (cut where a chunk's are cut); a check whose
     headline is a count is finished by its own hook (:data:`smcheck.checks.MERGE`)."""
-    from . import deriv_checks  # noqa: F401 - registers its hooks: workers ran the checks
-    from .checks import MERGE, exceed_words
+    from .checks import MERGE, REGISTRY, exceed_words
+
+    if results[0].name not in {name for name, _ in REGISTRY.get("forward", [])}:
+        # a derivative check: its module registers its hooks (workers ran the checks, so this
+        # process may not have imported it); a forward batch does not pay for that import
+        from . import deriv_checks  # noqa: F401
 
     w = _worst_chunk(results)
     out = CheckResult(

@@ -65,6 +65,11 @@ def split_rows(x: np.ndarray, info: DtypeInfo, row_offset: int = 0):
     return Xr, np.array(defined, dtype=np.int64), undefined
 
 
+def defined_rows(Xr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The rows of Xr that ``rows`` lists: Xr itself (no copy) when that is every row."""
+    return Xr if rows.size == Xr.shape[0] else Xr[rows]
+
+
 def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool) -> dict:
     """Where the naive formula exp(x_i) / sum_j exp(x_j) breaks in this dtype."""
     ov = checks.exp_overflows(X, info)
@@ -120,7 +125,7 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     x = np.asarray(x, dtype=np.float64)
     batch = x.ndim == 2
     Xr, rows, undefined = split_rows(x, info, row_offset)
-    X = Xr[rows]
+    X = defined_rows(Xr, rows)
     labels = rows + row_offset
     implementation.row_labels = labels
     from .reference import forward_engine
@@ -245,7 +250,7 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
     _check_fd(fd)
     if max_dense < 1:
         raise InputError(f"--max-dense {max_dense}: must be >= 1")
-    X = Xr[rows]
+    X = defined_rows(Xr, rows)
     n = Xr.shape[1]
     dense = n <= max_dense
     if engine == "auto":  # n^2 reference entries per row
@@ -316,7 +321,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
         v = np.array([row_rng(seed, 1, r + row_offset).standard_normal(Xr.shape[1])
                       for r in range(Xr.shape[0])])
     V = _companion("v", v, Xr.shape, info)
-    X = Xr[rows]
+    X = defined_rows(Xr, rows)
     batch = x.ndim == 2
     checks_out, result, blocks = [], None, {}
     if X.shape[0]:
@@ -379,7 +384,7 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         rows = np.arange(Xr.shape[0])
         undefined = []
     T = _companion("t", t, Xr.shape, info)[rows]
-    X = Xr[rows]
+    X = defined_rows(Xr, rows)
     kw = {}
     if mode == "given":
         Zexact = _companion("z", z, Xr.shape, info)
