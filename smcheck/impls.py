@@ -78,13 +78,13 @@ def _by_rows(fn, X: np.ndarray) -> np.ndarray:
 
     step = max(1, BLOCK // X.shape[1])
     parts = [slice(r, r + step) for r in range(0, X.shape[0], step)]
-    out: list = [None] * len(parts)
+    out = np.empty(X.shape, dtype=np.result_type(X.dtype, np.float64))  # fn's result type
 
     def one(i):
-        out[i] = fn(X[parts[i]])
+        out[parts[i]] = fn(X[parts[i]])
 
     for_each(one, list(range(len(parts))))
-    return np.concatenate(out, axis=0)
+    return out
 
 
 def exact_formula(name: str, log: bool = False):
@@ -105,15 +105,17 @@ def exact_formula(name: str, log: bool = False):
             a = np.take_along_axis(X, np.argmax(re, axis=-1)[..., None], axis=-1)
             if name == "naive":
                 e = np.exp(X)
-                sm = e / np.sum(e, axis=-1, keepdims=True)
-                return np.log(sm) if log else sm
+                e /= np.sum(e, axis=-1, keepdims=True)
+                return np.log(e, out=e) if log else e
             if name == "divfree":
                 lse = a + np.log(np.sum(np.exp(X - a), axis=-1, keepdims=True))
                 return X - lse if log else np.exp(X - lse)
             d = X - a
+            if not log:  # in place: one array of the row's size, not three
+                e = np.exp(d, out=d)
+                e /= np.sum(e, axis=-1, keepdims=True)
+                return e
             e = np.exp(d)
-            if not log:
-                return e / np.sum(e, axis=-1, keepdims=True)
             first = np.zeros(X.shape, dtype=bool)
             np.put_along_axis(first, np.argmax(re, axis=-1)[..., None], True, axis=-1)
             T = np.sum(np.where(first, 0, e), axis=-1, keepdims=True)
