@@ -153,15 +153,8 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             # inherited; frozen objects it leaves alone (unfrozen again here after the run)
             gc.freeze()
             try:
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-                try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                     _feed(pool, bounds, jobs, workers, done)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-                # every chunk is in: the workers exit while the reports are merged (their
-                # exit is joined by the pool's own thread)
-                pool.shutdown(wait=False)
             finally:
                 _INHERITED.clear()
                 gc.unfreeze()
