@@ -76,7 +76,7 @@ def fresh(*args) -> tuple[float, float]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _PROGRAM, *map(str, args), "--json"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         check=True, cwd=os.path.dirname(HERE))
+                         check=True, cwd=os.path.dirname(HERE), timeout=600)
     seconds = time.perf_counter() - t0
     kb = [line.split()[1] for line in out.stderr.splitlines() if line.startswith("VmHWM")]
     return seconds, (int(kb[0]) / 1024 if kb else float("nan"))
@@ -188,7 +188,8 @@ def bench_batch():
         def run(workers):
             out = subprocess.run([sys.executable, "-m", "smcheck", "forward", "--x-file", path,
                                   "--dtype", "float32", "--workers", str(workers), "--json"],
-                                 capture_output=True, check=True, cwd=os.path.dirname(HERE))
+                                 capture_output=True, check=True, cwd=os.path.dirname(HERE),
+                                 timeout=600)
             return out.stdout
 
         # alternated, so that a slow spell of this shared machine falls on both
