@@ -358,7 +358,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
         f"{info.log_max:.2f}) and at {fmt(targets['underflow'], 4)} (all x below "
         f"log(min subnormal) = {info.log_eta:.2f})")
     # each shift's arrays are dropped once its result is taken: the second shift does not
-    # hold the first's (a fifth of the peak memory of a 10^6-entry forward run: 266 -> 201 MB)
+    # hold the first's (a fifth of the peak memory of a 10^6-entry forward run: 266 -> 209 MB)
     res, worst_key, worst_label, per_shift, by_shift = None, None, None, [], {}
     for label, target in targets.items():
         with np.errstate(over="ignore", invalid="ignore"):
