@@ -7,7 +7,9 @@ Not part of the test suite's pass/fail: timings depend on the machine. Each line
 workload, the baseline, both times, the ratio and the target from the performance issue.
 forward, jacobian and vjp run the command itself (``smcheck ... --json`` in this process, so
 input, reference, checks and JSON are all timed), once on a small input first (imports,
-tables, thread pool), as the baselines run after smcheck has imported numpy and mpmath.
+tables, thread pool), as the baselines run after smcheck has imported numpy and mpmath;
+then once more in a fresh ``smcheck`` process, for the time and peak RSS a user sees. The
+batch row runs fresh processes only.
 """
 
 from __future__ import annotations
