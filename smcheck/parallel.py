@@ -140,9 +140,6 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             for (lo, hi), job in zip(bounds, jobs):
                 done(_run(job), lo, hi)
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("fork") if fork else None
         import gc
 
         # one pool at a time: _INHERITED is what the workers forked now see (two threads of
@@ -153,8 +150,13 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             # inherited; frozen objects it leaves alone (unfrozen again here after the run)
             gc.freeze()
             try:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                    _feed(pool, bounds, jobs, workers, done)
+                if fork:
+                    _forked(bounds, list(jobs), workers, done)
+                else:
+                    from concurrent.futures import ProcessPoolExecutor
+
+                    with ProcessPoolExecutor(max_workers=workers) as pool:
+                        _feed(pool, bounds, jobs, workers, done)
             finally:
                 _INHERITED.clear()
                 gc.unfreeze()
@@ -168,8 +170,8 @@ IN_FLIGHT = 3
 
 
 def _feed(pool, bounds, jobs, workers, done):
-    """Submit the chunks, at most IN_FLIGHT per worker at a time; each is handed to ``done``
-    as soon as it finishes, in whatever order."""
+    """Submit the chunks to a process pool (where there is no fork), at most IN_FLIGHT per
+    worker at a time; each is handed to ``done`` as soon as it finishes, in whatever order."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     pending: dict = {}
@@ -181,6 +183,191 @@ def _feed(pool, bounds, jobs, workers, done):
                 done(fut.result(), *pending.pop(fut))
     for fut in list(pending):  # the last ones, in order of submission
         done(fut.result(), *pending.pop(fut))
+
+
+_STOP = -1  # the chunk number that tells a forked worker to exit
+
+
+def _forked(bounds, jobs, workers, done):
+    """The chunks on ``workers`` forked processes. They take the numbers of the next chunks
+    from one shared pipe, each as soon as it is free (4-byte writes and reads of a pipe are
+    atomic), and send each report back on a pipe of their own. The parent only hands out
+    numbers and reads reports. A process pool's threads, queues and pickled jobs cost the
+    parent twice the CPU (60 against 30 ms, medians of 10 runs of 2000 x 4096 float32 on 2
+    workers), taken from the workers when there are as many as cores; the whole run took 3%
+    longer (1.23 against 1.19 s).
+
+    A worker's exception is raised here (the others are stopped); a worker that dies (killed,
+    out of memory) is an error that says so."""
+    import pickle
+    import selectors
+    import struct
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):  # a child must not write the parent's buffers
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    task_r, task_w = os.pipe()
+    kids: dict[int, int] = {}  # result pipe -> pid
+    sel = selectors.DefaultSelector()
+    sent = received = 0
+    ok = False
+    try:
+        for _ in range(workers):
+            res_r, res_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child: its coverage is not collected
+                os.close(task_w)
+                os.close(res_r)
+                for fd in kids:
+                    os.close(fd)
+                _worker(task_r, res_w, jobs)
+            os.close(res_w)
+            kids[res_r] = pid
+            sel.register(res_r, selectors.EVENT_READ)
+        os.close(task_r)
+        task_r = -1
+
+        def top_up():  # at most two numbers a worker not yet taken or finished
+            nonlocal sent
+            k = min(len(bounds) - sent, 2 * workers - (sent - received))
+            if k > 0:
+                os.write(task_w, struct.pack(f"{k}i", *range(sent, sent + k)))
+                sent += k
+                if sent == len(bounds):
+                    os.write(task_w, struct.pack(f"{workers}i", *[_STOP] * workers))
+
+        top_up()
+        while received < len(bounds):
+            if not sel.get_map():
+                raise RuntimeError("the worker processes exited before every chunk was checked")
+            for key, _ in sel.select():
+                msg = _receive(key.fd)
+                if msg is None:  # the worker exited
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    _reap(kids.pop(key.fd))
+                    continue
+                i, good, payload = pickle.loads(msg)
+                if not good:
+                    raise payload
+                received += 1
+                done(payload, *bounds[i])
+                top_up()
+        ok = True
+    finally:
+        if task_r >= 0:
+            os.close(task_r)
+        os.close(task_w)  # a worker still waiting for a number reads the end and exits
+        if not ok:  # stop the others at once: their reports would not be used
+            import signal
+
+            for pid in kids.values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # pragma: no cover - already gone
+                    pass
+        failed = None
+        for fd, pid in kids.items():
+            sel.unregister(fd)
+            os.close(fd)
+            if ok:
+                try:
+                    _reap(pid)
+                except Exception as exc:  # pragma: no cover - a worker failing at its exit
+                    failed = failed or exc
+            else:
+                os.waitpid(pid, 0)
+        sel.close()
+    if failed is not None:  # pragma: no cover
+        raise failed
+
+
+def _receive(fd: int) -> bytes | None:
+    """One length-prefixed message from a worker's pipe; None at its end."""
+    import struct
+
+    head = _read(fd, 8)
+    if head is None:
+        return None
+    (size,) = struct.unpack("q", head)
+    body = _read(fd, size)
+    if body is None:
+        raise RuntimeError("a worker process exited while sending a report")
+    return body
+
+
+def _read(fd: int, size: int) -> bytes | None:
+    parts, left = [], size
+    while left:
+        b = os.read(fd, min(left, 1 << 20))
+        if not b:
+            if left == size:
+                return None
+            raise RuntimeError("a worker process exited while sending a report")
+        parts.append(b)
+        left -= len(b)
+    return b"".join(parts)
+
+
+def _reap(pid: int) -> None:
+    """Wait for a worker; one killed by a signal or exiting with an error is an error."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        import signal
+
+        sig = signal.Signals(os.WTERMSIG(status)).name
+        from .exceptions import SmcheckError
+
+        raise SmcheckError(f"a worker process was killed ({sig})"
+                           + (", most likely for want of memory: try fewer --workers"
+                              if sig == "SIGKILL" else ""))
+    if os.WEXITSTATUS(status):
+        raise RuntimeError(f"a worker process exited with status {os.WEXITSTATUS(status)}")
+
+
+def _worker(task_r: int, res_w: int, jobs) -> None:  # pragma: no cover - runs in a child
+    """A forked worker: check the chunks whose numbers it reads, send back each report (or
+    the exception it raised); exit at the stop number or the end of the pipe."""
+    import pickle
+    import struct
+    import sys
+
+    code = 0
+    try:
+        out = os.fdopen(res_w, "wb")
+        while True:
+            b = os.read(task_r, 4)
+            if len(b) < 4:
+                break
+            (i,) = struct.unpack("i", b)
+            if i == _STOP:
+                break
+            try:
+                msg = (i, True, _call(jobs[i]))
+            except Exception as exc:  # sent to the parent, which raises it
+                try:
+                    pickle.loads(pickle.dumps(exc))
+                except Exception:
+                    exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+                msg = (i, False, exc)
+            data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(struct.pack("q", len(data)))
+            out.write(data)
+            out.flush()
+            if not msg[1]:
+                break
+    except BaseException:  # interrupted, or the parent is gone: exit without a word
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def _worst_chunk(results: list[CheckResult]) -> CheckResult:

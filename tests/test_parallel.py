@@ -205,3 +205,100 @@ def test_cli_batch_on_workers_merges_counts_in_a_fresh_process(tmp_path):
     assert domain["domain_violations"] == [[0, 0], [1, 0], [1, 1], [2, 0]]
     assert domain["measured"].startswith("4 entries")
     assert domain["failures"][0].count("row ") == 4
+
+
+# --- forked workers: what a worker raises, or dies of, reaches the caller ---------------------
+
+needs_fork = pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="worker processes are forked only where there is fork")
+
+
+class _Deadline:
+    """Fails the test instead of hanging it, should waiting for the workers never end."""
+
+    def __enter__(self):
+        import signal
+
+        def late(*_):
+            raise AssertionError("the workers were not stopped within 60 s")
+
+        self.old = signal.signal(signal.SIGALRM, late)
+        signal.alarm(60)
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+def _no_children_left():
+    import os
+
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def _failing_at(row, action):
+    def fn(x, row_offset=0, **kw):
+        if row_offset == row:
+            action()
+        return run_forward(x, row_offset=row_offset, **kw)
+    return fn
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a, b):  # pickle re-creates it with one argument: it cannot come back
+        super().__init__(f"{a} and {b}")
+
+
+def _raise(exc):
+    def go():
+        raise exc
+    return go
+
+
+@needs_fork
+@pytest.mark.parametrize("exc,kind,words", [
+    (ValueError("chunk at row 64 is bad"), ValueError, "chunk at row 64 is bad"),
+    (_Unpicklable("this", "that"), RuntimeError, "_Unpicklable: this and that")])
+def test_an_exception_in_a_worker_is_raised_to_the_caller(exc, kind, words):
+    with _Deadline(), pytest.raises(kind, match=words):
+        run_rows(_failing_at(64, _raise(exc)), batch(), workers=2, chunk_rows=16,
+                 dtype="float32")
+    _no_children_left()
+
+
+@needs_fork
+def test_a_killed_worker_is_an_error_that_says_so():
+    import os
+    import signal
+
+    from smcheck.exceptions import SmcheckError
+
+    with _Deadline(), pytest.raises(SmcheckError, match=r"killed \(SIGKILL\).*fewer --workers"):
+        run_rows(_failing_at(64, lambda: os.kill(os.getpid(), signal.SIGKILL)), batch(),
+                 workers=2, chunk_rows=16, dtype="float32")
+    _no_children_left()
+
+
+@needs_fork
+def test_a_worker_that_exits_quietly_is_not_a_silent_gap_in_the_report():
+    import os
+
+    with _Deadline(), pytest.raises(RuntimeError, match="before every chunk was checked"):
+        run_rows(_failing_at(64, lambda: os._exit(0)), batch(), workers=2, chunk_rows=16,
+                 dtype="float32")
+    _no_children_left()
+
+
+def test_reports_larger_than_a_pipe_come_back_whole():
+    """keep_arrays sends each chunk's arrays back (MBs, past a pipe's 64 KB buffer)."""
+    x = np.random.default_rng(3).standard_normal((96, 4096))
+    a = run_rows(run_forward, x, workers=1, chunk_rows=32, keep_arrays=True, dtype="float32")
+    b = run_rows(run_forward, x, workers=2, chunk_rows=32, keep_arrays=True, dtype="float32")
+    assert a.arrays.keys() == b.arrays.keys() and a.arrays["ulp_err"].shape == (96, 4096)
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+    assert json.dumps(a.to_json("t")) == json.dumps(b.to_json("t"))
