@@ -215,9 +215,14 @@ def _forked(bounds, jobs, workers, done):
     sent = received = 0
     ok = False
     try:
-        for _ in range(workers):
+        for _ in range(min(workers, len(bounds))):  # no more processes than chunks
             res_r, res_w = os.pipe()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except BaseException:
+                os.close(res_r)
+                os.close(res_w)
+                raise
             if pid == 0:  # pragma: no cover - the child: its coverage is not collected
                 os.close(task_w)
                 os.close(res_r)
@@ -232,12 +237,12 @@ def _forked(bounds, jobs, workers, done):
 
         def top_up():  # at most two numbers a worker not yet taken or finished
             nonlocal sent
-            k = min(len(bounds) - sent, 2 * workers - (sent - received))
+            k = min(len(bounds) - sent, 2 * len(kids) - (sent - received))
             if k > 0:
                 os.write(task_w, struct.pack(f"{k}i", *range(sent, sent + k)))
                 sent += k
                 if sent == len(bounds):
-                    os.write(task_w, struct.pack(f"{workers}i", *[_STOP] * workers))
+                    os.write(task_w, struct.pack(f"{len(kids)}i", *[_STOP] * len(kids)))
 
         top_up()
         while received < len(bounds):
@@ -339,8 +344,8 @@ def _worker(task_r: int, res_w: int, jobs) -> None:  # pragma: no cover - runs i
     try:
         out = os.fdopen(res_w, "wb")
         while True:
-            b = os.read(task_r, 4)
-            if len(b) < 4:
+            b = _read(task_r, 4)  # every write and read of it is whole numbers: 4 bytes
+            if b is None:  # the parent is gone, or stopped the run
                 break
             (i,) = struct.unpack("i", b)
             if i == _STOP:
