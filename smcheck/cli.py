@@ -104,8 +104,9 @@ Atol = Annotated[Optional[float], typer.Option(
 MaxUlp = Annotated[Optional[float], typer.Option(
     "--max-ulp", help="largest error in ULPs of the dtype", rich_help_panel=COMMON,
     show_default=False)]
-Check = Annotated[bool, typer.Option("--check", help="exit 1 if any check fails",
-                                     rich_help_panel=COMMON)]
+Check = Annotated[bool, typer.Option(
+    "--check", help="make the verdict the exit status: 1 if a check of the implementation "
+    "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
                                     rich_help_panel=COMMON)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit status only",
@@ -124,6 +125,14 @@ Verify = Annotated[bool, typer.Option(
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", help="processes for the rows of a batch (default: every core); the results "
     "are the same for any number", rich_help_panel=COMMON, show_default=False)]
+AllowFtz = Annotated[bool, typer.Option(
+    "--allow-ftz", help="accept subnormal results flushed to zero (FTZ/DAZ arithmetic, as on "
+    "GPUs and XLA's CPU backend); by default they fail, named as flush-to-zero",
+    rich_help_panel=COMMON)]
+StrictDtype = Annotated[bool, typer.Option(
+    "--strict-dtype", help="fail an implementation that does not compute in --dtype (returns "
+    "arrays of another dtype, or values the dtype cannot hold); by default it is a note",
+    rich_help_panel=COMMON)]
 Metric = Annotated[str, typer.Option(
     "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
     "strict (componentwise relative)", rich_help_panel=COMMON)]
@@ -201,7 +210,7 @@ def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
         sys.stdout.write(to_json_text(report, __version__, top) + "\n")
     elif not quiet:
         render(report, make_console(), top)
-    raise typer.Exit(1 if check and not report.passed else 0)
+    raise typer.Exit(report.exit_status(check))
 
 
 @app.command(cls=PanelCommand, short_help="Check softmax or log-softmax entry by entry.")
@@ -217,6 +226,7 @@ def forward(
         "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
     workers: Workers = None, verify_reference: Verify = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
@@ -225,7 +235,8 @@ def forward(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run(run_forward, src, not quiet, x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
-                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference)
+                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
+                  verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype)
     if plot:
         from .plot import plot_forward
 
@@ -323,6 +334,7 @@ def jacobian(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
@@ -332,7 +344,8 @@ def jacobian(
     report = _run(run_jacobian, src, not quiet, x=src.array, workers=workers, impl=impl,
                   dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference)
+                  atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference,
+                  allow_ftz=allow_ftz, strict_dtype=strict_dtype)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -345,6 +358,7 @@ def vjp(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
@@ -356,7 +370,8 @@ def vjp(
     report = _run(run_vjp, src, not quiet, x=src.array, workers=workers,
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine, verify=verify_reference)
+                  engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
+                  strict_dtype=strict_dtype)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -379,6 +394,7 @@ def loss(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
@@ -404,7 +420,8 @@ def loss(
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
                   dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine, verify=verify_reference)
+                  engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
+                  strict_dtype=strict_dtype)
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
@@ -455,7 +472,7 @@ def sweep(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw the matrix as an image (needs matplotlib)",
         show_default=False)] = None,
-    dps: Dps = 50, seed: Seed = 0, engine: Engine = "auto",
+    dps: Dps = 50, seed: Seed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
     check: Check = False, json: Json = False, quiet: Quiet = False,
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
@@ -464,7 +481,8 @@ def sweep(
     dts = resolve_dtypes(dtype or ["float64"])
     bar = SweepProgress(enabled=not quiet)
     try:
-        res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar)
+        res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar,
+                        allow_ftz=allow_ftz)
     finally:
         bar.close()
     if junit:

@@ -214,6 +214,10 @@ class Implementation:
     #: whether forward64 accepts complex input (the complex step)
     complex_ok: bool = True
 
+    #: the dtype of the arrays the implementation returned, when it chooses it (a user's
+    #: callable may ignore --dtype); None where smcheck's own code fixed it
+    returned_dtype: str | None = None
+
     @property
     def fd_source(self) -> str:
         return "smcheck's stable softmax in float64"
@@ -281,6 +285,7 @@ class UserCallable(Implementation):
         except (Exception, SystemExit) as exc:  # a callable's sys.exit() is not a verdict
             raise ImplementationError(
                 f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}") from None
+        self._note_dtype(out)
         arr = to_numpy(out, f"--impl {self.name}")
         if arr.shape != tuple(expect_shape):
             raise ImplementationError(
@@ -291,7 +296,21 @@ class UserCallable(Implementation):
     #: the input's row numbers of the rows being checked (set by the run), for messages
     row_labels = None
 
+    def _note_dtype(self, out) -> None:
+        """Remember the dtype of what the callable returned (numpy, torch or jax), keeping
+        the first that differs from the dtype it was given."""
+        dt = getattr(out, "dtype", None)
+        if dt is None:
+            return
+        name = str(getattr(dt, "name", dt)).replace("torch.", "")
+        if self.returned_dtype is None or self.returned_dtype == self._asked:
+            self.returned_dtype = name
+
+    _asked: str | None = None  # the dtype of the current call (set by _rows)
+
     def _rows(self, arrays, shape):
+        self._asked = np.asarray(arrays[0]).dtype.name
+        self.returned_dtype = None  # of this call's rows
         rows = arrays[0].shape[0]
         labels = self.row_labels
         if labels is None or len(labels) != rows:

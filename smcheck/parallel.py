@@ -404,19 +404,14 @@ def _nanmax(*vals):
     return float("nan") if any(v != v for v in vals) else max(vals)
 
 
-def entry_order(e):
-    """Worst first, as top_entries ranks them; equal ratios in row and index order."""
-    ratio = e.abs_err / e.allowed if e.allowed > 0 else (0.0 if e.abs_err == 0 else float("inf"))
-    return (-ratio if ratio == ratio else float("-inf"), e.row,
-            e.index if isinstance(e.index, tuple) else (e.index,))
-
-
 def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     """One check's results from consecutive chunks of rows (in row order) as one chunk of
     all the rows would give them: maxima and counts over every chunk, the worst chunk's worst
     entry and words, detail lists in row order (cut where a chunk's are cut); a check whose
     headline is a count is finished by its own hook (:data:`smcheck.checks.MERGE`)."""
-    from .checks import MERGE, REGISTRY, exceed_words
+    from .checks import REGISTRY
+    from .results import merge_findings
+    from .verdicts import MERGE, entry_order, exceed_words
 
     if results[0].name not in {name for name, _ in REGISTRY.get("forward", [])}:
         # a derivative check: its module registers its hooks (workers ran the checks, so this
@@ -432,7 +427,7 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
         measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
         merge_data=dict(w.merge_data))
     if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
-        from .checks import fmt
+        from .verdicts import fmt
 
         out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
     out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
@@ -456,6 +451,8 @@ def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
     entries = sorted((e for c in results for e in c.entries), key=entry_order)
     out.entries = entries[:max(top, 0)]
     out.details = _merge_details([c.details for c in results], w.details)
+    out.findings = merge_findings([c.findings for c in results])
+    out.kind = w.kind
     if out.name in MERGE:
         MERGE[out.name](out, results, top)
     return out
@@ -465,7 +462,7 @@ def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict
     """Details of consecutive chunks: lists concatenated in row order (those cut at LIST_MAX
     entries cut again), dicts merged alike, ``failing_entries`` summed, other numbers the
     worst chunk's (within a dict: the maximum, e.g. grad_x), ``shifts`` per shift."""
-    from .results import CAPPED_LISTS, LIST_MAX
+    from .results import CAPPED_LISTS, LIST_MAX, SUMMED_DETAILS
 
     out: dict = {}
     for d in parts:
@@ -473,14 +470,14 @@ def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict
             if k not in out:
                 out[k] = (list(v) if isinstance(v, list) else
                           _merge_details([v], v, True) if isinstance(v, dict) else
-                          v if nested or k == "failing_entries" else worst.get(k, v))
+                          v if nested or k in SUMMED_DETAILS else worst.get(k, v))
             elif isinstance(v, list) and isinstance(out[k], list):
                 out[k] = out[k] + v
             elif isinstance(v, dict) and isinstance(out[k], dict):
                 out[k] = _merge_details([out[k], v], out[k], True)
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
                     out[k], (int, float)):
-                if k == "failing_entries":
+                if k in SUMMED_DETAILS:
                     out[k] = out[k] + v
                 elif nested:
                     out[k] = _nanmax(out[k], v)

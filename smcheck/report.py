@@ -11,6 +11,8 @@ import math
 from .results import CheckResult, Report, jsonable
 
 PASS, FAIL = "[green]✓ pass[/]", "[bold red]✗ FAIL[/]"
+INPUT = "[bold yellow]! INPUT[/]"  # an input check that found its condition (exit 3)
+VERDICT_CELL = {"pass": PASS, "fail": FAIL, "input_condition": INPUT}
 
 
 def to_json_text(report: Report, version: str, top: int | None = None) -> str:
@@ -68,13 +70,14 @@ def render(report: Report, console, top: int = 10) -> None:
         for c in report.checks:
             cells = [c.name] + ([esc(c.statement)] if claims else []) + [esc(c.measured),
                                                                           esc(c.allowed)]
-            t.add_row(*cells, PASS if c.passed else FAIL)
+            t.add_row(*cells, VERDICT_CELL[c.status])
         console.print(t)
     for c in report.checks:
-        for line in c.failures:
-            console.print(f"  [red]✗ {c.name}:[/] {esc(line)}")
+        mark = "[yellow]! " if c.kind == "input" else "[red]✗ "
+        for line in c.failure_lines():
+            console.print(f"  {mark}{c.name}:[/] {esc(line)}")
     for c in report.checks:
-        for line in c.notes:
+        for line in c.note_lines():
             console.print(f"  [yellow]! {c.name}:[/] {esc(line)}")
     for line in report.notes:
         console.print(f"  [yellow]! {esc(line)}[/]")
@@ -93,10 +96,19 @@ def render(report: Report, console, top: int = 10) -> None:
         _matrix(report, console)
     elif report.vectors:
         _vectors(report, console)
-    verdict = ("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
-    failed = sum(not c.passed for c in report.checks)
-    console.print(f"{verdict}: {len(report.checks) - failed} of {len(report.checks)} checks "
-                  "passed")
+    conditions = report.input_conditions
+    failed = sum(c.status == "fail" for c in report.checks)
+    passed = sum(c.status == "pass" for c in report.checks)
+    tail = f"{passed} of {len(report.checks)} checks passed"
+    if not report.passed:
+        console.print(f"[bold red]FAILED[/]: {tail}")
+    elif conditions:
+        what = "; ".join(esc(c["message"]) for c in conditions[:3])
+        console.print(f"[bold yellow]INPUT CONDITION[/]: no check of the implementation failed "
+                      f"({tail}), but the input leaves something unjudgeable: {what}")
+    else:
+        console.print(f"[bold green]PASSED[/]: {tail}")
+    del failed
 
 
 def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i") -> None:

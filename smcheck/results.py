@@ -30,8 +30,48 @@ class Entry:
                 "allowed": jnum(self.allowed), "cause": self.cause}
 
 
+@dataclass
+class Finding:
+    """Something a check found at a number of entries, kept as data until it is rendered:
+    chunks of a batch add their counts up, and the line is written once, from the totals.
+    ``template`` is formatted with count, total, example and ``ies`` ("y" or "ies")."""
+
+    kind: str  # "unresolvable", "flush_to_zero", "dtype", ...
+    count: int
+    total: int
+    template: str
+    example: str = ""  # the first entry found (row order)
+    fails: bool = False  # whether it makes the check fail (a failure line, else a note)
+
+    def line(self) -> str:
+        return self.template.format(count=self.count, total=self.total, example=self.example,
+                                    ies="y" if self.count == 1 else "ies",
+                                    s="" if self.count == 1 else "s")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "count": self.count, "total": self.total,
+                "fails": self.fails, "message": self.line()}
+
+
+def merge_findings(parts: list[list[Finding]]) -> list[Finding]:
+    """The findings of consecutive chunks: counts added, the first example kept."""
+    out: dict[str, Finding] = {}
+    for fs in parts:
+        for f in fs:
+            if f.kind not in out:
+                out[f.kind] = Finding(**vars(f))
+            else:
+                m = out[f.kind]
+                m.count += f.count
+                m.total += f.total
+                m.fails = m.fails or f.fails
+    return list(out.values())
+
+
 #: lists of entries in a check's details stop at this many (the counts cover every entry)
 LIST_MAX = 100
+#: the details' counts that chunks of a batch add up (other numbers: the worst chunk's)
+SUMMED_DETAILS = ("failing_entries", "condition_count")
 #: the details' lists that are cut at LIST_MAX (the others hold one item per row or per entry)
 CAPPED_LISTS = ("non_finite", "domain_violations", "cancelled", "entries")
 
@@ -41,7 +81,7 @@ class CheckResult:
     """The outcome of one named check (SPEC "Check names")."""
 
     name: str
-    passed: bool
+    passed: bool  # for an input check (``kind``): whether the input is free of its condition
     max_abs_err: float | None
     max_rel_err: float | None
     max_ulp: float | None
@@ -54,16 +94,35 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)  # worth knowing although it passed
     entries: list[Entry] = field(default_factory=list)  # worst entries, worst first
     details: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)  # counted findings (lines at render)
+    #: "implementation": the check judges the implementation (a failure is exit 1);
+    #: "input": it reports a property of the input (zero_condition, domain: exit 3 if present)
+    kind: str = "implementation"
     # not in the JSON; what merging the reports of chunks of rows needs (parallel.merge):
     score: float | None = None  # what the worst entry was chosen by (its error / allowance)
     merge_data: dict[str, Any] = field(default_factory=dict)  # counts, lines: see checks.MERGE
 
+    def failure_lines(self) -> list[str]:
+        return self.failures + [f.line() for f in self.findings if f.fails]
+
+    def note_lines(self) -> list[str]:
+        return self.notes + [f.line() for f in self.findings if not f.fails]
+
+    @property
+    def status(self) -> str:
+        """"pass", "fail", or "input_condition" (an input check that found its condition)."""
+        if self.passed:
+            return "pass"
+        return "input_condition" if self.kind == "input" else "fail"
+
     def to_json(self, top: int | None = None) -> dict:
-        out = {"name": self.name, "passed": self.passed, "statement": self.statement,
+        out = {"name": self.name, "passed": self.passed, "status": self.status,
+               "kind": self.kind, "statement": self.statement,
                "max_abs_err": jnum(self.max_abs_err), "max_rel_err": jnum(self.max_rel_err),
                "max_ulp": jnum(self.max_ulp), "tolerance": jsonable(self.tolerance),
                "worst": self.worst, "measured": self.measured, "allowed": self.allowed,
-               "failures": self.failures, "notes": self.notes}
+               "failures": self.failure_lines(), "notes": self.note_lines(),
+               "findings": [f.to_json() for f in self.findings]}
         if self.entries:
             out["worst_entries"] = [e.to_json() for e in self.entries[:top]]
         out.update(jsonable(self.details))
@@ -108,9 +167,37 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Every check passed (and the reference verified itself, when asked to)."""
+        """No check of the implementation failed (and the reference verified itself, when
+        asked to). Input conditions do not count: see :attr:`input_conditions`."""
         verified = self.blocks.get("reference_verification", {}).get("passed", True)
-        return all(c.passed for c in self.checks) and bool(verified)
+        return all(c.passed for c in self.checks if c.kind == "implementation") and bool(
+            verified)
+
+    @property
+    def input_conditions(self) -> list[dict]:
+        """What the input leaves unjudgeable (SPEC exit status 3): every row undefined, so
+        nothing was checked; or an input check (zero_condition, domain) that found its
+        condition. Each with its kind, the check, a count and the first lines."""
+        out = []
+        if not self.checks and self.undefined_rows and self.command != "claims":
+            out.append({"kind": "no_defined_row", "check": None,
+                        "count": len(self.undefined_rows),
+                        "message": "no row has a defined softmax: nothing was checked"})
+        for c in self.checks:
+            if c.kind == "input" and not c.passed:
+                out.append({"kind": c.name, "check": c.name,
+                            "count": c.details.get("condition_count", 0),
+                            "message": (c.failure_lines() or [c.measured])[0]})
+        return out
+
+    def exit_status(self, check: bool) -> int:
+        """0, 1 (a check of the implementation failed) or 3 (none did, but the input leaves
+        something unjudgeable); only with ``check``, else 0. A failure outranks a condition."""
+        if not check:
+            return 0
+        if not self.passed:
+            return 1
+        return 3 if self.input_conditions else 0
 
     def text(self, top: int = 10) -> str:
         """The human report as plain text."""
@@ -122,6 +209,7 @@ class Report:
         size = math.prod(self.shape) if self.shape else 0
         out = {"smcheck": version, "command": self.command, "impl": self.impl,
                "dtype": self.dtype, "dps": self.dps, "shape": self.shape, "passed": self.passed,
+               "input_conditions": jsonable(self.input_conditions),
                "reference_engine": self.reference, **jsonable(self.options),
                "checks": [c.to_json(top) for c in self.checks],
                "undefined_rows": self.undefined_rows, "notes": self.notes}

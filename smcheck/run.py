@@ -112,11 +112,14 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
                 atol: float | None = None, max_ulp: float | None = None, top: int = 10,
                 engine: str = "auto", row_offset: int = 0,
                 progress: Callable[[int, int], None] | None = None,
-                verify: bool = False) -> Report:
+                verify: bool = False, allow_ftz: bool = False,
+                strict_dtype: bool = False) -> Report:
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
     ``progress(done, total)`` is called as the reference work advances; ``verify``
-    recomputes the reference with more digits (see :mod:`smcheck.verify`).
+    recomputes the reference with more digits (see :mod:`smcheck.verify`); ``allow_ftz``
+    accepts subnormal results flushed to zero; ``strict_dtype`` fails an implementation that
+    does not compute in ``dtype``.
     """
     overrides = Overrides(rtol, atol, max_ulp)
     validate_common(dps, overrides, top, metric)
@@ -135,7 +138,8 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     if X.shape[0]:
         case = checks.ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
                                   metric=metric, overrides=overrides, dps=dps, computed=None,
-                                  exact=None, top=top, progress=tick, engine=engine)
+                                  exact=None, top=top, progress=tick, engine=engine,
+                                  ftz=allow_ftz, strict_dtype=strict_dtype)
         case.computed = case.evaluate(X)
         case.exact = exact_softmax(X, dps, tick, engine=engine)
         results = checks.run_checks("forward", case)
@@ -159,7 +163,8 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
         command="forward", impl=implementation.name, dtype=info.name, dps=dps,
         shape=list(x.shape) if batch else [1, int(x.size)], checks=results,
         reference=precision, undefined_rows=undefined, notes=notes, blocks=blocks,
-        options={"log": log, "metric": metric if log else "relative"},
+        options={"log": log, "metric": metric if log else "relative", "allow_ftz": allow_ftz,
+                 "strict_dtype": strict_dtype},
         reference_bound=None if case is None else case.exact.rel_bound,
         result=result_list if batch else result_list[0])
     if case is not None:
@@ -239,7 +244,7 @@ def _check_fd(fd: str) -> str:
 def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
                  fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
                  max_ulp=None, top=10, engine="auto", row_offset=0, progress=None,
-                 verify=False) -> Report:
+                 verify=False, allow_ftz=False, strict_dtype=False) -> Report:
     """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
     finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
     from .deriv_checks import JacobianCase
@@ -265,15 +270,9 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         case = JacobianCase(X=X, rows=rows + row_offset, info=info, impl=implementation, log=log,
                             metric=metric, overrides=overrides, dps=dps, exact=exact,
                             fd_method=fd, top=top, dense=dense, probes=probes, seed=seed,
-                            engine=engine)
+                            engine=engine, ftz=allow_ftz, strict_dtype=strict_dtype)
         if dense:
-            J = np.asarray(implementation.jacobian(X.astype(info.np_dtype), info, log))
-            if J.shape != (X.shape[0], n, n):
-                from .exceptions import ImplementationError
-
-                raise ImplementationError(f"--impl {implementation.name} returned a Jacobian of "
-                                          f"shape {J.shape[1:]}: expected {(n, n)}")
-            case.J = J.astype(np.float64, copy=False)
+            case.J = case.evaluate(X)
             if Xr.shape[0] * n * n <= RESULT_LIST_MAX:  # the JSON's "result"
                 full = np.full((Xr.shape[0], n, n), np.nan)
                 full[rows] = case.J
@@ -295,7 +294,8 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         undefined_rows=undefined, blocks=blocks,
         notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
         options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
-                 "mode": "dense" if dense else "probes"},
+                 "mode": "dense" if dense else "probes", "allow_ftz": allow_ftz,
+                 "strict_dtype": strict_dtype},
         vectors=vectors, result=result)
 
 
@@ -305,7 +305,7 @@ run_forward.tiered_reference = True  # and a forward run's by the dtype too (flo
 
 def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
             rtol=None, atol=None, max_ulp=None, top=10, engine="auto", row_offset=0,
-            progress=None, verify=False) -> Report:
+            progress=None, verify=False, allow_ftz=False, strict_dtype=False) -> Report:
     """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
     directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
     from .deriv_checks import VjpCase
@@ -315,6 +315,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
     info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
                                                             row_offset=row_offset, engine=engine)
     _check_fd(fd)
+    v_given = v is not None
     if v is None:
         from .deriv_checks import row_rng
 
@@ -326,15 +327,10 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
     checks_out, result, blocks = [], None, {}
     if X.shape[0]:
         ex = exact_vjp(X, V[rows], dps, _ticker(progress, X.size), engine=engine)
-        z = np.asarray(implementation.vjp(X.astype(info.np_dtype), V[rows], info))
-        if z.shape != X.shape:
-            from .exceptions import ImplementationError
-
-            raise ImplementationError(f"--impl {implementation.name} returned shape {z.shape[1:]}"
-                                      f" for the VJP: expected {X.shape[1:]}")
         case = VjpCase(X=X, V=V[rows], rows=rows + row_offset, info=info, impl=implementation,
-                       overrides=overrides, dps=dps, exact=ex, z=z.astype(np.float64),
-                       fd_method=fd, top=top, seed=seed)
+                       overrides=overrides, dps=dps, exact=ex, z=None, fd_method=fd, top=top,
+                       seed=seed, engine=engine, ftz=allow_ftz, strict_dtype=strict_dtype)
+        case.z = case.evaluate(X)
         checks_out = checks.run_checks("vjp", case)
         full = np.full(Xr.shape, np.nan)
         full[rows] = case.z
@@ -352,18 +348,20 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
                   shape=list(Xr.shape), checks=checks_out, reference=precision,
                   undefined_rows=undefined, blocks=blocks,
                   notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
-                  options={"fd": fd, "v": "given" if v is not None else f"random (seed {seed})"},
+                  options={"fd": fd, "v": "given" if v_given else f"random (seed {seed})",
+                           "allow_ftz": allow_ftz, "strict_dtype": strict_dtype},
                   result=result)
 
 
 def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
              fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
-             engine="auto", row_offset=0, progress=None, verify=False) -> Report:
+             engine="auto", row_offset=0, progress=None, verify=False, allow_ftz=False,
+             strict_dtype=False) -> Report:
     """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
     v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
     from .deriv_checks import LossCase
-    from .errors_ulp import rounding_floor
-    from .reference import exact_loss_value, exact_vjp
+    from .loss_checks import loss_z
+    from .reference import exact_loss_value
 
     overrides = Overrides(rtol, atol, max_ulp)
     if t is None:
@@ -385,37 +383,20 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         undefined = []
     T = _companion("t", t, Xr.shape, info)[rows]
     X = defined_rows(Xr, rows)
-    kw = {}
     if mode == "given":
         Zexact = _companion("z", z, Xr.shape, info)
-        floor = np.zeros(Zexact.shape)
-    elif X.shape[0] == 0:
-        Zexact = floor = np.zeros((0, Xr.shape[1]))
-    elif mode == "vjp":
-        V = _companion("v", v, Xr.shape, info)[rows]
-        ex = exact_vjp(X, V, dps, _ticker(progress, X.size), engine=engine)
-        Zexact = ex.z_hi
-        floor = rounding_floor(ex.softmax.s_hi, V, ex.abs_dot, info)
-        kw = dict(X=X, V=V, dot=ex.dot, dot_str=ex.dot_str, exact_zero=ex.exact_zero)
-    else:
-        exs = exact_softmax(X, dps, _ticker(progress, X.size), engine=engine)
-        Zexact = exs.s_hi
-        floor = np.full(Zexact.shape, info.eta / 2)
-        kw = dict(X=X)
-    Z = info.round(Zexact).astype(np.float64)
+        parts = dict(Z=info.round(Zexact).astype(np.float64), z_exact=Zexact,
+                     floor=np.zeros(Zexact.shape))
+    elif X.shape[0]:
+        V = _companion("v", v, Xr.shape, info)[rows] if mode == "vjp" else None
+        parts = loss_z(X, T, V, mode, info, dps, engine, _ticker(progress, X.size))
     checks_out, result, blocks = [], None, {}
-    if Z.shape[0]:
-        g = np.asarray(implementation.loss_grad(Z.astype(info.np_dtype), T, info))
-        if g.shape != Z.shape:
-            from .exceptions import ImplementationError
-
-            raise ImplementationError(f"--impl {implementation.name} returned shape {g.shape[1:]}"
-                                      f" for the loss gradient: expected {Z.shape[1:]}")
-        case = LossCase(Z=Z, T=T, rows=rows + row_offset, info=info, impl=implementation,
-                        overrides=overrides, dps=dps, mode=mode, g=g.astype(np.float64),
-                        z_exact=Zexact, floor=floor, fd_method=fd, top=top, seed=seed, **kw)
-        if mode == "softmax":
-            case.grad_x = _grad_x(X, T, g, exs, implementation, info, dps, overrides, engine)
+    if X.shape[0]:
+        case = LossCase(T=T, rows=rows + row_offset, info=info, impl=implementation,
+                        overrides=overrides, dps=dps, mode=mode, g=None, fd_method=fd, top=top,
+                        seed=seed, engine=engine, ftz=allow_ftz, strict_dtype=strict_dtype,
+                        **parts)
+        case.g = case.evaluate(case.Z)
         checks_out = checks.run_checks("loss", case)
         full = np.full(Xr.shape, np.nan)
         full[rows] = case.g
@@ -423,48 +404,25 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         zc = next(c for c in checks_out if c.name == "zero_condition").details["zero_condition"]
         if mode == "vjp":
             zc["<v,s>"] = [{"row": int(r) + row_offset, "value": d}
-                           for r, d in zip(rows, kw["dot_str"])]
+                           for r, d in zip(rows, case.dot_str)]
         blocks["zero_condition"] = zc
-        blocks["loss_value"] = exact_loss_value(Z, T, dps)
+        blocks["loss_value"] = exact_loss_value(case.Z, T, dps)
         if verify and mode == "vjp":
             from .verify import verify_vjp
 
-            blocks["reference_verification"] = verify_vjp(X, V, ex, rows + row_offset, dps)
+            blocks["reference_verification"] = verify_vjp(X, case.V, case.vjp, rows + row_offset,
+                                                          dps)
         elif verify and mode == "softmax":
             from .verify import verify_softmax
 
-            blocks["reference_verification"] = verify_softmax(X, exs, rows + row_offset, dps)
-    precision = (exs.precision if mode == "softmax" and Z.shape[0] else
-                 ex.softmax.precision if mode == "vjp" and Z.shape[0] else
+            blocks["reference_verification"] = verify_softmax(X, case.exact_s,
+                                                              rows + row_offset, dps)
+    precision = (case.exact_s.precision if mode != "given" and X.shape[0] else
                  f"mpmath, {dps} significant digits (relative error below 1e-{dps - 2})")
     return Report(command="loss", impl=implementation.name, dtype=info.name, dps=dps,
                   shape=list(Xr.shape), checks=checks_out, reference=precision,
                   undefined_rows=undefined, blocks=blocks,
-                  options={"z": mode, "fd": fd, "x_label": "z_i"},
-                  notes=[] if Z.shape[0] else ["no row has a defined softmax: nothing to check"],
+                  options={"z": mode, "fd": fd, "x_label": "z_i", "allow_ftz": allow_ftz,
+                           "strict_dtype": strict_dtype},
+                  notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
                   result=result)
-
-
-def _grad_x(X, T, g, exs, implementation, info, dps, overrides, engine="auto"):
-    """The gradient in x when z = softmax(x): s * sum(t) - t. Built-ins compute it directly;
-    a user's loss gradient is back-propagated through the stable VJP in the dtype."""
-    from .errors_ulp import Tolerance, apply_overrides, compare, softmax_tolerance
-    from .impls import Builtin, builtin_vjp
-    from .reference import exact_grad_x
-
-    dt = info.np_dtype
-    if isinstance(implementation, Builtin):
-        s = implementation.softmax(X.astype(dt), info, False).astype(info.accumulator)
-        Ta = T.astype(info.accumulator)
-        comp = (s * np.sum(Ta, axis=-1, keepdims=True) - Ta).astype(dt)
-    else:
-        # where t_i = 0 the term t_i log z_i is absent: its gradient is 0 (-0/0 is nan)
-        g = np.where(T == 0, 0.0, g)
-        with np.errstate(all="ignore"):
-            comp = builtin_vjp("stable", X.astype(dt), g, info)
-    hi, lo = exact_grad_x(X, T, dps, engine)
-    rt = np.broadcast_to(softmax_tolerance(X, exs.d, exs.s_hi, info).rtol, X.shape)
-    nat = exs.s_hi * np.sum(np.abs(T), axis=-1, keepdims=True) + np.abs(T)
-    tol = Tolerance(atol=(rt + 4 * info.u) * nat + 2 * info.eta, rtol=None,
-                    formula="(r_i + 4u)(s_i sum|t| + |t_i|) + 2 eta")
-    return {"cmp": compare(comp.astype(np.float64), hi, lo, apply_overrides(tol, overrides), info)}

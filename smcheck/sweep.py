@@ -32,10 +32,10 @@ def one_hot_targets(x: np.ndarray) -> np.ndarray:
 
 
 def run_case(command: str, x: np.ndarray, impl, dtype: str, dps: int, seed: int = 0,
-             engine: str = "auto"):
+             engine: str = "auto", allow_ftz: bool = False):
     from . import run
 
-    common = dict(impl=impl, dtype=dtype, dps=dps, engine=engine)
+    common = dict(impl=impl, dtype=dtype, dps=dps, engine=engine, allow_ftz=allow_ftz)
     if command == "forward":
         return run.run_forward(x, **common)
     if command == "log_softmax":
@@ -53,7 +53,7 @@ def summarize(report, preset: str, command: str, seconds: float) -> dict:
     """One case as the JSON's "cases" entry: verdict, worst ULP of the reference check, the
     worst error relative to its allowance, each check's verdict, and the failure lines."""
     ref = next((c for c in report.checks if c.name == "reference"), None)
-    failing = [c for c in report.checks if not c.passed]
+    failing = [c for c in report.checks if c.status == "fail"]
     ratio = None
     if ref is not None and ref.entries:
         e = ref.entries[0]
@@ -65,7 +65,8 @@ def summarize(report, preset: str, command: str, seconds: float) -> dict:
         "max_ulp": jnum(ref.max_ulp) if ref is not None else None,
         "scaled": jnum(ratio),
         "checks": {c.name: c.passed for c in report.checks},
-        "failures": [f"{c.name}: {line}" for c in failing for line in c.failures[:2]],
+        "failures": [f"{c.name}: {line}" for c in failing for line in c.failure_lines()[:2]],
+        "input_conditions": report.input_conditions,
         "undefined_rows": len(report.undefined_rows),
         "seconds": round(seconds, 3),
     }
@@ -116,8 +117,10 @@ def resolve_dtypes(dtypes) -> list[str]:
 
 def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: int = 50,
               seed: int = 0, engine: str = "auto",
-              progress: Callable[[str], None] | None = None) -> SweepResult:
-    """Run the battery. ``progress(label)`` is called before each case."""
+              progress: Callable[[str], None] | None = None,
+              allow_ftz: bool = False) -> SweepResult:
+    """Run the battery. ``progress(label)`` is called before each case; ``allow_ftz``
+    accepts subnormal results flushed to zero."""
     from .impls import get_implementation
     from .presets import PRESETS, get_preset
 
@@ -140,7 +143,7 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
                 if progress is not None:
                     progress(f"{name} {dt} {command}")
                 t0 = time.perf_counter()
-                rep = run_case(command, x, implementation, dt, dps, seed, engine)
+                rep = run_case(command, x, implementation, dt, dps, seed, engine, allow_ftz)
                 res.cases.append(summarize(rep, name, command, time.perf_counter() - t0))
     return res
 
@@ -163,7 +166,8 @@ def junit_xml(res: SweepResult) -> str:
             tc = ET.SubElement(suite, "testcase", classname=f"smcheck.{res.impl}.{dt}",
                                name=f"{c['preset']}.{c['command']}", time=f"{c['seconds']:.3f}")
             if not c["passed"]:
-                bad = [k for k, ok in c["checks"].items() if not ok]
+                bad = [line.split(":")[0] for line in c["failures"]] or ["a check"]
+                bad = list(dict.fromkeys(bad))
                 f = ET.SubElement(tc, "failure", type="smcheck",
                                   message=f"{', '.join(bad)} failed; max ULP {c['max_ulp']}")
                 f.text = "\n".join(c["failures"])

@@ -6,16 +6,26 @@ Mutants (each the bug as someone would write it):
 
 * forward: no max shift, exp(x) / sum exp(x); the log of the softmax for log-softmax; float32
   arithmetic behind a float64 API; normalising a batch over the wrong axis; dividing by the max
-  instead of the sum; the result rolled by one place;
+  instead of the sum; the result rolled by one place; exp(x - logsumexp(x)) with logsumexp
+  rounded at the magnitude of max(x) (its error grows with |x|, the pattern of mlx issue 4169);
+  the normaliser summed one term after the other in float16/bfloat16 (it stalls once the sum
+  outgrows its terms: executorch PR 20089, tract PR 2586); subnormal results flushed to zero;
+* log-softmax: x - logsumexp(x) with logsumexp rounded at |max(x)|;
 * jacobian: without its diagonal term (-s s^T); with a sign error (s s^T - diag(s)); the
-  log-softmax Jacobian transposed (I - s 1^T instead of I - 1 s^T);
-* vjp: + for - (s * (v + <v, s>)); without the factor s (v - <v, s>); mean(v) for <v, s>;
+  log-softmax Jacobian transposed (I - s 1^T instead of I - 1 s^T); built on the unshifted
+  softmax (right on benign inputs, nan once exp overflows);
+* vjp: + for - (s * (v + <v, s>)); without the factor s (v - <v, s>); mean(v) for <v, s>; built
+  on the unshifted softmax;
 * loss gradient: -z / t and t / z instead of -t / z.
 
-Controls: the correct version of each (stable softmax, x - logsumexp(x), diag(s) - s s^T,
-I - 1 s^T, s * (v - <v, s>), -t / z) as per-row callables in float64 and float32, the built-in
-``stable`` in float16 and bfloat16, and the division-free exp(x - logsumexp(x)) in float64 on
-benign inputs (|x| <= 100).
+Controls: the correct version of each (stable softmax, diag(s) - s s^T, I - 1 s^T,
+s * (v - <v, s>), -t / z) as per-row callables in float64 and float32; formulas in the style of
+the frameworks: torch's CPU kernel (a reciprocal and a product; log-softmax (x - max) - log S),
+scipy's and jax's ((x - max) - log S for log-softmax), the online softmax of fused attention
+kernels (a running max and a rescaled running sum), exp((x - max) - log S) (the max-shifted
+division-free form); in float16 and bfloat16 the built-in ``stable`` (float32 sums), a softmax
+computed in float32 and rounded once (torch's 16-bit CPU kernels), and one that sums pairwise in
+the 16-bit format itself.
 
 "Where its error is real" is decided here, never by smcheck. The subject is run exactly as smcheck
 runs it (the input rounded to the dtype, the defined rows only, one row at a time for a callable)
@@ -23,21 +33,25 @@ and its output is compared with exact values computed with mpmath at 40 digits. 
 is real when it exceeds ``FAR`` = 10 times a generous rounding budget of a correct method plus
 2 eta (eta the dtype's smallest subnormal):
 
-    softmax        u (16 + n + 2 k_i) s_i
-    log-softmax    u (16 + n + 2 k_i + |y_i|)               (absolute: log s is judged absolutely)
-    Jacobian       u (16 + n + 4 k) (s_i s_k + [i=k] s_i)   (log: s_k + [i=k])
-    VJP            u (16 + n + 4 k) s_i (|v_i| + sum_j |v_j| s_j)
+    softmax        u (16 + N + 2 k_i) s_i
+    log-softmax    u (16 + N + 2 k_i + |y_i| + log n)       (absolute: log s is judged absolutely)
+    Jacobian       u (16 + N + 4 k) (s_i s_k + [i=k] s_i)   (log: s_k + [i=k])
+    VJP            u (16 + N + 4 k) s_i (|v_i| + sum_j |v_j| s_j)
     loss gradient  16 u |t_i / z_i|                         (z the rounded z the callable gets)
 
-u is the dtype's unit roundoff, n the row length, k_i = |x_i| + sum_j s_j |x_j| + |x_i - max| +
-sum_j s_j |x_j - max| (both condition terms, of perturbing x and of perturbing x - max by a
-relative u), k their maximum over the row. On ill-conditioned inputs (|x| near 1e308) FAR times
-the factor in front of the natural size (s_i, 1 + |y_i|, ...) is capped at ``CAP`` = 1/2: an error
+u is the dtype's unit roundoff, k_i = 2 (|x_i - max| + sum_j s_j |x_j - max|) (what perturbing
+each gap x_j - max by a relative u does, twice over), k its maximum over the row. Nothing grows
+with |x| itself: the SPEC's verdicts follow the gaps, which is all a max-shifted implementation
+rounds. N is the error of summing n positive terms the ways a correct implementation does,
+generously: 2 ceil(log2 n) roundings deep (pairwise) plus 10 sqrt(n) u_acc / u (a recursive sum
+in an accumulator of unit roundoff u_acc: the dtype's own for float64 and float32, float32's for
+the 16-bit formats, whose own accumulation stalls). On ill-conditioned inputs FAR times the
+factor in front of the natural size (s_i, 1 + |y_i|, ...) is capped at ``CAP`` = 1/2: an error
 of half the value's own size is always real. So is a non-finite output where the exact value is
-finite (or the reverse). For the forward commands the criterion is also applied at the two
-shifted inputs of the SPEC's ``shift_invariance`` property (max(x + c) at log(realmax) * 1.02 + 1
-and at log(min subnormal) * 1.02 - 1), since the forward verdict covers them: the no-shift mutant
-is correct to rounding on x = randn, but not at x + c.
+finite (or the reverse). The criterion is also applied at the two shifted inputs of the SPEC's
+``shift_invariance`` property (max(x + c) at log(realmax) * 1.02 + 1 and at log(min subnormal)
+* 1.02 - 1), since every verdict covers them: the no-shift mutant is correct to rounding on
+x = randn, but not at x + c.
 
 A mutant must FAIL wherever its error is real; where it is not, nothing is asserted (the table
 shows smcheck's verdict in lower case). A control must PASS on every input (cases are generated
@@ -139,11 +153,17 @@ def exact(X: np.ndarray) -> Exact:
             m = np.max(np.where(fin, X, -np.inf), axis=-1, keepdims=True)
             ax = np.where(fin, np.abs(X), 0.0)
             axm = np.where(fin, np.abs(X - m), 0.0)
-            wa = np.sum(np.where(s > 0, s * ax, 0.0), axis=-1, keepdims=True)
             wm = np.sum(np.where(s > 0, s * axm, 0.0), axis=-1, keepdims=True)
-            kappa = np.where(fin, ax + wa + axm + wm, 0.0)
+            kappa = np.where(fin, 2 * (axm + wm), 0.0)
+            del ax
         _CACHE[key] = Exact(s, y, om, kappa, [r[0] for r in rows])
     return _CACHE[key]
+
+
+def sum_budget(n: int, dtype: str) -> float:
+    """N of the module docstring: a correct sum of n positive terms, in units of u."""
+    u_acc = unit_roundoff(dtype) if dtype in ("float64", "float32") else 2.0 ** -24
+    return 2 * math.ceil(math.log2(max(n, 1))) + 10 * math.sqrt(n) * u_acc / unit_roundoff(dtype)
 
 
 def _ratio(c: np.ndarray, r: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -162,16 +182,18 @@ def _rel(rho: np.ndarray) -> np.ndarray:
 def forward_ratio(c, X, dtype, log) -> np.ndarray:
     ex = exact(X)
     u, eta, n = unit_roundoff(dtype), smallest_subnormal(dtype), X.shape[-1]
+    N = sum_budget(n, dtype)
     if log:  # absolute, the cap relative to 1 + |y_i|
         ay = np.abs(np.where(np.isfinite(ex.y), ex.y, 0.0))
-        rel = _rel(u * (16 + n + 2 * ex.kappa + ay) / (1 + ay))
+        rel = _rel(u * (16 + N + 2 * ex.kappa + ay + math.log(n)) / (1 + ay))
         return _ratio(c, ex.y, rel * (1 + ay) + FAR * 2 * eta)
-    return _ratio(c, ex.s, _rel(u * (16 + n + 2 * ex.kappa)) * ex.s + FAR * 2 * eta)
+    return _ratio(c, ex.s, _rel(u * (16 + N + 2 * ex.kappa)) * ex.s + FAR * 2 * eta)
 
 
 def jacobian_ratio(c, X, dtype, log) -> np.ndarray:
     ex = exact(X)
     u, eta, n = unit_roundoff(dtype), smallest_subnormal(dtype), X.shape[-1]
+    N = sum_budget(n, dtype)
     s, om = ex.s, ex.om
     eye = np.eye(n)[None]
     with np.errstate(all="ignore"):
@@ -183,7 +205,7 @@ def jacobian_ratio(c, X, dtype, log) -> np.ndarray:
             idx = np.arange(n)
             J[:, idx, idx] = s * om
             nat = s[:, :, None] * s[:, None, :] + eye * s[:, :, None]
-    rel = _rel(u * (16 + n + 4 * np.max(ex.kappa, axis=-1)))[:, None, None]
+    rel = _rel(u * (16 + N + 4 * np.max(ex.kappa, axis=-1)))[:, None, None]
     return _ratio(c, J, rel * nat + FAR * 2 * eta)
 
 
@@ -201,9 +223,10 @@ def exact_vjp(X, V) -> np.ndarray:
 def vjp_ratio(c, X, V, dtype) -> np.ndarray:
     ex = exact(X)
     u, eta, n = unit_roundoff(dtype), smallest_subnormal(dtype), X.shape[-1]
+    N = sum_budget(n, dtype)
     s, av = ex.s, np.abs(V)
     nat = s * (av + np.sum(av * s, axis=-1, keepdims=True))
-    rel = _rel(u * (16 + n + 4 * np.max(ex.kappa, axis=-1)))[:, None]
+    rel = _rel(u * (16 + N + 4 * np.max(ex.kappa, axis=-1)))[:, None]
     return _ratio(c, exact_vjp(X, V), rel * nat + FAR * 2 * eta)
 
 
@@ -266,8 +289,81 @@ def log_softmax_lse(x):
 
 
 def divfree_softmax(x):
-    """Control (benign inputs): exp(x - logsumexp(x)), no division."""
+    """Mutant: exp(x - logsumexp(x)), no division; logsumexp = max + log S is rounded at the
+    magnitude of max(x), an error that grows with |x| (the built-in ``divfree``)."""
     return np.exp(log_softmax_lse(x))
+
+
+def torch_style_softmax(x):
+    """Control: torch's CPU kernel: exp(x - max), then a reciprocal of the sum and a product."""
+    e = np.exp(x - np.max(x))
+    return e * (np.ones((), x.dtype) / np.sum(e))
+
+
+def shifted_log_softmax(x):
+    """Control: (x - max) - log(sum exp(x - max)), as torch, scipy and jax compute it."""
+    d = x - np.max(x)
+    return d - np.log(np.sum(np.exp(d)))
+
+
+def shifted_divfree_softmax(x):
+    """Control: exp((x - max) - log S): division-free, but shifted, so only gaps are rounded."""
+    return np.exp(shifted_log_softmax(x))
+
+
+def online_softmax(x, block=64):
+    """Control: the online softmax of fused attention kernels: blocks of the row update a
+    running max m and a running sum l rescaled by exp(m_old - m_new); then exp(x - m) / l."""
+    m, s = -np.inf, np.zeros((), x.dtype)
+    for b in range(0, x.size, block):
+        blk = x[b:b + block]
+        m_new = max(m, np.max(blk))
+        s = s * np.exp(np.asarray(m - m_new, dtype=x.dtype)) + np.sum(np.exp(blk - m_new))
+        m = m_new
+    return np.exp(x - m) / s
+
+
+def float32_then_round(x):
+    """Control (16-bit formats): computed in float32 and rounded once to the format, as torch's
+    CPU kernels do for float16 and bfloat16."""
+    x32 = np.asarray(x, dtype=np.float32)
+    e = np.exp(x32 - np.max(x32))
+    return (e / np.sum(e)).astype(x.dtype)
+
+
+def _pairwise_sum(a):
+    while a.size > 1:
+        if a.size % 2:
+            a = np.concatenate([a, np.zeros(1, a.dtype)])
+        a = a[0::2] + a[1::2]  # every sum rounded to a's dtype
+    return a[0]
+
+
+def pairwise_16bit(x):
+    """Control (16-bit formats): exp in the format, the sum pairwise in the format itself (at
+    most ceil(log2 n) roundings deep), the division in the format."""
+    e = np.exp(x - np.max(x))
+    return e / _pairwise_sum(e)
+
+
+def sequential_16bit(x):
+    """Mutant (16-bit formats): the sum accumulated one term after the other in the format
+    itself, which stalls once the running sum outgrows its terms (executorch PR 20089, tract PR
+    2586: a uniform row of 512 in bfloat16 gives 1/256 per entry)."""
+    e = np.exp(x - np.max(x))
+    return e / np.cumsum(e)[-1]  # add.accumulate: rounded to the format at every step
+
+
+def flush_to_zero(x):
+    """Mutant: the stable softmax on flush-to-zero hardware: subnormal results become 0."""
+    s = _softmax(x)
+    tiny = _finfo(x.dtype.name).tiny
+    return np.where(np.abs(s) < tiny, np.zeros((), s.dtype), s)
+
+
+def _unshifted(x):
+    e = np.exp(x)
+    return e / np.sum(e)
 
 
 class WrongAxis(Implementation):
@@ -288,6 +384,13 @@ class WrongAxis(Implementation):
 def jac_textbook(x):
     """Control: diag(s) - s s^T (the diagonal as s_i - s_i^2)."""
     s = _softmax(x)
+    return np.diag(s) - np.outer(s, s)
+
+
+def jac_unshifted(x):
+    """Mutant: diag(s) - s s^T from the unshifted exp(x) / sum exp(x): right on benign inputs,
+    nan once exp overflows."""
+    s = _unshifted(x)
     return np.diag(s) - np.outer(s, s)
 
 
@@ -318,6 +421,12 @@ def logjac_transposed(x):
 def vjp(x, v):
     """Control: z = s * (v - <v, s>)."""
     s = _softmax(x)
+    return s * (v - np.dot(v, s))
+
+
+def vjp_unshifted(x, v):
+    """Mutant: s * (v - <v, s>) from the unshifted softmax."""
+    s = _unshifted(x)
     return s * (v - np.dot(v, s))
 
 
@@ -372,13 +481,11 @@ def _batch(inp) -> bool:
     return inp.x is not None and np.ndim(inp.x) == 2
 
 
-def _benign(inp) -> bool:
-    x = np.asarray(inp.x, dtype=np.float64)
-    return bool(np.all(np.abs(x[np.isfinite(x)]) <= 100) and not np.any(np.isnan(x))
-                and not np.any(x == np.inf))
+def _one_row(inp) -> bool:
+    return inp.x is not None and np.ndim(inp.x) == 1
 
 
-F64, F32 = "float64", "float32"
+F64, F32, F16, BF16 = "float64", "float32", "float16", "bfloat16"
 SUBJECTS = [
     # forward
     Subject("no_max_shift", "mutant", "forward", no_max_shift, (F64, F32)),
@@ -386,15 +493,24 @@ SUBJECTS = [
     Subject("rolled", "mutant", "forward", rolled, (F64, F32)),
     Subject("float32_accumulation", "mutant", "forward", float32_accumulation, (F64,)),
     Subject("wrong_axis", "mutant", "forward", WrongAxis(), (F64, F32), only=_batch),
+    Subject("divfree_softmax", "mutant", "forward", divfree_softmax, (F64, F32, BF16)),
+    Subject("sequential_16bit", "mutant", "forward", sequential_16bit, (F16, BF16)),
+    Subject("flush_to_zero", "mutant", "forward", flush_to_zero, (F64, F32)),
     Subject("stable_softmax", "control", "forward", stable_softmax, (F64, F32)),
-    Subject("divfree_softmax", "control", "forward", divfree_softmax, (F64,), only=_benign),
-    Subject("builtin:stable", "control", "forward", "stable", ("float16", "bfloat16")),
+    Subject("torch_style_softmax", "control", "forward", torch_style_softmax, (F64, F32)),
+    Subject("shifted_divfree_softmax", "control", "forward", shifted_divfree_softmax, (F64, F32)),
+    Subject("online_softmax", "control", "forward", online_softmax, (F64, F32), only=_one_row),
+    Subject("builtin:stable", "control", "forward", "stable", (F16, BF16)),
+    Subject("float32_then_round", "control", "forward", float32_then_round, (F16, BF16)),
+    Subject("pairwise_16bit", "control", "forward", pairwise_16bit, (F16, BF16)),
     # log-softmax
     Subject("log_of_softmax", "mutant", "log_softmax", log_of_softmax, (F64, F32)),
-    Subject("log_softmax_lse", "control", "log_softmax", log_softmax_lse, (F64, F32)),
-    Subject("builtin:stable", "control", "log_softmax", "stable", ("bfloat16",)),
+    Subject("log_softmax_lse", "mutant", "log_softmax", log_softmax_lse, (F64, F32, BF16)),
+    Subject("shifted_log_softmax", "control", "log_softmax", shifted_log_softmax, (F64, F32)),
+    Subject("builtin:stable", "control", "log_softmax", "stable", (BF16,)),
     # jacobian
     Subject("jac_no_diagonal", "mutant", "jacobian", jac_no_diagonal, (F64, F32)),
+    Subject("jac_unshifted", "mutant", "jacobian", jac_unshifted, (F64, F32)),
     Subject("jac_sign_error", "mutant", "jacobian", jac_sign_error, (F64, F32)),
     Subject("jac_textbook", "control", "jacobian", jac_textbook, (F64, F32)),
     Subject("builtin:stable", "control", "jacobian", "stable", ("bfloat16",)),
@@ -403,6 +519,7 @@ SUBJECTS = [
     Subject("builtin:stable", "control", "log_jacobian", "stable", ("float16",)),
     # vjp
     Subject("vjp_plus", "mutant", "vjp", vjp_plus, (F64, F32)),
+    Subject("vjp_unshifted", "mutant", "vjp", vjp_unshifted, (F64, F32)),
     Subject("vjp_no_s", "mutant", "vjp", vjp_no_s, (F64, F32)),
     Subject("vjp_mean_v", "mutant", "vjp", vjp_mean_v, (F64, F32)),
     Subject("vjp", "control", "vjp", vjp, (F64, F32)),
@@ -446,6 +563,13 @@ FORWARD_INPUTS = [
     Input("randn-n64-x30", _randn(15, 64, 30.0)),
     Input("randn-n16-plus500", _randn(19, 16, 2.0) + 500.0),  # large logits, no overflow yet
     Input("gradual-underflow", np.array([0.0, -712.0, -720.0, -725.0, -730.0])),  # s subnormal
+    Input("subnormal-f32", np.array([0.0, -1.0, -90.0, -95.0, -100.0])),  # s subnormal in f32
+    Input("subnormal-16bit", np.array([0.0, -1.0, -12.0, -14.0, -90.0, -95.0])),  # f16, bf16
+    Input("equal-1e8", np.array([1e8, 1e8])),  # [0.5, 0.5] to rounding in every dtype
+    Input("randn-n16-plus1e4", _randn(41, 16, 2.0) + 1e4),  # |x| large, gaps small
+    Input("uniform-n512", np.zeros(512)),  # a 16-bit running sum stalls at 256 (bfloat16)
+    Input("randn-n4096", _randn(42, 4096)),
+    Input("uniform-n4096", np.zeros(4096)),  # a float16 running sum stalls at 2048
     Input("batch-4x16-x2", _randn(16, (4, 16), 2.0)),
     Input("batch-3x6-x10", _randn(17, (3, 6), 10.0)),
     Input("batch-2x5-equal", np.tile(_randn(18, 5), (2, 1))),
@@ -573,8 +697,9 @@ def shift_targets(dtype: str) -> dict:
 
 
 def real_error(case: Case) -> tuple[list[str], float]:
-    """Where the subject's error is real (labels of the inputs evaluated: "x", and for forward
-    the two shifts), and the worst ratio error / threshold (> 1 is real)."""
+    """Where the subject's error is real (labels of the inputs evaluated: "x" and the two
+    shifts of x; a given z has no shifts), and the worst ratio error / threshold (> 1 is
+    real)."""
     s, inp, dtype = case.subject, case.inp, case.dtype
     cmd = s.command
     where, worst = [], 0.0
@@ -586,41 +711,35 @@ def real_error(case: Case) -> tuple[list[str], float]:
         if m > 1:
             where.append(label)
 
-    if cmd == "loss":
-        if inp.z is not None:
-            Z = np.atleast_2d(round_to(inp.z, dtype))
-            T = np.atleast_2d(round_to(np.broadcast_to(inp.t, Z.shape), dtype))
-        else:
-            X = np.atleast_2d(round_to(inp.x, dtype))
-            rows = defined_rows(X)
-            T = round_to(np.broadcast_to(inp.t, X.shape), dtype)[rows]
-            X = X[rows]
-            if inp.v is not None:
-                V = round_to(np.broadcast_to(inp.v, X.shape), dtype)
-                Z = round_to(exact_vjp(X, V), dtype)
-            else:
-                Z = round_to(exact(X).s, dtype)
+    if cmd == "loss" and inp.z is not None:
+        Z = np.atleast_2d(round_to(inp.z, dtype))
+        T = np.atleast_2d(round_to(np.broadcast_to(inp.t, Z.shape), dtype))
         note("x", loss_ratio(evaluate(s, dtype, Z, T), Z, T, dtype))
         return where, worst
-    X = np.atleast_2d(round_to(inp.x, dtype))
-    rows = defined_rows(X)
-    if cmd == "vjp":
-        V = round_to(np.broadcast_to(inp.v, X.shape), dtype)[rows]
-    X = X[rows]
-    if cmd in ("jacobian", "log_jacobian"):
-        note("x", jacobian_ratio(evaluate(s, dtype, X), X, dtype, cmd == "log_jacobian"))
-    elif cmd == "vjp":
-        note("x", vjp_ratio(evaluate(s, dtype, X, V), X, V, dtype))
-    else:
-        log = cmd == "log_softmax"
-        note("x", forward_ratio(evaluate(s, dtype, X, log=log), X, dtype, log))
-        a = np.max(X, axis=-1, keepdims=True)
-        for label, target in shift_targets(dtype).items():
-            with np.errstate(over="ignore", invalid="ignore"):
-                Xs = round_to(X + (target - a), dtype)
-            keep = defined_rows(Xs)
-            c = evaluate(s, dtype, Xs, log=log)[keep]
-            note(label, forward_ratio(c, Xs[keep], dtype, log))
+    X0 = np.atleast_2d(round_to(inp.x, dtype))
+    rows = defined_rows(X0)
+    companion = inp.v if cmd in ("vjp", "loss") else None
+    V = None if companion is None else round_to(np.broadcast_to(companion, X0.shape), dtype)[rows]
+    T = None if cmd != "loss" else round_to(np.broadcast_to(inp.t, X0.shape), dtype)[rows]
+    X0 = X0[rows]
+    a = np.max(X0, axis=-1, keepdims=True)
+    inputs = [("x", X0)]
+    for label, target in shift_targets(dtype).items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            inputs.append((label, round_to(X0 + (target - a), dtype)))
+    for label, X in inputs:
+        keep = defined_rows(X)
+        X = X[keep]
+        if cmd in ("jacobian", "log_jacobian"):
+            note(label, jacobian_ratio(evaluate(s, dtype, X), X, dtype, cmd == "log_jacobian"))
+        elif cmd == "vjp":
+            note(label, vjp_ratio(evaluate(s, dtype, X, V[keep]), X, V[keep], dtype))
+        elif cmd == "loss":
+            Z = round_to(exact_vjp(X, V[keep]) if V is not None else exact(X).s, dtype)
+            note(label, loss_ratio(evaluate(s, dtype, Z, T[keep]), Z, T[keep], dtype))
+        else:
+            log = cmd == "log_softmax"
+            note(label, forward_ratio(evaluate(s, dtype, X, log=log), X, dtype, log))
     return where, worst
 
 

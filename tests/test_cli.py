@@ -70,7 +70,7 @@ def strict_json(text: str):
 
 def run_json(capsys, *argv) -> tuple[Run, dict]:
     r = run_cli(capsys, *argv, "--json")
-    assert r.code in (0, 1), r.err
+    assert r.code in (0, 1, 3), r.err
     assert r.err == ""
     return r, strict_json(r.out)
 
@@ -423,11 +423,15 @@ def test_fully_masked_row_is_listed_in_the_table_report(capsys):
 
 @pytest.mark.parametrize("text", ["nan,1", "1,inf", "-inf,-inf", "NaN, 2, 3"])
 def test_undefined_single_row_is_not_an_error(capsys, text):
+    """Not an input error (exit 2), not a failure (exit 1), not a pass (exit 0): nothing was
+    checked, and --check says so with exit 3 (SPEC)."""
     r, doc = run_json(capsys, "forward", "--x", text, "--check")
-    assert r.code == 0
+    assert r.code == 3
     assert [u["row"] for u in doc["undefined_rows"]] == [0]
-    assert doc["passed"] is True
+    assert doc["passed"] is True  # no check of the implementation failed
+    assert [c["kind"] for c in doc["input_conditions"]] == ["no_defined_row"]
     assert doc["checks"] == []  # nothing was checked; no check reports itself as passed
+    assert run_cli(capsys, "forward", "--x", text).code == 0  # without --check: ran
 
 
 def test_undefined_row_next_to_defined_row(capsys):

@@ -42,10 +42,15 @@ def test_loss_zero_condition_example(capsys):
     args = ("loss", "--x-file", "examples/zero_z/x.txt", "--v-file", "examples/zero_z/v.txt",
             "--t-file", "examples/zero_z/t.txt")
     code, out, _ = run(capsys, *args, "--check")
-    assert code == 1
+    assert code == 3  # the input, not the implementation: an input condition (SPEC)
     assert "index 2" in out and "v_2 = -0.6983744232164841" in out and "<v, s>" in out
+    assert "INPUT CONDITION" in out
     code, doc = run_json(capsys, *args)
     assert code == 0
+    assert doc["passed"] is True
+    assert [c["kind"] for c in doc["input_conditions"]] == ["zero_condition"]
+    zc_check = next(c for c in doc["checks"] if c["name"] == "zero_condition")
+    assert zc_check["status"] == "input_condition" and zc_check["kind"] == "input"
     zc = doc["zero_condition"]
     assert [0, 2] in zc["unreliable_indices"] + zc["exact_zero_indices"]
     assert zc["<v,s>"][0]["value"].startswith("-0.6983744232164841")
@@ -69,7 +74,8 @@ def test_jacobian_strict_names_cancelled_entries(capsys, monkeypatch):
 def test_jacobian_json_and_log_has_no_symmetry(capsys):
     code, doc = run_json(capsys, "jacobian", "--x", "1,2,3", "--log")
     assert code == 0 and doc["command"] == "jacobian"
-    assert [c["name"] for c in doc["checks"]] == ["reference", "finite_difference", "zero_sums"]
+    assert [c["name"] for c in doc["checks"]] == ["reference", "finite_difference", "zero_sums",
+                                                  "shift_invariance"]
     assert len(doc["result"]) == 3 and len(doc["result"][0]) == 3
 
 

@@ -63,12 +63,20 @@ def test_builtin_jacobian_passes_strict_everywhere(dtype, preset):
 def test_check_names_follow_spec():
     x = PRESETS["benign"].make()
     assert [c.name for c in run_jacobian(x).checks] == ["reference", "finite_difference",
-                                                         "symmetry", "zero_sums"]
+                                                         "symmetry", "zero_sums",
+                                                         "shift_invariance"]
     assert [c.name for c in run_jacobian(x, log=True).checks] == ["reference",
                                                                   "finite_difference",
-                                                                  "zero_sums"]
-    assert [c.name for c in run_vjp(x).checks] == ["reference", "finite_difference", "zero_sum"]
+                                                                  "zero_sums",
+                                                                  "shift_invariance"]
+    assert [c.name for c in run_vjp(x).checks] == ["reference", "finite_difference", "zero_sum",
+                                                   "shift_invariance"]
     assert [c.name for c in run_loss(x, t=np.ones(16) / 16).checks] == [
+        "reference", "finite_difference", "zero_condition", "domain", "shift_invariance"]
+    assert [c.name for c in run_loss(x, t=np.ones(16) / 16, v=np.ones(16)).checks] == [
+        "reference", "finite_difference", "zero_condition", "domain", "shift_invariance"]
+    # z given: no x to shift, so the check does not apply and is left out (SPEC)
+    assert [c.name for c in run_loss(None, t=np.ones(4) / 4, z=np.ones(4) / 4).checks] == [
         "reference", "finite_difference", "zero_condition", "domain"]
 
 
@@ -85,10 +93,10 @@ def test_strict_metric_fails_cancelled_diagonal_and_names_it():
     rep = run_jacobian(x, impl=textbook_diag, metric="strict")
     ref = rep.checks[0]
     assert not ref.passed
-    assert any("cancellation" in f and "(0, 0)" in f for f in ref.failures)
+    assert any("cancellation" in f and "(0, 0)" in f for f in ref.failure_lines())
     assert ref.entries[0].index == (0, 0) and "s_0 - s_0^2" in ref.entries[0].cause
     scaled = run_jacobian(x, impl=textbook_diag)  # default metric: scaled
-    assert scaled.checks[0].passed and "cancellation" in scaled.checks[0].notes[0]
+    assert scaled.checks[0].passed and "cancellation" in scaled.checks[0].note_lines()[0]
     assert run_jacobian(x, metric="strict").passed  # the built-in keeps the digits
 
 
@@ -184,7 +192,10 @@ def test_loss_zero_condition_names_k_and_fails():
     t[k] = 1.0
     rep = run_loss(x, t, v=v)
     zc = next(c for c in rep.checks if c.name == "zero_condition")
-    assert not zc.passed and not rep.passed
+    # the input, not the implementation: an input condition (exit 3), not a failure
+    assert not zc.passed and zc.status == "input_condition" and rep.passed
+    assert [c["kind"] for c in rep.input_conditions] == ["zero_condition"]
+    assert rep.exit_status(check=True) == 3
     assert [0, k] in zc.details["zero_condition"]["unreliable_indices"] + \
         zc.details["zero_condition"]["exact_zero_indices"]
     assert f"v_{k} = " in zc.failures[0] and "<v, s> = " in zc.failures[0]
@@ -203,9 +214,10 @@ def test_loss_domain_with_given_z():
 def test_probe_mode_reports_every_applicable_check():
     x = np.random.default_rng(4).standard_normal(300)
     names = [c.name for c in run_jacobian(x, max_dense=100).checks]
-    assert names == ["reference", "finite_difference", "symmetry", "zero_sums"]
+    assert names == ["reference", "finite_difference", "symmetry", "zero_sums", "shift_invariance"]
     log = run_jacobian(x, max_dense=100, log=True)
-    assert [c.name for c in log.checks] == ["reference", "finite_difference", "zero_sums"]
+    assert [c.name for c in log.checks] == ["reference", "finite_difference", "zero_sums",
+                                            "shift_invariance"]
     assert log.passed and "v^T J 1" in log.checks[2].measured
 
 
@@ -241,7 +253,7 @@ def test_fsum_rows_within_its_stated_bound(n, kind):
     the stated bound of sum |terms|, plus the final rounding to float64 (u |sum|)."""
     import math
 
-    from smcheck.deriv_checks import LONG_SUM_MIN, fsum_rows
+    from smcheck.deriv_common import LONG_SUM_MIN, fsum_rows
 
     rng = np.random.default_rng(n)
     if kind == "positive":  # no cancellation: rounding errors pile up in one direction

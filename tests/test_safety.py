@@ -301,7 +301,7 @@ def test_commands_write_no_file(clean_cwd, name, output):
     if name == "presets":
         output = [o for o in output if o == "--json"]
     r = invoke(*argv, *output)
-    assert r.code in (0, 1), r.err
+    assert r.code in (0, 1, 3), r.err  # 3: t = 1 at a masked entry of x (an input condition)
     assert _tree(cwd) == {}, "a file appeared in the working directory"
     assert _tree(inputs) == before, "the input directory changed"
 

@@ -77,10 +77,12 @@ def test_undefined_rows_are_reported_and_do_not_decide(capsys, row, reason, comm
     assert [u["row"] for u in d["undefined_rows"]] == [0]
     assert reason in d["undefined_rows"][0]["reason"]
     assert d["checks"], "the defined row is still checked"
-    # alone, the row leaves nothing to check: still exit 0 with --check, and it says so
-    d1 = doc(capsys, command, "--x", row)
+    # alone, the row leaves nothing to check: no check failed, but --check exits 3 (an input
+    # condition: a CI gate must not pass an input it could not judge), and it says so
+    d1 = doc(capsys, command, "--x", row, code=3)
     assert d1["passed"] and d1["checks"] == [] and d1["undefined_rows"]
     assert any("nothing to check" in n for n in d1["notes"])
+    assert [c["kind"] for c in d1["input_conditions"]] == ["no_defined_row"]
 
 
 def test_undefined_row_with_a_wrong_implementation_elsewhere_still_fails(capsys):
@@ -128,7 +130,7 @@ def test_huge_magnitudes_up_to_1e308(capsys):
     d = doc(capsys, "forward", "--x", "1e308,-1e308,0,1e307", "--log")
     assert d["result"][0] == 0.0 and d["result"][2] == -1e308
     # in float16 1e308 rounds to +inf: the row is undefined there, and says why
-    d = doc(capsys, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16")
+    d = doc(capsys, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16", code=3)
     assert d["undefined_rows"] and "inf" in d["undefined_rows"][0]["reason"]
 
 

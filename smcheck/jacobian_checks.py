@@ -1,0 +1,406 @@
+"""The checks of ``jacobian``: every entry of J = diag(s) - s s^T (log-softmax: I - 1 s^T)
+against the exact one and finite differences, its symmetry and zero sums, and shift
+invariance; beyond --max-dense, bilinear forms v^T J u on random probe pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .checks import add_dtype_finding, register
+from .deriv_common import _Ok, fd_directional, fd_jacobian, fd_result, fsum_rows, row_rng, sum_check
+from .dtypes import DtypeInfo
+from .errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
+from .exceptions import ImplementationError
+from .impls import Implementation
+from .reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
+from .results import LIST_MAX, CheckResult, Finding
+from .tolerance import jacobian_tolerance, probe_allowance, underflow_unit
+from .verdicts import (MERGE, comparison_result, fmt, ftz_cause, score, shift_invariance,
+                       top_entries, worst_failure)
+
+# --- jacobian -----------------------------------------------------------------------------------
+
+
+@dataclass
+class JacobianCase:
+    X: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    log: bool
+    metric: str
+    overrides: Overrides | None
+    dps: int
+    exact: ExactSoftmax  # with one_minus
+    fd_method: str
+    top: int = 10
+    dense: bool = True
+    probes: int = 4
+    seed: int = 0
+    engine: str = "auto"
+    ftz: bool = False  # --allow-ftz
+    strict_dtype: bool = False  # --strict-dtype
+    J: np.ndarray | None = None  # computed (rows, n, n), dense mode
+    _cmp: Comparison | None = field(default=None, repr=False)
+    _strict: Comparison | None = field(default=None, repr=False)
+    _probe: dict | None = field(default=None, repr=False)
+    _exact_J: tuple | None = field(default=None, repr=False)
+
+    @property
+    def quantity(self) -> str:
+        return "log-softmax Jacobian" if self.log else "softmax Jacobian"
+
+    @property
+    def exact_softmax(self) -> ExactSoftmax:
+        return self.exact
+
+    def tolerance(self, metric: str):
+        hi = self.exact_J[0]
+        tol = jacobian_tolerance(self.exact.d, self.exact.s_hi, np.abs(hi), self.info,
+                                 self.log, metric, self.ftz)
+        return apply_overrides(tol, self.overrides)
+
+    def evaluate(self, X: np.ndarray) -> np.ndarray:
+        """The implementation's Jacobians (rows, n, n) at X (values of the dtype)."""
+        info, n = self.info, X.shape[1]
+        J = np.asarray(self.impl.jacobian(X.astype(info.np_dtype), info, self.log))
+        if J.shape != (X.shape[0], n, n):
+            raise ImplementationError(f"--impl {self.impl.name} returned a Jacobian of shape "
+                                      f"{J.shape[1:]}: expected {(n, n)}")
+        return J.astype(np.float64, copy=False)
+
+    def at(self, Xs: np.ndarray, c: np.ndarray) -> "JacobianCase":
+        """The case at the shifted rows Xs = round(X + c): the implementation and the exact
+        softmax there (the probes keep their vectors)."""
+        exact = exact_softmax(Xs, self.dps, one_minus=True, engine=self.engine)
+        return replace(self, X=Xs, exact=exact, J=self.evaluate(Xs) if self.dense else None,
+                       _cmp=None, _strict=None, _probe=None, _exact_J=None)
+
+    @property
+    def exact_J(self):
+        if self._exact_J is None:
+            self._exact_J = exact_jacobian(self.exact, self.log)
+        return self._exact_J
+
+    @property
+    def cmp(self) -> Comparison:
+        """Every entry against the exact Jacobian; beyond --max-dense, the probes' v^T J u
+        (rows, probes) against their exact values."""
+        if self._cmp is None:
+            if self.dense:
+                hi, lo = self.exact_J
+                self._cmp = compare(self.J, hi, lo, self.tolerance(self.metric), self.info)
+            else:
+                p = self.probe()
+                tol = Tolerance(atol=p["allowed"], rtol=None, under=p["under"],
+                                formula="|c - v^T J u| <= the bilinear allowance (README)")
+                self._cmp = compare(p["computed"], p["hi"], p["lo"],
+                                    apply_overrides(tol, self.overrides), self.info)
+        return self._cmp
+
+    @property
+    def strict(self):
+        """Which entries meet the strict (componentwise relative) bound; the errors are the
+        main comparison's, only the allowance differs."""
+        if self._strict is None:
+            if self.metric == "strict":
+                self._strict = self.cmp
+            else:
+                self._strict = _Ok(_within(self.cmp.abs_err, self.cmp.ref,
+                                           self.tolerance("strict")))
+        return self._strict
+
+    def cause(self, r: int, i: int, k: int | None = None) -> str:
+        cmp = self.cmp
+        if k is None:  # a probe (n > --max-dense)
+            c = cmp.computed[r, i]
+            if np.isnan(c):
+                return "nan: the softmax it is built from is not finite"
+            return "" if cmp.ok[r, i] else f"error {fmt(cmp.ratio[r, i])} x its allowance"
+        c = cmp.computed[r, i, k]
+        if np.isnan(c):
+            return "nan: the softmax it is built from is not finite"
+        if cmp.ok[r, i, k] and (self.metric == "strict" or self.strict.ok[r, i, k]):
+            return ""
+        ftz = ftz_cause(c, cmp.ref[r, i, k], self.info)
+        if ftz:
+            return ftz
+        om = self.exact.om_hi[r]
+        if i == k and not self.strict.ok[r, i, k]:
+            if self.log:
+                return (f"cancellation: 1 - s_{k} with s_{k} = 1 - {fmt(om[k])}; sum the other "
+                        "entries instead")
+            return (f"cancellation: s_{i} - s_{i}^2 with s_{i} = 1 - {fmt(om[i])}; use "
+                    f"s_{i} * (sum of the other s_j)")
+        if not cmp.ok[r, i, k]:
+            return f"error {fmt(cmp.ratio[r, i, k])} x its allowance"
+        return ""
+
+    # probes (n > --max-dense): v^T J u, never forming J
+    def probe(self) -> dict:
+        if self._probe is not None:
+            return self._probe
+        from .impls import UserCallable
+
+        if isinstance(self.impl, UserCallable):
+            raise ImplementationError(
+                f"n = {self.X.shape[1]} exceeds --max-dense: --impl {self.impl.name} returns "
+                "an n x n Jacobian; raise --max-dense, or check the VJP with 'smcheck vjp'")
+        rows, n = self.X.shape
+        k = self.probes
+        fin = np.isfinite(self.X)[:, None, :]
+        draws = np.array([row_rng(self.seed, 3, lab).standard_normal((2, k, n))
+                          for lab in self.rows]).reshape(rows, 2, k, n)
+        V = np.where(fin, draws[:, 0], 0.0)
+        U = np.where(fin, draws[:, 1], 0.0)
+        if self.log:  # probe 0: v^T J 1 (J 1 = 0: the rows of I - 1 s^T sum to 0)
+            U[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)
+        else:  # probe 0: 1^T J u (the columns of the symmetric J sum to 0)
+            V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)
+        info = self.info
+        Vr, Ur = info.round(V).astype(np.float64), info.round(U).astype(np.float64)
+        s = self.impl.softmax(self.X.astype(info.np_dtype), info, False).astype(np.float64)
+        acc = info.accumulator
+        comp = np.zeros((rows, k))
+        comp_t = np.zeros((rows, k))  # u^T J v, the same pairs the other way round
+        for p in range(k):
+            v, u = Vr[:, p, :], Ur[:, p, :]
+            if self.log:  # v^T (I - 1 s^T) u = <v, u> - (sum v) <s, u>
+                su = np.sum((s * u).astype(acc), axis=-1, dtype=acc)
+                comp[:, p] = np.sum((v * u).astype(acc), axis=-1) - np.sum(v, axis=-1) * su
+            else:  # J is symmetric: v^T J u = <v, u J>, the implementation's own VJP with u
+                Ju = np.asarray(self.impl.vjp(self.X.astype(info.np_dtype), u, info),
+                                dtype=np.float64)
+                comp[:, p] = np.sum((v * Ju).astype(acc), axis=-1, dtype=acc)
+                Jv = np.asarray(self.impl.vjp(self.X.astype(info.np_dtype), v, info),
+                                dtype=np.float64)
+                comp_t[:, p] = np.sum((u * Jv).astype(acc), axis=-1, dtype=acc)
+        hi, lo = exact_bilinear(self.X, Vr, Ur, self.dps, self.log, self.engine)
+        allowed = probe_allowance(self.exact.d, self.exact.s_hi, Vr, Ur, info, self.log,
+                                  self.ftz)
+        self._probe = {"V": Vr, "U": Ur, "computed": comp, "computed_t": comp_t, "hi": hi,
+                       "lo": lo, "allowed": allowed, "under": underflow_unit(info, self.ftz)}
+        return self._probe
+
+
+def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
+    """err <= the tolerance's allowance at |ref|, entry by entry, a block of rows at a time
+    (the (rows, n, n) arrays as (rows n, n) views): no n^2 temporaries."""
+    from dataclasses import replace
+
+    from .blocks import blocks
+
+    m = err.shape[-1]
+    ev, rv = err.reshape(-1, m), ref.reshape(-1, m)
+    full = [a is not None and np.ndim(a) > 0 for a in (tol.atol, tol.rtol)]
+    parts = [np.broadcast_to(a, err.shape).reshape(-1, m) if f else a
+             for a, f in zip((tol.atol, tol.rtol), full)]
+    ok = np.empty(ev.shape, dtype=bool)
+    for b in blocks(ev.shape[0], m):
+        t = replace(tol, atol=parts[0][b] if full[0] else parts[0],
+                    rtol=parts[1][b] if full[1] else parts[1])
+        ok[b] = ev[b] <= t.allowed(np.abs(rv[b]))
+    return ok.reshape(err.shape)
+
+
+@register("jacobian", "reference")
+def jacobian_reference(case: JacobianCase) -> CheckResult:
+    if not case.dense:
+        p = case.probe()
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs((p["computed"] - p["hi"]) - p["lo"])
+            diff = np.where(np.isnan(diff), np.inf, diff)
+        ok = diff <= p["allowed"]
+        ratio = diff / p["allowed"]
+        pos = np.unravel_index(int(np.argmax(ratio)), diff.shape)
+        res = CheckResult(
+            name="reference", passed=bool(np.all(ok)), max_abs_err=float(np.max(diff)),
+            max_rel_err=float(np.max(diff / np.maximum(np.abs(p["hi"]), 1e-300))), max_ulp=None,
+            tolerance={"formula": "|c - v^T J u| <= rho * natural size of v^T J u (README)",
+                       "atol": float(np.max(p["allowed"]))},
+            worst={"row": int(case.rows[pos[0]]), "index": None, "probe": int(pos[1])},
+            measured=f"max |c - v^T J u| = {fmt(diff[pos])} ({case.probes} probes)",
+            allowed=fmt(p["allowed"][pos]),
+            statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
+            "--max-dense) agrees with the exact value", score=score(ratio, pos))
+        res.notes.append(f"n = {case.X.shape[1]} > --max-dense: checked v^T J u on "
+                         f"{case.probes} random probe pairs per row instead of every entry")
+        if not res.passed:
+            res.failures.append(f"row {case.rows[pos[0]]}, probe {pos[1]}: computed "
+                                f"{fmt(p['computed'][pos], 10)}, exact {fmt(p['hi'][pos], 10)}")
+        return res
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} {case.quantity} in {case.info.name} agrees with "
+                            "the exact Jacobian, entry by entry "
+                            f"({'componentwise relative' if case.metric == 'strict' else 'scaled to each entry'})")
+    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
+    if not cmp.passed:
+        res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
+    add_dtype_finding(res, case.impl, case.J, case.info, case.strict_dtype)
+    lost = ~case.strict.ok
+    if lost.any():
+        idx = np.argwhere(lost)
+        res.details["cancelled"] = [[int(case.rows[r]), int(i), int(k)]
+                                    for r, i, k in idx[:LIST_MAX]]
+        r, i, k = idx[0]
+        what = ("1 - s_k" if case.log else "s_i - s_i^2")
+        strict = case.metric == "strict"
+        if strict or cmp.ok[lost].all():
+            res.findings = [f for f in res.findings if f.kind != "unresolvable"]
+            res.findings.append(Finding(
+                "cancelled", len(idx), int(cmp.ok.size),
+                "{count} entr{ies} lost their relative accuracy to cancellation in " + what
+                + " (s near 1), e.g. {example}"
+                + ("" if strict else "; within the scaled bound, --metric strict fails them"),
+                f"row {case.rows[r]}, entry ({i}, {k})", fails=strict))
+    return res
+
+
+@register("jacobian", "finite_difference")
+def jacobian_fd(case: JacobianCase) -> CheckResult:
+    f = case.impl.forward64(case.log)
+    src = case.impl.fd_source
+    if not case.dense:
+        p = case.probe()
+        ests, vals, allowed = [], [], []
+        for r in range(case.X.shape[0]):
+            for q in range(case.probes):
+                v = p["V"][r, q]
+                est = fd_directional(case.impl, lambda Z, v=v: np.sum(f(Z) * v, axis=-1),
+                                     case.X[r], p["U"][r, q], case.fd_method)
+                ests.append(est)
+        vals = p["computed"]
+        allowed = p["allowed"]
+        res = fd_result("finite_difference", f"v^T J u agrees with the directional finite "
+                        f"difference of <v, f(x + h u)>, f = {src}", vals, ests, allowed,
+                        case.rows, index_of=lambda pos: None)
+        return res
+    ests = [fd_jacobian(case.impl, f, case.X[r], case.fd_method) for r in range(case.X.shape[0])]
+    # masked coordinates (-inf) are never perturbed: leave their rows and columns out
+    fin = np.isfinite(case.X)
+    both = fin[:, :, None] & fin[:, None, :]
+    return fd_result("finite_difference",
+                     f"the computed Jacobian agrees with finite differences of {src}",
+                     case.J, ests, case.cmp.allowed, case.rows,
+                     index_of=lambda pos: [int(pos[1]), int(pos[2])], mask=both,
+                     abs_resolution=4 * 2.0 ** -52 if case.log else 0.0)
+
+
+#: rows of J compared with their transposed columns at a time (cache-friendly tiles)
+SYM_TILE = 128
+
+
+def _symmetry(J: np.ndarray, a: np.ndarray):
+    """|J - J^T| against a + a^T, a strip of rows at a time (the columns it meets are read as
+    contiguous runs), without forming the n x n differences. Returns (passed, max |J - J^T|,
+    worst position (row, i, k) by excess over the allowance, its allowance, max allowance,
+    that excess)."""
+    rows, n, _ = J.shape
+    passed, max_asym, max_allowed = True, 0.0, 0.0
+    best = (-np.inf, (0, 0, 0), 0.0)
+    for r in range(rows):
+        for i0 in range(0, n, SYM_TILE):
+            i1 = min(i0 + SYM_TILE, n)
+            with np.errstate(invalid="ignore"):
+                asym = np.abs(J[r, i0:i1, :] - J[r, :, i0:i1].T)
+                asym = np.where(np.isnan(asym), np.inf, asym)
+            allowed = a[r, i0:i1, :] + a[r, :, i0:i1].T
+            passed = passed and bool(np.all(asym <= allowed))
+            max_asym = max(max_asym, float(np.max(asym)))
+            max_allowed = max(max_allowed, float(np.max(allowed)))
+            with np.errstate(invalid="ignore"):
+                excess = asym - allowed
+            k = int(np.argmax(excess))
+            if excess.flat[k] > best[0]:
+                i, j = divmod(k, n)
+                best = (float(excess.flat[k]), (r, i0 + i, j), float(allowed.flat[k]))
+    return passed, max_asym, best[1], best[2], max_allowed, best[0]
+
+
+@register("jacobian", "symmetry")
+def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
+    if case.log:
+        return None  # I - 1 s^T is not symmetric
+    if not case.dense:
+        p = case.probe()
+        # v^T J u against u^T J v, each from the implementation's own VJP
+        return sum_check("symmetry", "v^T J u = u^T J v on the probes (J = J^T)",
+                         p["computed"] - p["computed_t"], 2 * p["allowed"], case.rows,
+                         "v^T J u - u^T J v")
+    J = case.J
+    a = case.cmp.allowed
+    passed, max_asym, pos, allowed_at, max_allowed, excess = _symmetry(J, a)
+    res = CheckResult(
+        name="symmetry", passed=passed, max_abs_err=max_asym,
+        max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "|J_ik - J_ki| <= allowance_ik + allowance_ki",
+                   "atol": max_allowed},
+        worst={"row": int(case.rows[pos[0]]), "index": [int(pos[1]), int(pos[2])]},
+        measured=f"max |J - J^T| = {fmt(max_asym)}", allowed=fmt(allowed_at),
+        statement="the computed softmax Jacobian is symmetric", score=excess)
+    if not res.passed:
+        res.failures.append(f"row {case.rows[pos[0]]}: J[{pos[1]}, {pos[2]}] = "
+                            f"{fmt(J[pos], 10)} but J[{pos[2]}, {pos[1]}] = "
+                            f"{fmt(J[pos[0], pos[2], pos[1]], 10)}")
+    return res
+
+
+@register("jacobian", "zero_sums")
+def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
+    if not case.dense:
+        p = case.probe()
+        # probe 0 has v = 1 (softmax: 1^T J u = 0) or u = 1 (log-softmax: v^T J 1 = 0)
+        label = "v^T J 1" if case.log else "1^T J u"
+        what = "rows of J sum to 0" if case.log else "columns of J sum to 0"
+        return sum_check("zero_sums", f"{label} = 0 on the probes ({what})",
+                         p["computed"][:, :1], p["allowed"][:, :1], case.rows, label)
+    a = case.cmp.allowed
+    rows_sum = fsum_rows(case.J, axis=-1)  # J 1
+    allowed_r = np.sum(a, axis=-1)
+    res = sum_check("zero_sums", "every row of J sums to 0 (J 1 = 0)"
+                    + ("" if case.log else " and every column (1^T J = 0)"),
+                    rows_sum, allowed_r, case.rows, "J 1")
+    if not case.log:
+        cols = fsum_rows(case.J, axis=1)
+        resc = sum_check("zero_sums", "", cols, np.sum(a, axis=1), case.rows, "1^T J")
+        res.merge_data = {"rows": (res.passed, res.max_abs_err, res.measured, res.failures),
+                          "cols": (resc.passed, resc.max_abs_err, resc.score, resc.failures)}
+        _zero_sums_cols(res)
+    return res
+
+
+def _zero_sums_cols(res: CheckResult) -> None:
+    """The columns' sums (softmax: 1^T J = 0) joined to the rows' result."""
+    passed, max_abs, measured, failures = res.merge_data["rows"]
+    c_passed, c_max, _, c_failures = res.merge_data["cols"]
+    res.passed, res.max_abs_err, res.measured, res.failures = passed, max_abs, measured, failures
+    if not c_passed or c_max > max_abs:
+        res.failures = failures + c_failures
+        res.passed = passed and c_passed
+        res.max_abs_err = max(max_abs, c_max)
+        res.measured = measured + f"; max |1^T J| = {fmt(c_max)}"
+
+
+def _merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    if not all("cols" in p.merge_data for p in parts):
+        return  # log-softmax (rows only) or probes: merged as any check
+    rows = [p.merge_data["rows"] for p in parts]
+    cols = [p.merge_data["cols"] for p in parts]
+    w = max(range(len(parts)), key=lambda i: parts[i].score)  # the rows' worst chunk
+    wc = max(range(len(parts)), key=lambda i: cols[i][2])  # the columns' worst chunk
+    out.merge_data = {
+        "rows": (all(r[0] for r in rows), max(r[1] for r in rows), rows[w][2], rows[w][3]),
+        "cols": (all(c[0] for c in cols), max(c[1] for c in cols), cols[wc][2], cols[wc][3])}
+    _zero_sums_cols(out)
+
+
+MERGE["zero_sums"] = _merge_zero_sums
+
+
+@register("jacobian", "shift_invariance")
+def jacobian_shift_invariance(case: JacobianCase) -> CheckResult:
+    return shift_invariance(case, case.quantity + (" (v^T J u on the probes)"
+                                                   if not case.dense else ""))

@@ -1,0 +1,331 @@
+"""The checks of ``loss``: the gradient -t / z against the exact quotient and a directional
+finite difference, shift invariance, and the input conditions of the derivation: z_i = 0 or
+below its rounding floor where t_i != 0 (``zero_condition``), z_i <= 0 where t_i != 0
+(``domain``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import finite_diff
+from .checks import add_dtype_finding, register
+from .deriv_common import fd_result, fsum_rows, row_rng
+from .dtypes import DtypeInfo
+from .errors_ulp import Comparison, Overrides, apply_overrides, compare
+from .exceptions import ImplementationError
+from .impls import Builtin, Implementation, builtin_vjp
+from .reference import ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp
+from .results import LIST_MAX, CheckResult, Finding
+from .tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
+from .verdicts import MERGE, comparison_result, fmt, shift_invariance, top_entries, worst_failure
+
+# --- loss ---------------------------------------------------------------------------------------
+
+
+def loss_z(X, T, V, mode: str, info: DtypeInfo, dps: int, engine: str = "auto",
+           progress=None) -> dict:
+    """z from x: the exact VJP v J(x) (``mode`` "vjp") or softmax(x) ("softmax"), the rounded z
+    the implementation gets, its rounding floor, and what the zero condition reports."""
+    if mode == "vjp":
+        ex = exact_vjp(X, V, dps, progress, engine=engine)
+        z_exact, exact_s = ex.z_hi, ex.softmax
+        floor = rounding_floor(ex.softmax.s_hi, V, ex.abs_dot, info)
+        extra = dict(V=V, dot=ex.dot, dot_str=ex.dot_str, exact_zero=ex.exact_zero, vjp=ex)
+    else:
+        exact_s = exact_softmax(X, dps, progress, engine=engine)
+        z_exact = exact_s.s_hi
+        floor = np.full(z_exact.shape, info.eta / 2)
+        extra = {}
+    return dict(X=X, Z=info.round(z_exact).astype(np.float64), z_exact=z_exact, floor=floor,
+                exact_s=exact_s, **extra)
+
+
+@dataclass
+class LossCase:
+    Z: np.ndarray  # z rounded to the dtype, as float64 (what the implementation gets)
+    T: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    overrides: Overrides | None
+    dps: int
+    mode: str  # "vjp" | "given" | "softmax"
+    g: np.ndarray  # computed gradient
+    z_exact: np.ndarray  # exact z (float64 hi)
+    floor: np.ndarray  # rounding floor of z per entry (0 where z is given exactly)
+    X: np.ndarray | None = None
+    V: np.ndarray | None = None
+    dot: np.ndarray | None = None  # <v, s> per row (vjp mode)
+    dot_str: list | None = None
+    exact_zero: list | None = None  # per row (vjp mode)
+    exact_s: ExactSoftmax | None = None  # the exact softmax of x (vjp and softmax modes)
+    vjp: object = None  # the exact VJP (vjp mode)
+    fd_method: str = "auto"
+    top: int = 10
+    seed: int = 0
+    engine: str = "auto"
+    ftz: bool = False  # --allow-ftz: a subnormal z may be read as 0
+    strict_dtype: bool = False  # --strict-dtype
+    _cmp: Comparison | None = field(default=None, repr=False)
+    _grad_x: Comparison | None = field(default=None, repr=False)
+
+    @property
+    def exact_softmax(self) -> ExactSoftmax:
+        return self.exact_s
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Entries where -t/z is defined: z != 0 (t_i = 0 there gives 0); with --allow-ftz
+        also z_i not subnormal (flush-to-zero hardware reads it as 0)."""
+        if self.ftz:
+            return np.abs(self.Z) >= self.info.tiny
+        return self.Z != 0
+
+    @property
+    def cmp(self) -> Comparison:
+        if self._cmp is None:
+            hi, lo = exact_loss_grad(self.Z, self.T)
+            ok = self.valid
+            hi, lo = np.where(ok, hi, 0.0), np.where(ok, lo, 0.0)
+            g = np.where(ok, self.g, 0.0)
+            tol = apply_overrides(quotient_tolerance(self.info, self.ftz), self.overrides)
+            self._cmp = compare(g, hi, lo, tol, self.info)
+        return self._cmp
+
+    def evaluate(self, Z: np.ndarray) -> np.ndarray:
+        """The implementation's gradient -t / z at Z (values of the dtype)."""
+        info = self.info
+        g = np.asarray(self.impl.loss_grad(Z.astype(info.np_dtype), self.T, info))
+        if g.shape != Z.shape:
+            raise ImplementationError(f"--impl {self.impl.name} returned shape {g.shape[1:]}"
+                                      f" for the loss gradient: expected {Z.shape[1:]}")
+        return g.astype(np.float64)
+
+    def at(self, Xs: np.ndarray, c: np.ndarray) -> "LossCase":
+        """The case at the shifted rows Xs = round(X + c): z recomputed from them."""
+        parts = loss_z(Xs, self.T, self.V, self.mode, self.info, self.dps, self.engine)
+        return replace(self, **parts, g=self.evaluate(parts["Z"]), _cmp=None, _grad_x=None)
+
+    def cause(self, r: int, i: int) -> str:
+        cmp = self.cmp
+        if cmp.ok[r, i]:
+            return ""
+        z, c = self.Z[r, i], cmp.computed[r, i]
+        if np.isinf(c) and 0 < abs(z) < self.info.tiny:
+            return (f"denormals-are-zero: z_i = {fmt(z)} is subnormal in {self.info.name} and "
+                    "was read as 0 (--allow-ftz accepts it)")
+        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+
+    @property
+    def grad_x(self) -> Comparison | None:
+        """z = softmax(x) only: the gradient in x, s * sum(t) - t. Built-ins compute it
+        directly; any other loss gradient is back-propagated through the stable VJP in the
+        dtype."""
+        if self.mode != "softmax":
+            return None
+        if self._grad_x is None:
+            info, X, T = self.info, self.X, self.T
+            dt = info.np_dtype
+            if isinstance(self.impl, Builtin):
+                s = self.impl.softmax(X.astype(dt), info, False).astype(info.accumulator)
+                Ta = T.astype(info.accumulator)
+                comp = (s * np.sum(Ta, axis=-1, keepdims=True) - Ta).astype(dt)
+            else:
+                # where t_i = 0 the term t_i log z_i is absent: its gradient is 0 (-0/0 is nan)
+                g = np.where(T == 0, 0.0, self.g)
+                with np.errstate(all="ignore"):
+                    comp = builtin_vjp("stable", X.astype(dt), g, info)
+            hi, lo = exact_grad_x(X, T, self.dps, self.engine)
+            tol = grad_x_tolerance(self.exact_s.d, self.exact_s.s_hi, T, info, self.ftz)
+            self._grad_x = compare(comp.astype(np.float64), hi, lo,
+                                   apply_overrides(tol, self.overrides), info)
+        return self._grad_x
+
+    def extra_failures(self) -> list[str]:
+        """What fails beside the loss gradient itself: the gradient in x (softmax mode)."""
+        gx = self.grad_x
+        if gx is None or gx.passed:
+            return []
+        w = gx.worst_index()
+        return [f"gradient in x (s * sum(t) - t), row {self.rows[w[0]]}, index {w[1]}: computed "
+                f"{fmt(gx.computed[w], 10)}, exact {fmt(gx.ref[w], 10)}"]
+
+
+@register("loss", "reference")
+def loss_reference(case: LossCase) -> CheckResult:
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} -t / z in {case.info.name} agrees with the exact "
+                            "quotient for the z it was given, entry by entry")
+    res.entries = top_entries(cmp, case.Z, case.rows, case.top, case.cause)
+    if not cmp.passed:
+        res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
+    add_dtype_finding(res, case.impl, case.g, case.info, case.strict_dtype)
+    skipped = (case.Z != 0) & ~case.valid
+    if skipped.any():
+        r, i = np.argwhere(skipped)[0]
+        res.findings.append(Finding(
+            "ftz_skipped", int(skipped.sum()), int(skipped.size),
+            "{count} entr{ies} with a subnormal z_i not judged (--allow-ftz: flush-to-zero "
+            "hardware reads them as 0), e.g. {example}",
+            f"row {case.rows[r]}, index {i}: z = {fmt(case.Z[r, i])}"))
+    gx = case.grad_x
+    if gx is not None:
+        res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
+                                 "passed": gx.passed, **gx.maxima()}
+        lines = case.extra_failures()
+        if lines:
+            res.passed = False
+            res.failures += lines
+        else:
+            res.notes.append(f"gradient in x, s * sum(t) - t: max {fmt(gx.maxima()['max_ulp'])} ULP")
+    return res
+
+
+@register("loss", "finite_difference")
+def loss_fd(case: LossCase) -> CheckResult:
+    ests, vals, allowed = [], [], []
+    for r in range(case.Z.shape[0]):
+        rng = row_rng(case.seed, 11, case.rows[r])
+        z, t = case.Z[r], case.T[r]
+        usable = z > 0  # the complex step must stay off log's branch cut
+        # differentiate in relative coordinates z_i (1 + rho_i): a step of 1e-20 in rho is
+        # tiny for every z_i however small, and d/dh l(z (1 + h r)) = sum_i g_i z_i r_i
+        r_dir = np.where(usable, rng.standard_normal(z.shape[0]), 0.0)
+        tt = np.where(usable, t, 0.0)
+        zz = np.where(usable, z, 1.0)
+
+        def loss(R, tt=tt, zz=zz):
+            return -np.sum(tt * np.log(zz * (1 + R)), axis=-1)
+
+        ests.append(finite_diff.directional(loss, np.zeros_like(zz), r_dir, case.fd_method))
+        w = zz * r_dir
+        gw = np.where(usable, case.g[r], 0.0) * w
+        vals.append(float(fsum_rows(gw)))
+        allowed.append(float(np.sum(np.abs(w) * np.where(usable, case.cmp.allowed[r], 0.0))))
+    res = fd_result("finite_difference", "<D_z l, w> agrees with the directional finite "
+                    "difference of l(z + h w, t) along a random w = z * r (entries with z_i > 0)",
+                    np.array(vals), ests, np.array(allowed), case.rows)
+    return res
+
+
+@register("loss", "zero_condition")
+def loss_zero_condition(case: LossCase) -> CheckResult:
+    entries, bad = [], []
+    exact0, unreliable = [], []
+    for r in range(case.Z.shape[0]):
+        t = case.T[r]
+        z0 = set(case.exact_zero[r]) if case.exact_zero is not None else set(
+            np.flatnonzero(case.z_exact[r] == 0).tolist())
+        unrel = set(np.flatnonzero(np.abs(case.z_exact[r]) <= case.floor[r]).tolist()) - z0
+        if case.mode == "vjp":
+            # where the rounded z is 0 though the exact one is not: the sign was lost too
+            unrel |= set(np.flatnonzero((case.Z[r] == 0) & (case.z_exact[r] != 0)).tolist()) - z0
+        for i in sorted(z0 | unrel):
+            row = {"row": int(case.rows[r]), "index": int(i),
+                   "kind": "exact zero" if i in z0 else "below rounding floor",
+                   "z_i": float(case.z_exact[r, i]), "floor": float(case.floor[r, i]),
+                   "t_i": float(t[i])}
+            if case.mode == "vjp":
+                row["v_i"] = float(case.V[r, i])
+                row["<v,s>"] = case.dot_str[r]
+            entries.append(row)
+            if t[i] != 0:
+                bad.append(row)
+        exact0 += [[int(case.rows[r]), int(i)] for i in sorted(z0)]
+        unreliable += [[int(case.rows[r]), int(i)] for i in sorted(unrel)]
+    res = CheckResult(
+        name="zero_condition", passed=not bad, kind="input", max_abs_err=None, max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "no index with t_i != 0 where z_i = 0 or |z_i| <= its rounding "
+                   "floor u s_i (|v_i| + sum_j |v_j| s_j)"},
+        worst=({"row": bad[0]["row"], "index": bad[0]["index"]} if bad else None),
+        measured=_zero_words(len(exact0), len(unreliable)), allowed="none where t_i != 0",
+        statement="z_i = 0 exactly when v_i = <v, s>; near it the sign of z_i and -t_i/z_i are "
+        "unreliable")
+    for e in bad[:ZERO_LINES]:
+        side = (f"v_{e['index']} = {e['v_i']!r} vs <v, s> = {e['<v,s>']}, "
+                if "v_i" in e else "")
+        res.failures.append(
+            f"row {e['row']}, index {e['index']} ({e['kind']}): {side}z = {fmt(e['z_i'])}, "
+            f"floor {fmt(e['floor'])}, t = {fmt(e['t_i'])}: the gradient -t/z there is "
+            + ("undefined" if e["kind"] == "exact zero" else "unreliable (sign and size)"))
+    res.details["condition_count"] = len(bad)
+    res.details["zero_condition"] = {"exact_zero_indices": exact0,
+                                     "unreliable_indices": unreliable,
+                                     "entries": entries[:LIST_MAX]}
+    return res
+
+
+#: failure lines of the zero condition: the first entries where t_i != 0, in row order
+ZERO_LINES = 10
+
+
+def _zero_words(exact: int, unreliable: int) -> str:
+    return f"{exact} exact zero(s), {unreliable} below the floor"
+
+
+def _merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    zc = out.details["zero_condition"]
+    out.measured = _zero_words(len(zc["exact_zero_indices"]), len(zc["unreliable_indices"]))
+    first = next((p for p in parts if not p.passed), None)
+    out.worst = None if first is None else first.worst
+    out.failures = [f for p in parts for f in p.failures][:ZERO_LINES]
+
+
+MERGE["zero_condition"] = _merge_zero_condition
+
+
+@register("loss", "domain")
+def loss_domain(case: LossCase) -> CheckResult:
+    bad = (case.T != 0) & ~(case.Z > 0)
+    idx = np.argwhere(bad)
+    res = CheckResult(
+        name="domain", passed=not idx.size, kind="input", max_abs_err=None, max_rel_err=None, max_ulp=None,
+        tolerance={"formula": "z_i > 0 wherever t_i != 0"},
+        worst=({"row": int(case.rows[idx[0][0]]), "index": int(idx[0][1])} if idx.size else None),
+        measured=_domain_words(len(idx)), allowed="0",
+        statement="log z_i is defined wherever t_i != 0 (z_i > 0)")
+    res.merge_data = {"count": len(idx), "items": [
+        f"row {case.rows[r]} index {i} (z = {fmt(case.Z[r, i])}, t = {fmt(case.T[r, i])})"
+        for r, i in idx[:DOMAIN_ITEMS]]}
+    res.details["condition_count"] = len(idx)
+    if idx.size:
+        res.failures.append(_domain_line(res.merge_data))
+        res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
+    return res
+
+
+#: entries named in the domain check's failure line
+DOMAIN_ITEMS = 6
+
+
+def _domain_words(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'} with z_i <= 0 and t_i != 0"
+
+
+def _domain_line(d: dict) -> str:
+    return ("log z_i undefined at " + ", ".join(d["items"][:DOMAIN_ITEMS])
+            + (" ..." if d["count"] > DOMAIN_ITEMS else ""))
+
+
+def _merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    d = {"count": sum(p.merge_data["count"] for p in parts),
+         "items": [i for p in parts for i in p.merge_data["items"]][:DOMAIN_ITEMS]}
+    out.measured = _domain_words(d["count"])
+    first = next((p for p in parts if not p.passed), None)
+    out.worst = None if first is None else first.worst
+    out.failures = [_domain_line(d)] if d["count"] else []
+    out.merge_data = d
+
+
+MERGE["domain"] = _merge_domain
+
+
+@register("loss", "shift_invariance")
+def loss_shift_invariance(case: LossCase) -> CheckResult | None:
+    if case.mode == "given":
+        return None  # z given: no x to shift
+    return shift_invariance(case, "-t / z" + (" (z = v J(x))" if case.mode == "vjp" else
+                                              " (z = softmax(x)) and its gradient in x"))

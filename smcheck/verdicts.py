@@ -1,0 +1,300 @@
+"""From comparisons to verdicts: the pieces every command's checks share.
+
+* :func:`comparison_result` — a :class:`~smcheck.results.CheckResult` from a comparison: the
+  maxima, the worst entry with its allowance, and the counted findings that hold for any
+  command (entries the dtype cannot resolve, results flushed to zero);
+* :func:`dtype_finding` — an implementation that did not compute in the dtype it was asked for;
+* :func:`shift_invariance` — the SPEC's shift check for every command: the implementation at
+  the rounded x + c against the exact value there, for an overflow and an underflow shift;
+* :data:`MERGE` — how a merged batch finishes a check the generic merge cannot.
+
+Checks return results; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .dtypes import DtypeInfo
+from .errors_ulp import Comparison
+from .results import CheckResult, Entry, Finding
+
+#: how the merged result of a check that the generic merge cannot finish (counts, lines of
+#: its own) is finished, by check name: ``hook(merged, parts, top)``, the chunks' results in
+#: row order (parallel.merge_checks)
+MERGE: dict[str, Callable[[CheckResult, list[CheckResult], int], None]] = {}
+
+
+def fmt(v: float, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+def ilist(idx, limit: int = 8) -> str:
+    idx = [int(i) for i in idx]
+    s = ", ".join(str(i) for i in idx[:limit])
+    return s + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
+
+
+def score(ratio: np.ndarray, pos) -> float:
+    """The ratio at the worst entry, nan read as inf (as the worst is chosen)."""
+    if pos is None or ratio.size == 0:
+        return 0.0
+    v = float(ratio[pos])
+    return math.inf if math.isnan(v) else v
+
+
+def exceed_words(bad: int, size: int) -> str:
+    return f"{bad} of {size} entries exceed their allowance"
+
+
+def where_words(rows, pos) -> str:
+    """'row 3, index 5' or 'row 3, entry (2, 5)' for a position of a (rows, ...) array."""
+    rest = [int(p) for p in pos[1:]]
+    idx = f"index {rest[0]}" if len(rest) == 1 else "entry (" + ", ".join(map(str, rest)) + ")"
+    return f"row {int(rows[pos[0]])}, {idx}"
+
+
+def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
+                cause: Callable[..., str]) -> list[Entry]:
+    """The k entries furthest over (or closest to) their allowance, worst first. Works for
+    (rows, n) comparisons (index i) and (rows, n, n) ones (index (i, k); x is x_i); X None:
+    the entries are not entries of x (probes), their x is nan."""
+    k = max(int(k), 0)
+    flat = cmp.ratio.ravel()
+    if k == 0 or flat.size == 0:
+        return []
+    key = np.where(np.isnan(flat), np.inf, flat) if np.isnan(flat).any() else flat
+    if flat.size > k:
+        # the k largest; of equal ratios at the cut, the first in row-major order
+        kth = np.partition(key, flat.size - k)[flat.size - k]
+        above = np.flatnonzero(key > kth)
+        idx = np.concatenate([above, np.flatnonzero(key == kth)[:k - above.size]])
+    else:
+        idx = np.arange(flat.size)
+    idx = idx[np.lexsort((idx, -key[idx]))]  # worst first, equal ratios in row-major order
+    out = []
+    for f in idx:
+        pos = np.unravel_index(int(f), cmp.ratio.shape)
+        r, rest = int(pos[0]), tuple(int(p) for p in pos[1:])
+        index = rest[0] if len(rest) == 1 else rest
+        out.append(Entry(row=int(rows[r]), index=index,
+                         x=math.nan if X is None else float(X[r, rest[0]]),
+                         computed=float(cmp.computed[pos]), reference=float(cmp.ref[pos]),
+                         abs_err=float(cmp.abs_err[pos]), rel_err=cmp.rel_err_at(pos),
+                         ulp_err=cmp.ulp_err_at(pos), allowed=float(cmp.allowed[pos]),
+                         cause=cause(r, *rest)))
+    return out
+
+
+def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> str:
+    """The one-line summary of a failing comparison: how many entries, and the worst with its
+    numbers next to what was allowed (and the cause, when one is known)."""
+    w = cmp.worst_index()
+    return (f"{exceed_words(int((~cmp.ok).sum()), cmp.ok.size)}; worst: "
+            f"{where_words(rows, w)}: computed {fmt(cmp.computed[w], 10)}, exact "
+            f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed "
+            f"{fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err_at(w))} ULP)" + (f" — {cause}" if cause else ""))
+
+
+# --- flush-to-zero ------------------------------------------------------------------------------
+
+
+def flushed(computed, ref, info: DtypeInfo) -> np.ndarray:
+    """Entries computed as 0 whose exact value is a nonzero subnormal of the dtype (it rounds to
+    one, not to 0): what flush-to-zero arithmetic (FTZ/DAZ) does to subnormal results."""
+    a = np.abs(ref)
+    with np.errstate(invalid="ignore"):
+        return (computed == 0) & (a >= info.eta / 2) & (a < info.tiny)
+
+
+FTZ_TEMPLATE = ("flush-to-zero: {count} entr{ies} whose exact value is subnormal in {dtype} "
+                "came out 0, e.g. {example}: the arithmetic flushes subnormal results to zero "
+                "(FTZ/DAZ, as GPU kernels and XLA on the CPU do); --allow-ftz accepts it")
+
+
+def ftz_cause(c: float, ref: float, info: DtypeInfo) -> str:
+    if flushed(np.float64(c), np.float64(ref), info):
+        return (f"flush-to-zero: exact {fmt(ref)} is subnormal in {info.name}, computed 0 "
+                "(--allow-ftz accepts it)")
+    return ""
+
+
+# --- comparison results ----------------------------------------------------------------------
+
+
+UNRESOLVED_TEMPLATE = ("{count} entr{ies} cannot be resolved in {dtype}: the honest allowance "
+                       "reaches the value itself, so passing says nothing about them (e.g. "
+                       "{example})")
+
+
+def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
+                      statement: str) -> CheckResult:
+    """A CheckResult carrying a comparison's maxima, worst entry and allowance, and the
+    findings every comparison may have: entries the dtype cannot resolve (a note), and
+    results flushed to zero (the failure's cause)."""
+    w = cmp.worst_index()
+    worst = None if w is None else {"row": int(rows[w[0]]),
+                                    "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]]}
+    m = cmp.maxima()
+    bad = int(np.count_nonzero(~cmp.ok))
+    measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"
+    if w is not None:
+        a, ref = float(cmp.allowed[w]), abs(float(cmp.ref[w]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            rel = fmt(a / ref) if 0 < ref < np.inf else "-"
+            allowed = f"{fmt(a / float(cmp.ulp[w]))} ULP, rel {rel} (entry {worst['index']})"
+    else:
+        allowed = "-"
+    res = CheckResult(name=name, passed=cmp.passed, max_abs_err=m["max_abs_err"],
+                      max_rel_err=m["max_rel_err"], max_ulp=m["max_ulp"],
+                      tolerance=cmp.tolerance.to_json(info), worst=worst, measured=measured,
+                      allowed=allowed, statement=statement)
+    res.details["failing_entries"] = bad
+    res.score = score(cmp.ratio, w)
+    res.merge_data["entries"] = int(cmp.ok.size)
+    unresolved = cmp.unresolved
+    if unresolved.any():
+        pos = tuple(np.argwhere(unresolved)[0])
+        res.findings.append(Finding(
+            "unresolvable", int(unresolved.sum()), int(cmp.ok.size),
+            UNRESOLVED_TEMPLATE.replace("{dtype}", info.name),
+            f"{where_words(rows, pos)}: exact {fmt(cmp.ref[pos])}, allowed "
+            f"{fmt(cmp.allowed[pos])}"))
+    if bad:
+        ftz = flushed(cmp.computed, cmp.ref, info) & ~cmp.ok
+        if ftz.any():
+            pos = tuple(np.argwhere(ftz)[0])
+            res.findings.append(Finding(
+                "flush_to_zero", int(ftz.sum()), int(cmp.ok.size),
+                FTZ_TEMPLATE.replace("{dtype}", info.name),
+                f"{where_words(rows, pos)} (exact {fmt(cmp.ref[pos])})", fails=True))
+    return res
+
+
+# --- the dtype an implementation computed in -----------------------------------------------------
+
+
+DTYPE_TEMPLATE = ("{example}: it computes in a wider format than --dtype asks for, so this "
+                  "run does not test the dtype ({count} of {total} values are not numbers of "
+                  "it; --strict-dtype fails this)")
+
+
+def dtype_finding(impl, computed: np.ndarray, info: DtypeInfo, strict: bool) -> Finding | None:
+    """A finding when ``impl`` did not compute in the dtype: it returned arrays of another
+    dtype (a user's callable) or values that the dtype cannot hold. Fails with ``strict``."""
+    c = np.asarray(computed, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fin = np.isfinite(c)
+        off = fin & (info.round(c).astype(np.float64) != c)
+    returned = getattr(impl, "returned_dtype", None)
+    foreign = returned is not None and returned != info.name
+    count = int(off.sum())
+    if not count and not foreign:
+        return None
+    what = f"--impl {impl.name} returned " + (f"{returned} arrays" if foreign else "values")
+    example = f"{what} for --dtype {info.name}"
+    template = DTYPE_TEMPLATE
+    if not count:
+        template = ("{example} (every value is a number of the dtype; --strict-dtype fails "
+                    "this)")
+    return Finding("dtype", count, int(c.size), template, example, fails=strict)
+
+
+# --- shift invariance, for every command ------------------------------------------------------
+
+
+def shift_targets(info: DtypeInfo) -> dict[str, float]:
+    """Where the shifts put max(x + c): just past the overflow threshold log(realmax), and
+    with every entry below the underflow threshold log(min subnormal)."""
+    return {"overflow": info.log_max * 1.02 + 1.0, "underflow": info.log_eta * 1.02 - 1.0}
+
+
+def shift_statement(quantity: str, info: DtypeInfo) -> str:
+    t = shift_targets(info)
+    return (f"{quantity} at x + c agrees with the exact {quantity} of the rounded x + c, for c "
+            f"putting max(x + c) at {fmt(t['overflow'], 4)} (past log(realmax) = "
+            f"{info.log_max:.2f}) and at {fmt(t['underflow'], 4)} (all x below log(min "
+            f"subnormal) = {info.log_eta:.2f})")
+
+
+def shift_invariance(case, quantity: str) -> CheckResult:
+    """The implementation at the rounded x + c for each shift of :func:`shift_targets`,
+    compared with the exact value there under the same tolerance model. ``case`` gives
+    ``at(Xs, c)``, a case for the shifted rows whose ``cmp`` is that comparison and whose
+    ``cause(r, *index)`` explains an entry. Each shift's arrays are dropped once its result
+    is taken (a fifth of the peak memory of a 10^6-entry forward run)."""
+    info = case.info
+    a = np.max(case.X, axis=-1, keepdims=True)
+    statement = shift_statement(quantity, info)
+    res, worst_key, worst_label, per_shift, by_shift = None, None, None, [], {}
+    for label, target in shift_targets(info).items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            c = target - a
+            Xs = info.round(case.X + c).astype(np.float64)
+        shifted = case.at(Xs, c[:, 0])
+        cmp = shifted.cmp
+        one = comparison_result("shift_invariance", cmp, info, case.rows, statement)
+        # what fails beside the compared quantity (the loss's gradient in x)
+        extra = shifted.extra_failures() if hasattr(shifted, "extra_failures") else []
+        one.passed = one.passed and not extra
+        exact = shifted.exact_softmax
+        per_shift.append({"shift": label, "max_of_shifted_x": float(target),
+                          "passed": one.passed, "max_abs_err": one.max_abs_err,
+                          "max_rel_err": one.max_rel_err, "max_ulp": one.max_ulp,
+                          "reference": exact.precision, "reference_bound": exact.rel_bound})
+        # each shift's worst entries: a merged batch shows those of the worst shift overall
+        by_shift[label] = {"failing": one.details["failing_entries"], "entries": top_entries(
+            cmp, Xs if getattr(shifted, "dense", True) else None, case.rows, case.top,
+            shifted.cause), "findings": one.findings,
+            "extra": extra}
+        key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
+        if res is None or key > worst_key:
+            res, worst_key, worst_label = one, key, label
+        del Xs, shifted, cmp, exact
+    res.passed = all(p["passed"] for p in per_shift)
+    res.details["shifts"] = per_shift
+    res.merge_data["extra"] = [line for s in by_shift.values() for line in s["extra"]]
+    res.entries = by_shift[worst_label]["entries"]
+    res.merge_data.update(worst_shift=worst_label, by_shift=by_shift)
+    res.findings = by_shift[worst_label]["findings"]
+    res.failures = _shift_lines(res)
+    return res
+
+
+def _shift_lines(res: CheckResult) -> list[str]:
+    """One line per failing shift; the worst entry's cause after the worst shift's."""
+    cause = res.entries[0].cause if res.entries else ""
+    return [f"at the {p['shift']} shift (max(x + c) = {fmt(p['max_of_shifted_x'], 4)}): "
+            f"max {fmt(p['max_ulp'])} ULP, rel {fmt(p['max_rel_err'])}"
+            + (f" — {cause}" if p["shift"] == res.merge_data["worst_shift"] and cause else "")
+            for p in res.details["shifts"] if not p["passed"]] + res.merge_data.get("extra", [])
+
+
+def entry_order(e):
+    """Worst first, as top_entries ranks them; equal ratios in row and index order."""
+    ratio = e.abs_err / e.allowed if e.allowed > 0 else (0.0 if e.abs_err == 0 else float("inf"))
+    return (-ratio if ratio == ratio else float("-inf"), e.row,
+            e.index if isinstance(e.index, tuple) else (e.index,))
+
+
+def _merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+    from .results import merge_findings
+
+    label = out.merge_data["worst_shift"]
+    shift = [p.merge_data["by_shift"][label] for p in parts]
+    out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
+    out.details["failing_entries"] = sum(s["failing"] for s in shift)
+    out.findings = merge_findings([s["findings"] for s in shift])
+    out.merge_data["extra"] = [line for p in parts for line in p.merge_data.get("extra", [])]
+    out.failures = _shift_lines(out)
+
+
+MERGE["shift_invariance"] = _merge_shifts

@@ -1,0 +1,123 @@
+"""The checks of ``vjp``: z = v J = s * (v - <v, s>) against the exact VJP and a directional
+finite difference, sum z = 0, and shift invariance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .checks import add_dtype_finding, register
+from .deriv_common import fd_directional, fd_result, fsum_rows, row_rng, sum_check
+from .dtypes import DtypeInfo
+from .errors_ulp import Comparison, Overrides, apply_overrides, compare
+from .exceptions import ImplementationError
+from .impls import Implementation
+from .reference import exact_vjp
+from .results import CheckResult
+from .tolerance import vjp_tolerance
+from .verdicts import (comparison_result, fmt, ftz_cause, shift_invariance, top_entries,
+                       worst_failure)
+
+# --- vjp ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VjpCase:
+    X: np.ndarray
+    V: np.ndarray
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    overrides: Overrides | None
+    dps: int
+    exact: "object"  # ExactVJP
+    z: np.ndarray  # computed
+    fd_method: str
+    top: int = 10
+    seed: int = 0
+    engine: str = "auto"
+    ftz: bool = False  # --allow-ftz
+    strict_dtype: bool = False  # --strict-dtype
+    _cmp: Comparison | None = field(default=None, repr=False)
+
+    @property
+    def exact_softmax(self):
+        return self.exact.softmax
+
+    @property
+    def cmp(self) -> Comparison:
+        if self._cmp is None:
+            ex = self.exact
+            tol = vjp_tolerance(ex.softmax.d, ex.softmax.s_hi, self.V, ex.abs_dot, self.info,
+                                self.ftz)
+            self._cmp = compare(self.z, ex.z_hi, ex.z_lo, apply_overrides(tol, self.overrides),
+                                self.info)
+        return self._cmp
+
+    def evaluate(self, X: np.ndarray) -> np.ndarray:
+        """The implementation's VJPs at X (values of the dtype) with this case's v."""
+        z = np.asarray(self.impl.vjp(X.astype(self.info.np_dtype), self.V, self.info))
+        if z.shape != X.shape:
+            raise ImplementationError(f"--impl {self.impl.name} returned shape {z.shape[1:]}"
+                                      f" for the VJP: expected {X.shape[1:]}")
+        return z.astype(np.float64)
+
+    def at(self, Xs: np.ndarray, c: np.ndarray) -> "VjpCase":
+        """The case at the shifted rows Xs = round(X + c), with the same v."""
+        exact = exact_vjp(Xs, self.V, self.dps, engine=self.engine)
+        return replace(self, X=Xs, exact=exact, z=self.evaluate(Xs), _cmp=None)
+
+    def cause(self, r: int, i: int) -> str:
+        cmp = self.cmp
+        if np.isnan(cmp.computed[r, i]):
+            return "nan: the softmax it is built from is not finite"
+        if cmp.ok[r, i]:
+            return ""
+        return (ftz_cause(cmp.computed[r, i], cmp.ref[r, i], self.info)
+                or f"error {fmt(cmp.ratio[r, i])} x its allowance")
+
+
+@register("vjp", "reference")
+def vjp_reference(case: VjpCase) -> CheckResult:
+    cmp = case.cmp
+    res = comparison_result("reference", cmp, case.info, case.rows,
+                            f"{case.impl.name} v J(x) in {case.info.name} agrees with the exact "
+                            "s * (v - <v, s>), entry by entry")
+    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
+    if not cmp.passed:
+        res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
+    add_dtype_finding(res, case.impl, case.z, case.info, case.strict_dtype)
+    return res
+
+
+@register("vjp", "finite_difference")
+def vjp_fd(case: VjpCase) -> CheckResult:
+    f = case.impl.forward64(False)
+    ests, vals, allowed = [], [], []
+    for r in range(case.X.shape[0]):
+        fin = np.isfinite(case.X[r])
+        u = np.where(fin, row_rng(case.seed, 7, case.rows[r]).standard_normal(case.X.shape[1]),
+                     0.0)
+        v = case.V[r]
+        vm = np.where(fin, v, 0.0)
+        ests.append(fd_directional(case.impl, lambda Z, vm=vm: np.sum(f(Z) * vm, axis=-1),
+                                   case.X[r], u, case.fd_method))
+        vals.append(float(fsum_rows(case.z[r] * u)))
+        allowed.append(float(np.sum(np.abs(u) * case.cmp.allowed[r])))
+    return fd_result("finite_difference",
+                     "<z, u> agrees with the directional finite difference of <v, f(x + h u)> "
+                     f"along a random u, f = {case.impl.fd_source}",
+                     np.array(vals), ests, np.array(allowed), case.rows)
+
+
+@register("vjp", "zero_sum")
+def vjp_zero_sum(case: VjpCase) -> CheckResult:
+    sums = fsum_rows(case.z)
+    return sum_check("zero_sum", "sum_i z_i = 0", sums, np.sum(case.cmp.allowed, axis=-1),
+                     case.rows, "sum z")
+
+
+@register("vjp", "shift_invariance")
+def vjp_shift_invariance(case: VjpCase) -> CheckResult:
+    return shift_invariance(case, "v J(x)")
