@@ -7,6 +7,9 @@
 #    status, and set -e stops the job at the first failure).
 # 2. Report: run the naive implementation on an overflowing input, read the --json document with
 #    python3 (no jq needed), and show that its --check exit status is 1 without failing this job.
+# 3. Input conditions: a loss target on a z_i that the dtype cannot resolve is the input's
+#    fault, not the implementation's: --check exits 3, and the JSON's "input_conditions" says
+#    which. A gate decides what 3 means for it (here: report it, do not fail the job).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."   # run from the repository root, wherever called from
@@ -46,5 +49,23 @@ if [ "$status" -ne 1 ]; then
     echo "ci-check: expected the naive implementation to fail with status 1, got $status" >&2
     exit 1
 fi
+
+# --- 3. an input condition is not a failure ------------------------------------------------------
+echo "-- input condition: smcheck loss (examples/zero_z) --check"
+status=0
+smcheck loss --x-file examples/zero_z/x.txt --v-file examples/zero_z/v.txt \
+    --t-file examples/zero_z/t.txt --check --quiet || status=$?
+echo "   exit status: $status (3 = no check of the implementation failed, the input is unjudgeable)"
+if [ "$status" -ne 3 ]; then
+    echo "ci-check: expected exit status 3 for the zero_z input, got $status" >&2
+    exit 1
+fi
+smcheck loss --x-file examples/zero_z/x.txt --v-file examples/zero_z/v.txt \
+    --t-file examples/zero_z/t.txt --json | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+for c in doc["input_conditions"]:
+    print("   %s: %s" % (c["kind"], c["message"][:100]))
+'
 
 echo "== all gates passed"

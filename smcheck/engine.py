@@ -538,14 +538,15 @@ def _vjp_pairs(s_hi, s_lo, v, fin, dot_h, dot_l):
     return np.where(fin, zh, 0.0), np.where(fin, zl, 0.0), zero
 
 
-def vjp_dd(X: np.ndarray, V: np.ndarray):
-    """Exact v J(x) = s * (v - <v, s>) per row, as pairs; an ExactVJP."""
+def vjp_dd(X: np.ndarray, V: np.ndarray, sm=None):
+    """Exact v J(x) = s * (v - <v, s>) per row, as pairs; an ExactVJP. ``sm``: the exact
+    softmax of X when it is known already (a shifted input's, derived from the unshifted)."""
     import mpmath
 
     from .blocks import map_blocks, row_reduce
     from .reference import ExactVJP
 
-    sm = softmax_dd(X)
+    sm = softmax_dd(X) if sm is None else sm
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
     fin = np.isfinite(sm.d)
     Vm = np.where(fin, V, 0.0)

@@ -16,7 +16,8 @@ from .dtypes import DtypeInfo
 from .errors_ulp import Comparison, Overrides, apply_overrides, compare
 from .exceptions import ImplementationError
 from .impls import Builtin, Implementation, builtin_vjp
-from .reference import ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp
+from .reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp,
+                        shifted_softmax, shifted_vjp)
 from .results import LIST_MAX, CheckResult, Finding
 from .tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .verdicts import MERGE, comparison_result, fmt, shift_invariance, top_entries, worst_failure
@@ -25,16 +26,21 @@ from .verdicts import MERGE, comparison_result, fmt, shift_invariance, top_entri
 
 
 def loss_z(X, T, V, mode: str, info: DtypeInfo, dps: int, engine: str = "auto",
-           progress=None) -> dict:
+           progress=None, shift: tuple | None = None) -> dict:
     """z from x: the exact VJP v J(x) (``mode`` "vjp") or softmax(x) ("softmax"), the rounded z
-    the implementation gets, its rounding floor, and what the zero condition reports."""
+    the implementation gets, its rounding floor, and what the zero condition reports.
+    ``shift`` = (X0, c, base case): X is the rounded X0 + c, its reference derived from the
+    base case's where that is exact."""
     if mode == "vjp":
-        ex = exact_vjp(X, V, dps, progress, engine=engine)
+        ex = (exact_vjp(X, V, dps, progress, engine=engine) if shift is None else
+              shifted_vjp(shift[0], X, shift[1], V, shift[2].vjp, dps, info.name, engine))
         z_exact, exact_s = ex.z_hi, ex.softmax
         floor = rounding_floor(ex.softmax.s_hi, V, ex.abs_dot, info)
         extra = dict(V=V, dot=ex.dot, dot_str=ex.dot_str, exact_zero=ex.exact_zero, vjp=ex)
     else:
-        exact_s = exact_softmax(X, dps, progress, engine=engine)
+        exact_s = (exact_softmax(X, dps, progress, engine=engine) if shift is None else
+                   shifted_softmax(shift[0], X, shift[1], shift[2].exact_s, dps, info.name,
+                                   engine))
         z_exact = exact_s.s_hi
         floor = np.full(z_exact.shape, info.eta / 2)
         extra = {}
@@ -105,7 +111,8 @@ class LossCase:
 
     def at(self, Xs: np.ndarray, c: np.ndarray) -> "LossCase":
         """The case at the shifted rows Xs = round(X + c): z recomputed from them."""
-        parts = loss_z(Xs, self.T, self.V, self.mode, self.info, self.dps, self.engine)
+        parts = loss_z(Xs, self.T, self.V, self.mode, self.info, self.dps, self.engine,
+                       shift=(self.X, c, self))
         return replace(self, **parts, g=self.evaluate(parts["Z"]), _cmp=None, _grad_x=None)
 
     def cause(self, r: int, i: int) -> str:
@@ -113,9 +120,9 @@ class LossCase:
         if cmp.ok[r, i]:
             return ""
         z, c = self.Z[r, i], cmp.computed[r, i]
-        if np.isinf(c) and 0 < abs(z) < self.info.tiny:
-            return (f"denormals-are-zero: z_i = {fmt(z)} is subnormal in {self.info.name} and "
-                    "was read as 0 (--allow-ftz accepts it)")
+        if not np.isfinite(c) and 0 < abs(z) < self.info.tiny:
+            return (f"flush-to-zero: z_i = {fmt(z)} is subnormal in {self.info.name} and was "
+                    "read as 0 (denormals-are-zero; --allow-ftz accepts it)")
         return f"error {fmt(cmp.ratio[r, i])} x its allowance"
 
     @property
@@ -138,6 +145,11 @@ class LossCase:
                 with np.errstate(all="ignore"):
                     comp = builtin_vjp("stable", X.astype(dt), g, info)
             hi, lo = exact_grad_x(X, T, self.dps, self.engine)
+            if not isinstance(self.impl, Builtin):
+                # back through -t/z where z_i = 0 under t_i != 0: inf * 0, no gradient to judge
+                # (the zero condition reports those rows); they are left out
+                undefined = np.any((T != 0) & ~(self.Z > 0), axis=-1)
+                comp = np.where(undefined[:, None], hi, comp)
             tol = grad_x_tolerance(self.exact_s.d, self.exact_s.s_hi, T, info, self.ftz)
             self._grad_x = compare(comp.astype(np.float64), hi, lo,
                                    apply_overrides(tol, self.overrides), info)
@@ -163,6 +175,17 @@ def loss_reference(case: LossCase) -> CheckResult:
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
     add_dtype_finding(res, case.impl, case.g, case.info, case.strict_dtype)
+    daz = ~cmp.ok & ~np.isfinite(cmp.computed) & (np.abs(case.Z) > 0) & (
+        np.abs(case.Z) < case.info.tiny)
+    if daz.any():
+        r, i = np.argwhere(daz)[0]
+        res.findings.append(Finding(
+            "flush_to_zero", int(daz.sum()), int(daz.size),
+            "flush-to-zero: {count} entr{ies} with a subnormal z_i gave a non-finite gradient, "
+            "e.g. {example}: the arithmetic reads subnormal inputs as 0 (denormals-are-zero, "
+            "as GPU kernels and XLA on the CPU do); --allow-ftz accepts it",
+            f"row {case.rows[r]}, index {i}: z = {fmt(case.Z[r, i])}, computed "
+            f"{fmt(cmp.computed[r, i])}", fails=True))
     skipped = (case.Z != 0) & ~case.valid
     if skipped.any():
         r, i = np.argwhere(skipped)[0]
@@ -190,7 +213,7 @@ def loss_fd(case: LossCase) -> CheckResult:
     for r in range(case.Z.shape[0]):
         rng = row_rng(case.seed, 11, case.rows[r])
         z, t = case.Z[r], case.T[r]
-        usable = z > 0  # the complex step must stay off log's branch cut
+        usable = case.valid[r] & (z > 0)  # the complex step must stay off log's branch cut
         # differentiate in relative coordinates z_i (1 + rho_i): a step of 1e-20 in rho is
         # tiny for every z_i however small, and d/dh l(z (1 + h r)) = sum_i g_i z_i r_i
         r_dir = np.where(usable, rng.standard_normal(z.shape[0]), 0.0)

@@ -251,6 +251,35 @@ def exact_vjp(X: np.ndarray, V: np.ndarray, dps: int = 50,
     return ExactVJP(z_hi, z_lo, dot, dot_str, abs_dot, zeros, sm)
 
 
+def shifted_softmax(X: np.ndarray, Xs: np.ndarray, c: np.ndarray, base: ExactSoftmax, dps: int,
+                    dtype: str, engine: str = "auto", progress: Progress | None = None
+                    ) -> ExactSoftmax:
+    """The exact softmax of the shifted rows Xs = round(X + c) (rounded to ``dtype``). In
+    float64 with the double-double engine it is derived from ``base`` (the reference of X)
+    without a second exp (:func:`smcheck.engine.shifted_softmax_dd`); in a narrower dtype
+    x + c is rounded to that dtype, not to float64, so it is computed afresh."""
+    if base.engine == "double-double" and dtype == "float64" and base.om_hi is None:
+        from .engine import shifted_softmax_dd
+
+        exact = shifted_softmax_dd(X, c, base)
+        exact.dps = dps
+        if progress is not None:
+            progress(np.size(Xs))
+        return exact
+    return exact_softmax(Xs, dps, progress, engine=engine)
+
+
+def shifted_vjp(X: np.ndarray, Xs: np.ndarray, c: np.ndarray, V: np.ndarray, base: "ExactVJP",
+                dps: int, dtype: str, engine: str = "auto") -> "ExactVJP":
+    """The exact VJP at Xs = round(X + c), its softmax derived from ``base``'s as
+    :func:`shifted_softmax` derives it."""
+    if base.softmax.engine == "double-double" and dtype == "float64":
+        from .engine import vjp_dd
+
+        return vjp_dd(Xs, V, shifted_softmax(X, Xs, c, base.softmax, dps, dtype))
+    return exact_vjp(Xs, V, dps, engine=engine)
+
+
 def exact_bilinear(X: np.ndarray, V: np.ndarray, U: np.ndarray, dps: int = 50,
                    log: bool = False, engine: str = "mpmath") -> tuple[np.ndarray, np.ndarray]:
     """v^T J u for probe pairs: V, U of shape (rows, k, n); returns (hi, lo) of shape (rows, k).

@@ -97,18 +97,19 @@ def render(report: Report, console, top: int = 10) -> None:
     elif report.vectors:
         _vectors(report, console)
     conditions = report.input_conditions
-    failed = sum(c.status == "fail" for c in report.checks)
-    passed = sum(c.status == "pass" for c in report.checks)
-    tail = f"{passed} of {len(report.checks)} checks passed"
+    impl_checks = [c for c in report.checks if c.kind == "implementation"]
+    tail = (f"{sum(c.passed for c in impl_checks)} of {len(impl_checks)} checks"
+            + (" of the implementation" if len(impl_checks) < len(report.checks) else "")
+            + " passed")
+    what = "; ".join(esc(c["message"]) for c in conditions[:3])
     if not report.passed:
-        console.print(f"[bold red]FAILED[/]: {tail}")
+        console.print(f"[bold red]FAILED[/]: {tail}"
+                      + (f" (and input conditions: {what})" if conditions else ""))
     elif conditions:
-        what = "; ".join(esc(c["message"]) for c in conditions[:3])
-        console.print(f"[bold yellow]INPUT CONDITION[/]: no check of the implementation failed "
-                      f"({tail}), but the input leaves something unjudgeable: {what}")
+        console.print(f"[bold yellow]INPUT CONDITION[/]: {tail}, but the input leaves something "
+                      f"unjudgeable: {what}")
     else:
         console.print(f"[bold green]PASSED[/]: {tail}")
-    del failed
 
 
 def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i") -> None:
@@ -258,6 +259,10 @@ def render_sweep(res, console) -> None:
         console.print(f"  [red]✗ {c['preset']} / {c['dtype']} / {c['command']}[/]")
         for line in c["failures"][:3]:
             console.print(f"      {esc(line)}")
+    for c in res.cases:  # the input, not the implementation: listed, not failed
+        for cond in c.get("input_conditions", [])[:1]:
+            console.print(f"  [yellow]! {c['preset']} / {c['dtype']} / {c['command']}: input "
+                          f"condition[/] {esc(cond['message'])}")
     verdict = "[bold green]PASSED[/]" if not failed else "[bold red]FAILED[/]"
     console.print(f"{verdict}: {len(res.cases) - len(failed)} of {len(res.cases)} cases passed")
 

@@ -177,13 +177,14 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
     allowances added up (those reach 1 on wide inputs, where the sum of a correct softmax is
     still 1 to a few u).
 
-        softmax:      u (sigma(n) + H + C_NORM) + 2 unit * #{0 < s_i < smallest normal}
+        softmax:      u (sigma(n) + H + C_NORM) + unit * #{0 < s_i < smallest normal}
         log-softmax:  u (sigma(n) + H + log S + C_NORM) + 4 * 2^-53
 
     The rounded gaps and exp's errors cancel between each numerator and the sum they are
     divided by; H = sum_i s_i |y_i| (the entropy, <= log n) covers the formulas that
     exponentiate a rounded log-softmax instead, and log S the rounding of log S; each result
-    in the subnormal range errs by up to two underflow units; the exp that smcheck applies to
+    in the subnormal range errs by up to one underflow unit (two roundings of half a unit, or
+    a flushed value below the smallest normal); the exp that smcheck applies to
     a computed log-softmax (in float64) by 2^-53 per unit of the sum.
     """
     W, S = gap_stats(d, s)
@@ -195,11 +196,11 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
     if log:
         return u * (sig + H + logS + C_NORM) + 4 * 2.0 ** -53
     small = np.sum((s > 0) & (s < info.tiny), axis=-1)
-    return u * (sig + H + C_NORM) + 2 * unit * small
+    return u * (sig + H + C_NORM) + unit * small
 
 
 NORMALIZATION_FORMULA = {
-    False: "|sum_i s_i - 1| <= u*(sigma(n) + H + 6) + 2*unit per subnormal s_i, H = sum_i s_i|y_i|",
+    False: "|sum_i s_i - 1| <= u*(sigma(n) + H + 6) + unit per subnormal s_i, H = sum_i s_i|y_i|",
     True: "|sum_i exp(y_i) - 1| <= u*(sigma(n) + H + log S + 6) + 4*2^-53, H = sum_i s_i|y_i|",
 }
 

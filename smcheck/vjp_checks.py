@@ -13,7 +13,7 @@ from .dtypes import DtypeInfo
 from .errors_ulp import Comparison, Overrides, apply_overrides, compare
 from .exceptions import ImplementationError
 from .impls import Implementation
-from .reference import exact_vjp
+from .reference import shifted_vjp
 from .results import CheckResult
 from .tolerance import vjp_tolerance
 from .verdicts import (comparison_result, fmt, ftz_cause, shift_invariance, top_entries,
@@ -65,7 +65,8 @@ class VjpCase:
 
     def at(self, Xs: np.ndarray, c: np.ndarray) -> "VjpCase":
         """The case at the shifted rows Xs = round(X + c), with the same v."""
-        exact = exact_vjp(Xs, self.V, self.dps, engine=self.engine)
+        exact = shifted_vjp(self.X, Xs, c, self.V, self.exact, self.dps, self.info.name,
+                            self.engine)
         return replace(self, X=Xs, exact=exact, z=self.evaluate(Xs), _cmp=None)
 
     def cause(self, r: int, i: int) -> str:
