@@ -14,7 +14,7 @@ units of u in any dtype. README "Tolerances" derives each bound; the pieces are
   float64 and float32, and float32's for the 16-bit formats: a 16-bit kernel that sums in its
   own format over more terms than it can hold stalls (the running sum stops growing), and
   that is a defect, not rounding;
-* ``C_OPS`` roundings of the operations themselves.
+* ``C_OPS`` roundings of the operations themselves (exp within two ULPs).
 
 Where an honest bound reaches the size of the value it bounds, the entry cannot be resolved in
 the dtype: the comparison says so (:attr:`smcheck.errors_ulp.Comparison.unresolved`) instead
@@ -30,13 +30,15 @@ import numpy as np
 from .dtypes import DtypeInfo
 from .errors_ulp import Tolerance
 
-#: exp and log within one ULP (2u) in the numerator and in the sum, the rounding of the
-#: result, and a division that may be a reciprocal and a product (2u): 8u in all
-C_OPS = 8.0
-#: the sum of the computed probabilities: the division (or reciprocal and product, 2u), the
-#: rounding of each result into the dtype (u), exp's own error where it does not cancel
-#: between numerator and sum (2u, exp(y_i) formulas), one more rounding of the sum (u)
-C_NORM = 6.0
+#: exp within two ULPs (4u) in the numerator and in the sum (8u: the errors of a small entry
+#: and of the dominant one may have opposite signs), a division that may be a reciprocal and a
+#: product (2u), and the rounding of a result computed wider than the dtype (u): 11u, and
+#: one for log's own error in log-softmax: 12u
+C_OPS = 12.0
+#: the sum of the computed probabilities: exp's own error where it does not cancel between
+#: numerator and sum (4u, exp(y_i) formulas), the division or reciprocal and product (2u),
+#: the rounding of each result into the dtype (u), one more rounding of the sum (u): 8u
+C_NORM = 8.0
 #: the probabilistic bound of a recursive sum, lambda sqrt(n) u, holds with probability at
 #: least 1 - 2 exp(-lambda^2 / 2) (Higham & Mary, SIAM J. Sci. Comput. 2019 and 2020): 1 - 7e-6
 LAMBDA = 5.0
@@ -99,7 +101,7 @@ def _log_scaled(d, y, row, u):
 
 
 def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo, W=None) -> np.ndarray:
-    """r_i = min(u (C + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may make
+    """r_i = min(u (12 + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may make
     at each entry of the 2-D arrays (the factor 1 marks an entry the dtype cannot resolve)."""
     from .blocks import map_blocks
 
@@ -112,7 +114,7 @@ def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo, W=None) -> np.nda
     return r
 
 
-SOFTMAX_FORMULA = ("|c - s_i| <= u*(8 + |d_i| + W + sigma(n))*s_i + 2*unit, d_i = x_i - max(x), "
+SOFTMAX_FORMULA = ("|c - s_i| <= u*(12 + |d_i| + W + sigma(n))*s_i + 2*unit, d_i = x_i - max(x), "
                    "W = sum_j s_j|d_j|, sigma(n) = ceil(log2 n) + 5 sqrt(n) u_acc/u")
 
 
@@ -130,9 +132,9 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     """Allowance for y_i = log softmax(x)_i in ``info``'s format.
 
     ``scaled`` (default): the absolute error of the shifted evaluation (x_i - max) - log S,
-        |ŷ_i - y_i| <= u (C + |d_i| + W + |y_i| + log S + sigma(n)),
+        |ŷ_i - y_i| <= u (12 + |d_i| + W + |y_i| + log S + sigma(n)),
     (S = sum_j exp(x_j - max) <= n): the rounded gap, the sum, the log and the subtraction.
-    ``strict``: componentwise relative error u (C + W' + sigma(n)) |y_i|, W' the mean of
+    ``strict``: componentwise relative error u (12 + W' + sigma(n)) |y_i|, W' the mean of
     |x_j - max| over the non-maximal entries weighted by exp(x_j - max): what computing the
     largest entry as -log1p(sum_{j != max} exp(x_j - max)) achieves. It fails a method that
     loses the digits of y_max ≈ 0 to cancellation.
@@ -154,7 +156,7 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
         T = np.sum(others, axis=-1, keepdims=True)
         Wp = np.sum(others * ad, axis=-1, keepdims=True) / np.where(T > 0, T, 1.0)
         rtol = np.minimum(u * (C_OPS + Wp + sig) * np.ones_like(d), 1.0)
-        formula = ("|c - y_i| <= u*(8 + W' + sigma(n))*|y_i| + unit,"
+        formula = ("|c - y_i| <= u*(12 + W' + sigma(n))*|y_i| + unit,"
                    " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
         return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=formula, under=unit)
     from .blocks import map_blocks
@@ -165,7 +167,7 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     (atol,) = map_blocks(lambda d, y, row: _log_scaled(d, y, row, u),
                          (np.asarray(d, dtype=np.float64), np.asarray(y, dtype=np.float64), row),
                          d.shape, (np.float64,))
-    formula = ("|c - y_i| <= u*(8 + |d_i| + W + |y_i| + log S + sigma(n)), d_i = x_i - max(x), "
+    formula = ("|c - y_i| <= u*(12 + |d_i| + W + |y_i| + log S + sigma(n)), d_i = x_i - max(x), "
                "W = sum_j s_j|d_j|, S = sum_j exp(d_j)")
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula, under=unit)
 
@@ -177,8 +179,8 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
     allowances added up (those reach 1 on wide inputs, where the sum of a correct softmax is
     still 1 to a few u).
 
-        softmax:      u (sigma(n) + H + C_NORM) + unit * #{0 < s_i < smallest normal}
-        log-softmax:  u (sigma(n) + H + log S + C_NORM) + 4 * 2^-53
+        softmax:      u (sigma(n) + H + 8) + unit * #{0 < s_i < smallest normal}
+        log-softmax:  u (sigma(n) + H + log S + 8) + 4 * 2^-53
 
     The rounded gaps and exp's errors cancel between each numerator and the sum they are
     divided by; H = sum_i s_i |y_i| (the entropy, <= log n) covers the formulas that
@@ -200,8 +202,8 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
 
 
 NORMALIZATION_FORMULA = {
-    False: "|sum_i s_i - 1| <= u*(sigma(n) + H + 6) + unit per subnormal s_i, H = sum_i s_i|y_i|",
-    True: "|sum_i exp(y_i) - 1| <= u*(sigma(n) + H + log S + 6) + 4*2^-53, H = sum_i s_i|y_i|",
+    False: "|sum_i s_i - 1| <= u*(sigma(n) + H + 8) + unit per subnormal s_i, H = sum_i s_i|y_i|",
+    True: "|sum_i exp(y_i) - 1| <= u*(sigma(n) + H + log S + 8) + 4*2^-53, H = sum_i s_i|y_i|",
 }
 
 
