@@ -6,8 +6,9 @@ and the gaps d_i = x_i - max(x) of the rounded input. None grows with |x| itself
 implementation only ever rounds the gaps, so the softmax of [1e8, 1e8] is [0.5, 0.5] to a few
 units of u in any dtype. README "Tolerances" derives each bound; the pieces are
 
-* ``kappa_i = |d_i| + W``, W = sum_j s_j |d_j|: the rounding of the shifted x_i - max, which exp
-  turns into a relative error of that size, in the entry and (weighted by s_j) in the sum;
+* ``kappa_i = |d_i| + W``, W = sum_j s_j |d_j|: the rounding of the shifted x_i - max, which
+  exp turns into a relative error of that size, in the entry and (weighted by s_j) in the
+  sum (twice, and log S, where s is formed as exp of the rounded log-softmax);
 * ``sigma(n) = ceil(log2 n) + LAMBDA sqrt(n) u_acc / u``: summing n positive terms, pairwise in
   the dtype (at most ceil(log2 n) roundings deep) or in an accumulator of unit roundoff u_acc
   (the recursive sum's probabilistic bound, Higham & Mary). u_acc is the dtype's own u for
@@ -84,9 +85,9 @@ def gap_stats(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return row_reduce(_row_stats, (d, s), d.shape, 2)
 
 
-def _rel(d, W, u, sig):
+def _rel(d, row, u, gaps):
     with np.errstate(over="ignore", invalid="ignore"):
-        k = np.where(np.isfinite(d), C_OPS + np.abs(d) + W + sig, C_OPS)
+        k = np.where(np.isfinite(d), gaps * np.abs(d) + row, C_OPS)
         return np.minimum(u * k, 1.0)
 
 
@@ -100,17 +101,24 @@ def _log_scaled(d, y, row, u):
         return np.where(fin, u * ad + u * ay + u * row, u * C_OPS)
 
 
-def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo, W=None) -> np.ndarray:
-    """r_i = min(u (12 + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may make
-    at each entry of the 2-D arrays (the factor 1 marks an entry the dtype cannot resolve)."""
+def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
+                from_log: bool = False) -> np.ndarray:
+    """r_i = min(u (12 + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may
+    make at each entry of the 2-D arrays, dividing e^(d_i) by the sum (or multiplying by its
+    reciprocal). ``from_log``: s formed as exp of the rounded log-softmax d_i - log S, which
+    rounds the gap twice and log S too, u (12 + 2|d_i| + W + log S + sigma(n)) (torch's autograd
+    forms the log-softmax Jacobian I - 1 s^T that way). The factor 1 marks an entry the dtype
+    cannot resolve."""
     from .blocks import map_blocks
 
     d = np.asarray(d, dtype=np.float64)
-    if W is None:
-        W, _ = gap_stats(d, s)
-    sig = summation_allowance(d.shape[-1], info)
-    (r,) = map_blocks(lambda d, W: _rel(d, W, info.u, sig), (d, np.asarray(W)[:, None]),
-                      d.shape, (np.float64,))
+    W, S = gap_stats(d, s)
+    with np.errstate(divide="ignore"):
+        row = C_OPS + W + summation_allowance(d.shape[-1], info) + (
+            np.log(S) if from_log else 0.0)
+    gaps = 2.0 if from_log else 1.0
+    (r,) = map_blocks(lambda d, row: _rel(d, row, info.u, gaps), (d, row[:, None]), d.shape,
+                      (np.float64,))
     return r
 
 
@@ -219,11 +227,12 @@ def jacobian_tolerance(d: np.ndarray, s: np.ndarray, J_abs: np.ndarray, info: Dt
     each entry's natural size s_i s_k + [i=k] s_i (what s_i - s_i^2 from a correctly rounded s
     achieves); ``strict`` against |J_ik| itself (componentwise relative: fails s_i - s_i^2
     when s_i is near 1). Log-softmax, J_ik = [i=k] - s_k: (r_k + 2u) off the diagonal,
-    (r_k + r̄ + 2u) on it, against s_k + [i=k] (scaled) or |J_ik|.
+    (r_k + r̄ + 2u) on it, against s_k + [i=k] (scaled) or |J_ik|, r_k for s formed as exp of
+    the log-softmax (as autograd of log-softmax forms it).
     """
     u = info.u
     unit = underflow_unit(info, ftz)
-    r = softmax_rel(d, s, info)
+    r = softmax_rel(d, s, info, from_log=log)
     rbar = np.sum(np.where(s > 0, s, 0.0) * r, axis=-1, keepdims=True)
     n = s.shape[-1]
     diag = (slice(None), np.arange(n), np.arange(n))
@@ -302,7 +311,7 @@ def probe_allowance(d, s, V, U, info: DtypeInfo, log: bool = False, ftz: bool = 
     with A_w = sum_j |w_j| s_j and R_w = sum_j |w_j| s_j r_j."""
     u = info.u
     unit = underflow_unit(info, ftz)
-    r = softmax_rel(d, s, info)[:, None, :]
+    r = softmax_rel(d, s, info, from_log=log)[:, None, :]
     S = s[:, None, :]
     sig = summation_allowance(s.shape[-1], info)
     av, au = np.abs(V), np.abs(U)

@@ -136,10 +136,11 @@ UNRESOLVED_TEMPLATE = ("{count} entr{ies} cannot be resolved in {dtype}: the hon
 
 
 def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
-                      statement: str) -> CheckResult:
+                      statement: str, flushed_mask: np.ndarray | None = None) -> CheckResult:
     """A CheckResult carrying a comparison's maxima, worst entry and allowance, and the
     findings every comparison may have: entries the dtype cannot resolve (a note), and
-    results flushed to zero (the failure's cause)."""
+    results flushed to zero (the failure's cause; ``flushed_mask`` where a command knows more
+    entries that a flush explains, e.g. a VJP entry whose s_i is subnormal)."""
     w = cmp.worst_index()
     worst = None if w is None else {"row": int(rows[w[0]]),
                                     "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]]}
@@ -169,7 +170,8 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
             f"{where_words(rows, pos)}: exact {fmt(cmp.ref[pos])}, allowed "
             f"{fmt(cmp.allowed[pos])}"))
     if bad:
-        ftz = flushed(cmp.computed, cmp.ref, info) & ~cmp.ok
+        ftz = (flushed(cmp.computed, cmp.ref, info) if flushed_mask is None else
+               flushed_mask) & ~cmp.ok
         if ftz.any():
             pos = tuple(np.argwhere(ftz)[0])
             res.findings.append(Finding(
@@ -241,7 +243,8 @@ def shift_invariance(case, quantity: str) -> CheckResult:
             Xs = info.round(case.X + c).astype(np.float64)
         shifted = case.at(Xs, c[:, 0])
         cmp = shifted.cmp
-        one = comparison_result("shift_invariance", cmp, info, case.rows, statement)
+        one = comparison_result("shift_invariance", cmp, info, case.rows, statement,
+                                getattr(shifted, "flushed", None))
         # what fails beside the compared quantity (the loss's gradient in x)
         extra = shifted.extra_failures() if hasattr(shifted, "extra_failures") else []
         one.passed = one.passed and not extra

@@ -16,8 +16,8 @@ from .impls import Implementation
 from .reference import shifted_vjp
 from .results import CheckResult
 from .tolerance import vjp_tolerance
-from .verdicts import (comparison_result, fmt, ftz_cause, shift_invariance, top_entries,
-                       worst_failure)
+from .verdicts import (comparison_result, flushed, fmt, ftz_cause, shift_invariance,
+                       top_entries, worst_failure)
 
 # --- vjp ----------------------------------------------------------------------------------------
 
@@ -69,14 +69,27 @@ class VjpCase:
                             self.engine)
         return replace(self, X=Xs, exact=exact, z=self.evaluate(Xs), _cmp=None)
 
+    @property
+    def flushed(self) -> np.ndarray:
+        """Entries a flush to zero explains: z_i itself subnormal and computed 0, or computed
+        0 where s_i is subnormal (flushed before the product)."""
+        cmp, info = self.cmp, self.info
+        s = np.abs(self.exact.softmax.s_hi)
+        with np.errstate(invalid="ignore"):
+            return flushed(cmp.computed, cmp.ref, info) | (
+                (cmp.computed == 0) & (cmp.ref != 0) & (s >= info.eta / 2) & (s < info.tiny))
+
     def cause(self, r: int, i: int) -> str:
         cmp = self.cmp
         if np.isnan(cmp.computed[r, i]):
             return "nan: the softmax it is built from is not finite"
         if cmp.ok[r, i]:
             return ""
-        return (ftz_cause(cmp.computed[r, i], cmp.ref[r, i], self.info)
-                or f"error {fmt(cmp.ratio[r, i])} x its allowance")
+        if self.flushed[r, i]:
+            return (ftz_cause(cmp.computed[r, i], cmp.ref[r, i], self.info) or
+                    f"flush-to-zero: s_{i} = {fmt(self.exact.softmax.s_hi[r, i])} is subnormal "
+                    f"in {self.info.name}, so z_{i} came out 0 (--allow-ftz accepts it)")
+        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
 
 
 @register("vjp", "reference")
@@ -84,7 +97,7 @@ def vjp_reference(case: VjpCase) -> CheckResult:
     cmp = case.cmp
     res = comparison_result("reference", cmp, case.info, case.rows,
                             f"{case.impl.name} v J(x) in {case.info.name} agrees with the exact "
-                            "s * (v - <v, s>), entry by entry")
+                            "s * (v - <v, s>), entry by entry", case.flushed)
     res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 import mutants as M
 import smcheck
 from smcheck.dtypes import DTYPE_NAMES, dtype_info
+from smcheck.impls import get_implementation
+from smcheck.inputs import random_input
 from smcheck.presets import PRESETS
 from smcheck.reference import exact_softmax
 from smcheck.tolerance import (log_softmax_tolerance, normalization_allowance, softmax_rel,
@@ -139,13 +141,14 @@ def test_normalization_allowance_stays_far_below_one(dtype, n):
 @given(st.lists(st.floats(-200, 0), min_size=1, max_size=40))
 def test_the_relative_allowance_stays_below_one_where_the_dtype_resolves_s(dtype, gaps):
     """Where s_i is a normal number of the dtype, the honest relative allowance of a softmax
-    entry is below 1/2: a bound that accepts any relative error is a defect of the bound."""
+    entry stays below 1 (at most 0.8, at bfloat16's largest normal gap, 87): a bound that
+    accepts any relative error is a defect of the bound."""
     info = dtype_info(dtype)
     x = info.round(np.array([0.0] + gaps)).astype(np.float64)[None]
     ex = exact_softmax(x, 30)
     r = softmax_rel(ex.d, ex.s_hi, info)
     normal = ex.s_hi >= info.tiny
-    assert np.all(r[normal] < 0.5)
+    assert np.all(r[normal] < 0.8)
 
 
 @pytest.mark.parametrize("scale", [1.7, 2.0])
@@ -353,3 +356,30 @@ def test_summation_allowance_follows_the_accumulator():
     assert summation_allowance(10 ** 6, dtype_info("bfloat16")) - 20 == pytest.approx(0.076,
                                                                                      abs=1e-3)
     assert math.sqrt(65536) * dtype_info("bfloat16").u == 1.0
+
+
+# --- real kernels on wide inputs (false failures found by sweeping them) -----------------------
+
+
+@pytest.mark.parametrize("impl", ["torch", "jax"])
+def test_autograd_log_softmax_jacobian_on_a_wide_input(impl):
+    """Autograd forms the log-softmax Jacobian I - 1 s^T with s = exp(log-softmax), which rounds
+    the gap twice: u |d_k| more than dividing by the sum. At gaps of 130 in float64 that is the
+    whole error; the allowance of that formula takes it (decided against the corpus's
+    independent budget: the error is not real)."""
+    pytest.importorskip(impl)
+    x = random_input(64, seed=64, scale=30)
+    X = M.round_to(x[None], "float64")
+    J = get_implementation(impl).jacobian(X, dtype_info("float64"), True)
+    assert np.max(M.jacobian_ratio(np.asarray(J), X, "float64", True)) <= 1
+    assert smcheck.check("jacobian", x, impl=impl, log=True, allow_ftz=impl == "jax").passed
+
+
+@pytest.mark.parametrize("impl", ["torch", "scipy"])
+def test_a_loss_gradient_beyond_the_dtype_is_infinite_not_a_failure(impl):
+    """Soft targets on a wide float32 input: where z_i is subnormal, -t_i/z_i overflows float32
+    and inf is its correct rounding; the finite difference leaves those entries out."""
+    pytest.importorskip(impl)
+    x = random_input(64, seed=64, scale=30)
+    rep = smcheck.check("loss", x, impl=impl, dtype="float32", t=np.full(64, 1 / 64))
+    assert "finite_difference" not in failed(rep) and "reference" not in failed(rep)
