@@ -132,6 +132,7 @@ class ScipyAdapter(Implementation):
 
     name = "scipy"
     complex_ok = True
+    honours_dtype = True  # rounds scipy's result to the dtype when scipy upcasts
 
     def __init__(self, special):
         self._special = special
@@ -227,6 +228,7 @@ class TorchAdapter(Implementation):
 
     name = "torch"
     complex_ok = False
+    honours_dtype = True  # torch computes and returns tensors of the dtype
 
     def __init__(self, torch):
         self._torch = torch
@@ -313,6 +315,7 @@ class JaxAdapter(Implementation):
 
     name = "jax"
     complex_ok = False
+    honours_dtype = True  # jax computes and returns arrays of the dtype
 
     def __init__(self, jax):
         import jax.numpy as jnp  # make_adapter has checked that it imports

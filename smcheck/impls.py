@@ -218,6 +218,10 @@ class Implementation:
     #: callable may ignore --dtype); None where smcheck's own code fixed it
     returned_dtype: str | None = None
 
+    #: whether every value it returns is a number of the requested dtype by construction (the
+    #: built-ins and adapters round into it); otherwise its results are checked for the dtype
+    honours_dtype: bool = False
+
     @property
     def fd_source(self) -> str:
         return "smcheck's stable softmax in float64"
@@ -226,6 +230,7 @@ class Implementation:
 @dataclass
 class Builtin(Implementation):
     name: str
+    honours_dtype = True
 
     def softmax(self, X, info, log=False):
         return _BUILTINS[self.name](X, info, log)
