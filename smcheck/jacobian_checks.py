@@ -60,9 +60,8 @@ class JacobianCase:
         return self.exact
 
     def tolerance(self, metric: str):
-        hi = self.exact_J[0]
-        tol = jacobian_tolerance(self.exact.d, self.exact.s_hi, np.abs(hi), self.info,
-                                 self.log, metric, self.ftz)
+        tol = jacobian_tolerance(self.exact.d, self.exact.s_hi, self.info, self.log, metric,
+                                 self.ftz)
         return apply_overrides(tol, self.overrides)
 
     def evaluate(self, X: np.ndarray) -> np.ndarray:

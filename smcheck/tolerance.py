@@ -215,7 +215,7 @@ NORMALIZATION_FORMULA = {
 }
 
 
-def jacobian_tolerance(d: np.ndarray, s: np.ndarray, J_abs: np.ndarray, info: DtypeInfo,
+def jacobian_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
                        log: bool = False, metric: str = "scaled", ftz: bool = False
                        ) -> Tolerance:
     """Allowance for the Jacobian entries (rows, n, n), computed from a softmax with relative
@@ -238,7 +238,7 @@ def jacobian_tolerance(d: np.ndarray, s: np.ndarray, J_abs: np.ndarray, info: Dt
     diag = (slice(None), np.arange(n), np.arange(n))
     # the n^2 arrays are formed in place, at most two at a time
     if log:
-        rel = np.empty(J_abs.shape)
+        rel = np.empty(s.shape + s.shape[-1:])
         rel[...] = (r + 2 * u)[:, None, :]
         rel[diag] = r + rbar + 2 * u
     else:
