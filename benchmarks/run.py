@@ -150,7 +150,7 @@ def bench_jacobian():
 
 
 def bench_vjp():
-    from smcheck.deriv_checks import row_rng
+    from smcheck.checks.fd import row_rng
     from smcheck.inputs import random_input
 
     n = 10 ** 6

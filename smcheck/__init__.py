@@ -24,6 +24,8 @@ _LAZY = {
     "check": ("api", "check"),
     "assert_correct": ("api", "assert_correct"),
     "SoftmaxCheckError": ("api", "SoftmaxCheckError"),
+    "render_text": ("report", "render_text"),
+    "Options": ("options", "Options"),
 }
 
 __all__ = ["__version__", "SmcheckError", "InputError", "ImplementationError", *_LAZY]

@@ -2,7 +2,7 @@
 
     import smcheck
     report = smcheck.check_forward(x, impl=my_softmax, dtype="float32")
-    assert report.passed, report.text()
+    assert report.passed, smcheck.render_text(report)
 
     smcheck.assert_correct(my_softmax, x, dtype="float32")              # forward
     smcheck.assert_correct(my_vjp, x, command="vjp", v=v)               # f(x, v) -> z
@@ -13,7 +13,9 @@ built-in or adapter name ("stable", "torch", ...), or an :class:`~smcheck.impls.
 
 from __future__ import annotations
 
+from . import run
 from .exceptions import InputError
+from .report import render_text
 
 
 class SoftmaxCheckError(AssertionError):
@@ -27,8 +29,6 @@ class SoftmaxCheckError(AssertionError):
 def check(command: str, x=None, impl="stable", **options):
     """Run ``command`` ("forward", "log_softmax", "jacobian", "vjp", "loss") and return its
     :class:`~smcheck.results.Report` (``.passed``, ``.checks`` with errors and worst entries)."""
-    from . import run
-
     fns = {"forward": run.run_forward, "jacobian": run.run_jacobian, "vjp": run.run_vjp,
            "loss": run.run_loss}
     if command == "log_softmax":
@@ -44,8 +44,6 @@ def assert_correct(impl, x, *, command: str = "forward", top: int = 5, **options
     unless every check of ``command`` passes for ``impl`` on ``x``."""
     report = check(command, x, impl=impl, top=top, **options)
     if not report.passed:
-        from .report import render_text
-
         failed = ", ".join(c.name for c in report.checks if not c.passed)
         raise SoftmaxCheckError(f"smcheck {report.command}: {failed} failed\n"
                                 + render_text(report, top), report)

@@ -38,29 +38,9 @@ import math
 
 import numpy as np
 
+from .claim_results import CLAIMS, SCALES, Tally, claim_result, mp_text
 from .exceptions import InputError
-from .results import CheckResult, Report
-
-CLAIMS: dict[str, str] = {
-    "shift_invariance":
-        "softmax(x + c) = softmax(x): exp(x_i + c) / sum_j exp(x_j + c), unshifted, equals "
-        "softmax(x) for c = +-1000, pi, +-1e6, -max(x)",
-    "jacobian_formula":
-        "J = diag(s) - s s^T: the complex-step derivative of softmax equals the formula",
-    "jacobian_symmetry":
-        "J = J^T: the complex-step derivative of softmax is symmetric",
-    "log_softmax_jacobian":
-        "J_log = I - 1 s^T: the complex-step derivative of log-softmax has entry (i,k) "
-        "= [i=k] - s_k",
-    "vjp_formula":
-        "z = v^T J = s * (v - <v, s>) and sum_i z_i = 0: the complex-step VJP equals the formula",
-    "loss_gradient":
-        "D_z l = -t / z for l(z, t) = -sum_i t_i log z_i: the complex-step gradient at "
-        "z = softmax(x) equals the formula",
-    "zero_condition":
-        "z_k = 0 <=> v_k = <v, s> (s_k > 0): v_k set to <v, s> makes the complex-step z_k vanish, "
-        "and z_k = s_k (v_k - <v, s>) is nonzero otherwise",
-}
+from .results import Report
 
 #: Digits carried beyond ``dps``: the discrepancies land near 10^-(dps+8), far below the
 #: allowance 10^-(dps-5), so the verdict never depends on the last digits.
@@ -206,67 +186,6 @@ class _Row:
         return int(self.fin[i])
 
 
-class _Tally:
-    """The worst discrepancy of one claim over all rows and entries."""
-
-    def __init__(self):
-        self.worst = None  # (ratio, row, index, actual, claimed, what)
-        self.max_abs = 0
-        self.subset = []  # (row, checked, n) where only some columns were checked
-        self.failures = []
-
-    def add(self, row, index, actual, claimed, scale, what=""):
-        err = abs(actual - claimed)
-        ratio = err / scale if scale else (0 if not err else math.inf)
-        if err > self.max_abs:
-            self.max_abs = err
-        if self.worst is None or ratio > self.worst[0]:
-            self.worst = (ratio, row, index, actual, claimed, what)
-
-    def add_many(self, row, indices, actual, claimed, scale, what=""):
-        """Entries sharing one scale: only their largest difference can be the worst."""
-        errs = [abs(a - c) for a, c in zip(actual, claimed)]
-        if errs:
-            j = max(range(len(errs)), key=errs.__getitem__)
-            self.add(row, indices[j], actual[j], claimed[j], scale, what)
-
-
-def _text(val, digits=3) -> str:
-    """An mpmath number as text, also where float() would underflow to 0 or overflow."""
-    import mpmath
-
-    return mpmath.nstr(val, digits) if val else "0"
-
-
-def _result(name, tally, tol, dps, wp, scale, extra=None, notes=()):
-    import mpmath
-
-    ratio, row, index, actual, claimed, what = tally.worst or (mpmath.mpf(0), 0, None, 0, 0, "")
-    passed = ratio <= tol and not tally.failures
-    failures = list(tally.failures)
-    if ratio > tol:
-        where = f"[{index[0]}, {index[1]}]" if isinstance(index, list) else f"[{index}]"
-        failures.insert(0, (f"row {row}{where if index is not None else ''}: {what}: "
-                            f"{_text(actual, 12)} vs {_text(claimed, 12)}, discrepancy "
-                            f"{_text(ratio)} > {_text(tol)} (relative to {scale})"))
-    all_notes = list(notes)
-    if tally.subset:
-        r, c, n = tally.subset[0]
-        more = f" (and {len(tally.subset) - 1} more rows)" if len(tally.subset) > 1 else ""
-        all_notes.append(f"checked {c} of {n} columns, spread evenly with the largest "
-                         f"probability's, in row {r}{more}")
-    details = {"discrepancy": _text(ratio), "abs_difference": _text(tally.max_abs),
-               "working_dps": wp}
-    details.update(extra or {})
-    return CheckResult(
-        name=name, passed=bool(passed), max_abs_err=float(tally.max_abs),
-        max_rel_err=float(ratio), max_ulp=None,
-        tolerance={"formula": "discrepancy <= 10^-(dps-5)", "atol": float(tol),
-                   "atol_text": _text(tol), "dps": dps, "scale": scale},
-        worst={"row": row, "index": index}, measured=_text(ratio), allowed=_text(tol),
-        statement=CLAIMS[name], failures=failures, notes=all_notes, details=details)
-
-
 # --- the claims, each over all rows ----------------------------------------------------------
 
 def _shift_invariance(rows, tally):
@@ -375,7 +294,7 @@ def _zero_condition(rows, tally, tol, shown):
                 tally.add(R.r, R.idx(k), z2, 0, R.s[k] * sv, "z_k with v_k balanced to <v, s>")
                 if len(shown) < SHOWN:
                     shown.append({"row": R.r, "k": R.idx(k), "v_k": mpmath.nstr(v2[k], 20),
-                                  "<v,s>": mpmath.nstr(vs2, 20), "z_k": _text(z2)})
+                                  "<v,s>": mpmath.nstr(vs2, 20), "z_k": mp_text(z2)})
         # the converse, on the given v: z_i = s_i (v_i - <v, s>), s_i > 0, so z_i != 0 (and
         # has the sign of v_i - <v, s>) wherever v_i differs from <v, s>
         claimed = vjp_formula(R.s, R.v)
@@ -387,20 +306,9 @@ def _zero_condition(rows, tally, tol, shown):
             gap = R.v[i] - vs
             if abs(gap) > tol * sv and (zi == 0 or (zi > 0) != (gap > 0)):
                 tally.failures.append(
-                    f"row {R.r}[{R.idx(i)}]: v_i - <v, s> = {_text(gap)} but z_i = {_text(zi)}")
+                    f"row {R.r}[{R.idx(i)}]: v_i - <v, s> = {mp_text(gap)} but z_i = {mp_text(zi)}")
         if len(R.cols) < R.n:
             tally.subset.append((R.r, len(R.cols), R.n))
-
-
-_SCALES = {
-    "shift_invariance": "s_i",
-    "jacobian_formula": "s_k (column k of J is s_k (e_k - s))",
-    "jacobian_symmetry": "s_i s_k",
-    "log_softmax_jacobian": "s_k off the diagonal, 1 on it",
-    "vjp_formula": "s_k max(1, max|v|) for z_k; max(1, max|v|) for sum_i z_i",
-    "loss_gradient": "max(1, |t_k|) / z_k",
-    "zero_condition": "s_k max(1, max|v|)",
-}
 
 
 # --- the command -------------------------------------------------------------------------
@@ -496,7 +404,7 @@ def run_claims(x, *, claim: str | list[str] | None = None, dps: int = 50, v=None
         common = ["-inf entries are masked coordinates (probability 0): claims are checked on "
                   "the finite ones"] if masked else []
         for name in names if rows else []:
-            tally = _Tally()
+            tally = Tally()
             extra, own = {}, []
             if name == "shift_invariance":
                 _shift_invariance(rows, tally)
@@ -515,13 +423,13 @@ def run_claims(x, *, claim: str | list[str] | None = None, dps: int = 50, v=None
                 shown = []
                 _zero_condition(rows, tally, tol, shown)
                 extra["constructed"] = shown
-                extra["min_s"] = _text(min(min(R.s) for R in rows))
+                extra["min_s"] = mp_text(min(min(R.s) for R in rows))
                 if any(R.n == 1 for R in rows):
                     own.append("a row with one finite coordinate has s = 1 there: z = 0 for "
                                "every v, nothing to construct")
             if name != "shift_invariance":
-                extra["h"] = _text(h)
-            checks.append(_result(name, tally, tol, dps, wp, _SCALES[name], extra,
+                extra["h"] = mp_text(h)
+            checks.append(claim_result(name, tally, tol, dps, wp, SCALES[name], extra,
                                   common + own))
     if not rows:
         notes.append("no row has a defined softmax: nothing to check")

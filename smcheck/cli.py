@@ -2,7 +2,9 @@
 
 Exit status: 0 ran (and with --check every check passed), 1 with --check some check failed,
 2 usage or input error (one ``error:`` line on stderr, never a traceback). Nothing heavy is
-imported at start-up: numpy, mpmath and rich load inside the commands.
+imported at start-up: numpy, mpmath and rich load inside the commands. The options the commands
+share are in :mod:`smcheck.cli_options`, the sorting of INPUT into a source in
+:mod:`smcheck.sources`.
 """
 
 from __future__ import annotations
@@ -18,29 +20,14 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from typer.core import TyperCommand
-
 from . import __version__
+from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt,
+                          Impl, Json, LogOpt, MaxSize, MaxUlp, Metric, PanelCommand, Positional,
+                          PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed, StrictDtype, Top,
+                          Verify, VFile, VText, Workers, XFile, XText)
 from .exceptions import SmcheckError
-
-
-class PanelCommand(TyperCommand):
-    """A command whose help is plain text (click's formatter: rich is not imported for
-    ``--help``, which so starts in about 0.1 s instead of 0.25 s), with the options under
-    the headings of their panels (Input, Options, Common options)."""
-
-    def format_options(self, ctx, formatter) -> None:
-        sections: dict[str, list] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            title = ("Arguments" if param.param_type_name == "argument"
-                     else getattr(param, "rich_help_panel", None) or "Options")
-            sections.setdefault(title, []).append(record)
-        for title, records in sections.items():
-            with formatter.section(title):
-                formatter.write_dl(records)
+from .process import keep_freed_memory
+from .progress import Progress, SweepProgress
 
 
 app = typer.Typer(
@@ -53,90 +40,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# --- options shared by the commands (defined once) ---------------------------------------------
-
-INPUT = "Input (exactly one source for x)"
-COMMON = "Common options"
-
-Positional = Annotated[Optional[str], typer.Argument(
-    help="x as a file path, '-' for stdin, a preset name, or numbers (instead of --x...)",
-    show_default=False)]
-XText = Annotated[Optional[str], typer.Option(
-    "--x", help="numbers separated by commas/spaces or a JSON array; ';' separates rows",
-    rich_help_panel=INPUT, show_default=False)]
-XFile = Annotated[Optional[str], typer.Option(
-    "--x-file", help=".npy, .npz[:key], .json, .csv, .tsv, .txt, or - for stdin",
-    rich_help_panel=INPUT, show_default=False)]
-Random = Annotated[Optional[int], typer.Option(
-    "--random", help="N random normal entries (see --rows, --seed, --scale)",
-    rich_help_panel=INPUT, show_default=False)]
-Rows = Annotated[int, typer.Option("--rows", help="rows of --random", rich_help_panel=INPUT)]
-Seed = Annotated[int, typer.Option("--seed", help="seed of --random and of every random choice "
-                                   "(v, probes, directions)", rich_help_panel=INPUT,
-                                   min=0)]
-Scale = Annotated[float, typer.Option("--scale", help="scale of --random",
-                                      rich_help_panel=INPUT)]
-PresetOpt = Annotated[Optional[str], typer.Option(
-    "--preset", help="a named adversarial input (see 'smcheck presets')",
-    rich_help_panel=INPUT, show_default=False)]
-MaxSize = Annotated[int, typer.Option(
-    "--max-size", help="refuse an input (x, v, t or z) of more than this many numbers, checked "
-    "before its data is read (a .npy by its header, text by its length: 32 bytes a number); "
-    "the default admits a 2000 x 4096 batch or a 10^6 vocabulary many times over",
-    rich_help_panel=INPUT)]
-#: --max-size's default, 10^8 numbers (800 MB in float64); the same as
-#: smcheck.inputs.DEFAULT_MAX_SIZE (not imported here: that would load numpy for --help)
-MAX_SIZE = 100_000_000
-Impl = Annotated[str, typer.Option(
-    "--impl", help="stable, naive, divfree (built in); scipy, torch, jax (imports that "
-    "framework); or module.path:function, your callable: imports only that module (from the "
-    "current directory or sys.path), never other code", rich_help_panel=COMMON)]
-Dtype = Annotated[str, typer.Option(
-    "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
-Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference",
-                                  rich_help_panel=COMMON)]
-Rtol = Annotated[Optional[float], typer.Option(
-    "--rtol", help="relative tolerance (overrides the derived one)", rich_help_panel=COMMON,
-    show_default=False)]
-Atol = Annotated[Optional[float], typer.Option(
-    "--atol", help="absolute tolerance (overrides the derived one)", rich_help_panel=COMMON,
-    show_default=False)]
-MaxUlp = Annotated[Optional[float], typer.Option(
-    "--max-ulp", help="largest error in ULPs of the dtype", rich_help_panel=COMMON,
-    show_default=False)]
-Check = Annotated[bool, typer.Option(
-    "--check", help="make the verdict the exit status: 1 if a check of the implementation "
-    "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
-Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
-                                    rich_help_panel=COMMON)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit status only",
-                                     rich_help_panel=COMMON)]
-Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
-                                  rich_help_panel=COMMON)]
-Engine = Annotated[str, typer.Option(
-    "--engine", help="reference engine: auto (mpmath below 4096 reference entries; above, "
-    "double-double for float64 results and the float64 tier for narrower ones), mpmath (forces "
-    "the slow path, --dps digits), dd, f64 (forward with float32/16/bfloat16 only)",
-    rich_help_panel=COMMON)]
-Verify = Annotated[bool, typer.Option(
-    "--verify-reference", help="recompute the reference with mpmath at --dps + 20 digits (at "
-    "least 70) and fail if any entry differs by more than its stated precision (costs about "
-    "11 us per entry)", rich_help_panel=COMMON)]
-Workers = Annotated[Optional[int], typer.Option(
-    "--workers", help="processes for the rows of a batch (default: every core); the results "
-    "are the same for any number", rich_help_panel=COMMON, show_default=False)]
-AllowFtz = Annotated[bool, typer.Option(
-    "--allow-ftz", help="accept subnormal results flushed to zero (FTZ/DAZ arithmetic, as on "
-    "GPUs and XLA's CPU backend); by default they fail, named as flush-to-zero",
-    rich_help_panel=COMMON)]
-StrictDtype = Annotated[bool, typer.Option(
-    "--strict-dtype", help="fail an implementation that does not compute in --dtype (returns "
-    "arrays of another dtype, or values the dtype cannot hold); by default it is a note",
-    rich_help_panel=COMMON)]
-Metric = Annotated[str, typer.Option(
-    "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
-    "strict (componentwise relative)", rich_help_panel=COMMON)]
-
 
 def _version(value: bool):
     if value:
@@ -148,58 +51,6 @@ def _version(value: bool):
 def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="print the version and exit")] = False):
     """Verify softmax, log-softmax and their derivatives against an mpmath reference."""
-
-
-def load_x(positional, x, x_file, random, rows, seed, scale, preset, max_size=MAX_SIZE):
-    """The x array from exactly one source; the positional INPUT is sorted into one of them."""
-    from . import inputs, presets
-
-    if positional is not None:
-        p = positional
-        if p == "-" or os.path.exists(p.split(":")[0]) or os.path.splitext(p)[1].lower() in (
-                ".npy", ".npz", ".json", ".csv", ".tsv", ".txt"):
-            if x_file is not None:
-                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x-file")
-            x_file = p
-        elif p in presets.PRESETS:
-            if preset is not None:
-                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --preset")
-            preset = p
-        else:
-            if x is not None:
-                raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x")
-            x = p
-    src = inputs.load_vector("x", text=x, file=x_file, random=random, rows=rows, seed=seed,
-                             scale=scale, preset=preset, max_size=max_size)
-    return src
-
-
-class Progress:
-    """A transient rich progress bar on stderr, shown only on a terminal for long work."""
-
-    THRESHOLD = 30_000  # reference entries: about a second of mpmath work
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.bar = None
-        self.task = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < self.THRESHOLD:
-            return
-        if self.bar is None:
-            from rich.progress import Progress as RichProgress
-
-            from .report import make_console
-
-            self.bar = RichProgress(console=make_console(stderr=True), transient=True)
-            self.task = self.bar.add_task("exact reference", total=total)
-            self.bar.start()
-        self.bar.advance(self.task, done)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
@@ -230,10 +81,10 @@ def forward(
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
-    from .run import run_forward
+    from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run(run_forward, src, not quiet, x=src.array, workers=workers,
+    report = _run("forward", src, not quiet, x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
                   metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
                   verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype)
@@ -244,74 +95,19 @@ def forward(
     emit(report, json_out=json, quiet=quiet, check=check, top=top)
 
 
-FdOpt = Annotated[str, typer.Option(
-    "--fd", help="finite differences: central, richardson, complex, or auto (the most accurate "
-    "available)")]
-VText = Annotated[Optional[str], typer.Option("--v", help="the vector v of v J (default: random "
-                                              "from --seed)", show_default=False)]
-VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
-                                              show_default=False)]
-LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
-
-
-def load_companion(name: str, text, file, required: bool = False, max_size: int = MAX_SIZE):
-    from . import inputs
-
-    src = inputs.load_vector(name, text=text, file=file, required=required, max_size=max_size)
-    return None if src is None else src.array
-
-
-def same_shape(name: str, arr, ref_name: str, ref) -> None:
-    """Companion ``arr`` (v, t or z) fits ``ref`` (x, or z): the same rows x n, or one row of n
-    for every row. Checked here, on the whole input: the core sees a batch in chunks of rows,
-    and would name a chunk's shape."""
-    import numpy as np
-
-    if arr is None or ref is None:
-        return
-    shape, ref_shape = tuple(np.shape(arr)), tuple(np.shape(ref))
-    rows_n = ref_shape if len(ref_shape) == 2 else (1, *ref_shape[-1:])
-    if len(shape) == 1 and shape[0] == rows_n[1]:
-        return
-    if (shape if len(shape) == 2 else (1, *shape)) != rows_n:
-        raise SmcheckError(f"{name} has shape {shape} but {ref_name} has shape {ref_shape}")
-
-
-def _flag(name: str, text, file) -> str:
-    """How the user gave companion ``name``: --v or --v-file."""
-    return f"--{name}-file" if file is not None and text is None else f"--{name}"
-
-
-def keep_freed_memory() -> None:
-    """In the smcheck process (not when smcheck is imported as a library): let glibc serve
-    large temporaries from the heap and keep freed memory for reuse, instead of mapping fresh
-    pages for each array and returning them at once; the page faults of that churn cost a
-    quarter of a 10^6-entry forward run (benchmarks/). Peak memory is unchanged: freed memory
-    is reused, and returned when the process ends. No effect outside glibc."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
-    except (OSError, AttributeError):  # pragma: no cover - no mallopt here
-        pass
-
-
-def _run(fn, src, progress_enabled, *, x, workers=None, companions=None, keep_arrays=False,
+def _run(command, src, progress_enabled, *, x, workers=None, companions=None, keep_arrays=False,
          **kw):
-    """fn over the rows of x, in chunks on ``workers`` processes (see smcheck.parallel)."""
-    from .parallel import run_rows
+    """``command`` over the rows of x, in chunks on ``workers`` processes (see
+    smcheck.run.check_rows); ``kw`` are the options (smcheck.options.Options)."""
+    from .options import Options
+    from .run import check_rows
 
     keep_freed_memory()
     progress = Progress(enabled=progress_enabled)
     try:
-        report = run_rows(fn, x, workers=workers, companions=companions or {},
-                          progress=progress, keep_arrays=keep_arrays, **kw)
+        report = check_rows(command, x, Options(**kw), workers=workers,
+                            companions=companions or {}, progress=progress,
+                            keep_arrays=keep_arrays)
     finally:
         progress.close()
     if src is not None:
@@ -338,10 +134,10 @@ def jacobian(
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
-    from .run import run_jacobian
+    from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run(run_jacobian, src, not quiet, x=src.array, workers=workers, impl=impl,
+    report = _run("jacobian", src, not quiet, x=src.array, workers=workers, impl=impl,
                   dtype=dtype, dps=dps,
                   log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
                   atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference,
@@ -362,12 +158,12 @@ def vjp(
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
-    from .run import run_vjp
+    from .sources import flag_name, load_companion, load_x, same_shape
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     varr = load_companion("v", v, v_file, max_size=max_size)
-    same_shape(_flag("v", v, v_file), varr, "x", src.array)
-    report = _run(run_vjp, src, not quiet, x=src.array, workers=workers,
+    same_shape(flag_name("v", v, v_file), varr, "x", src.array)
+    report = _run("vjp", src, not quiet, x=src.array, workers=workers,
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
@@ -402,7 +198,7 @@ def loss(
     z is the VJP v J(x) with --v, given with --z, or softmax(x) otherwise."""
     import numpy as np
 
-    from .run import run_loss
+    from .sources import flag_name, load_companion, load_x, same_shape
 
     tarr = load_companion("t", t, t_file, required=True, max_size=max_size)
     varr = load_companion("v", v, v_file, max_size=max_size)
@@ -411,12 +207,12 @@ def loss(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size) if (
         given or zarr is None) else None
     # z alone: z, not an x the user never gave, fixes the shape
-    ref, ref_name = (zarr, _flag("z", z, z_file)) if src is None else (src.array, "x")
-    same_shape(_flag("t", t, t_file), tarr, ref_name, ref)
+    ref, ref_name = (zarr, flag_name("z", z, z_file)) if src is None else (src.array, "x")
+    same_shape(flag_name("t", t, t_file), tarr, ref_name, ref)
     if src is not None:
-        same_shape(_flag("v", v, v_file), varr, "x", src.array)
-        same_shape(_flag("z", z, z_file), zarr, "x", src.array)
-    report = _run(run_loss, src, not quiet,
+        same_shape(flag_name("v", v, v_file), varr, "x", src.array)
+        same_shape(flag_name("z", z, z_file), zarr, "x", src.array)
+    report = _run("loss", src, not quiet,
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
                   dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
@@ -439,6 +235,7 @@ def claims(
 ):
     """Verify every identity of the derivation in mpmath at --dps digits (random x by default)."""
     from .claims import run_claims
+    from .sources import flag_name, load_companion, load_x, same_shape
 
     given = any(a is not None for a in (input, x, x_file, random, preset))
     if given:
@@ -451,7 +248,7 @@ def claims(
         arr = inputs.random_input(5, 1, seed, 1.0)
     varr = load_companion("v", v, v_file, max_size=max_size)
     tarr = load_companion("t", t, None, max_size=max_size)
-    same_shape(_flag("v", v, v_file), varr, "x", arr)
+    same_shape(flag_name("v", v, v_file), varr, "x", arr)
     same_shape("--t", tarr, "x", arr)
     report = run_claims(arr, claim=claim or None, dps=dps, v=varr, t=tarr, seed=seed)
     report.options["input"] = src.description if src else f"random n=5 seed={seed}"
@@ -512,37 +309,6 @@ def _write(path: str, text: str, option: str) -> None:
         raise SmcheckError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
     except ValueError:  # open() itself, on a path with a NUL byte
         raise SmcheckError(f"{option} {path!r}: not a valid file path") from None
-
-
-class SweepProgress:
-    """A rich progress bar on stderr (terminal only) that counts sweep cases."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.bar = None
-        self.task = None
-
-    def __call__(self, label: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                       TextColumn, TimeElapsedColumn)
-
-            from .report import make_console
-
-            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                    MofNCompleteColumn(), TimeElapsedColumn(),
-                                    console=make_console(stderr=True), transient=True)
-            self.task = self.bar.add_task("sweep", total=None)
-            self.bar.start()
-        else:
-            self.bar.advance(self.task, 1)
-        self.bar.update(self.task, description=f"sweep: {label}")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @app.command(cls=PanelCommand, short_help="List the named adversarial inputs.")

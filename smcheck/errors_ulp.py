@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
+from .blocks import map_blocks, row_reduce
 from .dtypes import DtypeInfo
 
 METRICS = ("scaled", "strict")
@@ -194,8 +197,6 @@ class Comparison:
 
         if self.ok.ndim != 2:
             return block(self.ok, self.allowed, self.ref)
-        from .blocks import map_blocks
-
         return map_blocks(block, (self.ok, self.allowed, self.ref), self.ok.shape, (bool,))[0]
 
     def worst_index(self) -> tuple[int, ...] | None:
@@ -210,8 +211,6 @@ class Comparison:
             return {"max_abs_err": float(np.max(self.abs_err)),
                     "max_rel_err": float(np.max(self.rel_err)),
                     "max_ulp": float(np.max(self.ulp_err))}
-        from .blocks import row_reduce
-
         # in blocks, without forming the relative and ULP errors ((rows, n, n) as (rows n, n))
         m = self.abs_err.shape[-1]
         args = tuple(np.reshape(a, (-1, m)) for a in (self.abs_err, self.ref, self.ulp))
@@ -280,8 +279,6 @@ def compare(computed, hi, lo, tol: Tolerance, info: DtypeInfo) -> Comparison:
         a is None or a.ndim == 0 or (a.ndim == 2 and a.shape[0] == c.shape[0]
                                      and a.shape[1] in (1, c.shape[1])) for a in (atol, rtol))
     if shapes_ok:
-        from .blocks import map_blocks
-
         # None cannot travel through the blocks: a criterion not used is passed as nan
         nan = np.float64(np.nan)
         err, allowed, ok, ratio, u = map_blocks(
@@ -321,7 +318,20 @@ def _compare(c, hi, lo, atol, rtol, max_ulp, info):
             by_ulp = max_ulp * u
             allowed = by_ulp if atol is None and rtol is None else np.minimum(allowed, by_ulp)
         ok = err <= allowed
-        ratio = err / allowed
-        if not bool((allowed > 0).all()):
-            ratio = np.where(allowed > 0, ratio, np.where(err > 0, np.inf, 0.0))
+        ratio = error_ratio(err, allowed)
     return err, allowed, ok, ratio, u
+
+
+def error_ratio(err, allowed):
+    """error / allowance, the one measure of how far over its allowance an entry is (> 1
+    fails; it ranks the worst entries everywhere: checks, merges of chunks, the sweep). The
+    one rule for an allowance of 0 (or nan): a zero error is 0, any other error (nan included)
+    is inf. Arrays give an array, numbers a float."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if np.ndim(err) == 0 and np.ndim(allowed) == 0:
+            e, a = float(err), float(allowed)
+            return e / a if a > 0 else (0.0 if e == 0 else math.inf)
+        ratio = np.divide(err, allowed)
+        if not bool((np.asarray(allowed) > 0).all()):
+            ratio = np.where(np.asarray(allowed) > 0, ratio, np.where(err == 0, 0.0, np.inf))
+    return ratio

@@ -3,7 +3,8 @@
 Every way of getting an input ends in a float64 array that is 1-D (one vector) or 2-D (a batch of
 rows). Anything that cannot be read that way raises :class:`~smcheck.exceptions.InputError` with a
 one-line message naming the flag or file and what is wrong with it; numpy, json and OS exceptions
-never escape from the public functions.
+never escape from the public functions. Which of its sources an input is read from:
+:mod:`smcheck.sources`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ import re
 import sys
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import TextIO
 
 import numpy as np
 
 from smcheck.exceptions import InputError
-from smcheck.presets import get_preset
 
 _FILE_TYPES = ".npy, .npz, .json, .csv, .tsv or .txt"
 _TEXT_SEPARATORS = {
@@ -180,67 +179,6 @@ def random_input(n: int, rows: int = 1, seed: int = 0, scale: float = 1.0,
         raise InputError(f"--random {n} --rows {rows}: cannot make {n * rows:,} numbers "
                          f"({_one_line(exc)})") from None
     return out[0] if rows == 1 else out
-
-
-# eq=False: a generated __eq__/__hash__ would compare numpy arrays, which is ambiguous.
-@dataclass(frozen=True, eq=False)
-class Source:
-    """An input array and a short human description of where it came from (for reports)."""
-
-    array: np.ndarray
-    description: str
-
-
-def load_vector(
-    name: str,
-    *,
-    text: str | None = None,
-    file: str | None = None,
-    random: int | None = None,
-    rows: int = 1,
-    seed: int = 0,
-    scale: float = 1.0,
-    preset: str | None = None,
-    stdin: TextIO | None = None,
-    required: bool = True,
-    max_size: int | None = DEFAULT_MAX_SIZE,
-) -> Source | None:
-    """Read input ``name`` from exactly one of its sources; ``None`` if absent and not required.
-
-    An input of more than ``max_size`` numbers is refused (``None``: no limit)."""
-    check_size("--max-size", max_size)
-    flags = {f"--{name}": text, f"--{name}-file": file, "--random": random, "--preset": preset}
-    given = [flag for flag, value in flags.items() if value is not None]
-    if not given:
-        if not required:
-            return None
-        choices = "--x, --x-file, --random N or --preset NAME" if name == "x" else (
-            f"--{name} or --{name}-file"
-        )
-        raise InputError(f"no input for {name}: give {choices}")
-    if len(given) > 1:
-        listed = ", ".join(given[:-1]) + " and " + given[-1]
-        raise InputError(f"give exactly one source for {name}, got {listed}")
-
-    if text is not None:
-        array = parse_text(text, name, max_size)
-        return Source(array, f"--{name} ({_shape_words(array)})")
-    if file is not None:
-        array = load_file(file, name, stdin, max_size)
-        return Source(array, f"{'stdin' if file == '-' else file} ({_shape_words(array)})")
-    if random is not None:
-        array = random_input(random, rows, seed, scale, max_size)
-        return Source(array, f"random n={random} rows={rows} seed={seed} scale={scale:g}")
-    assert preset is not None
-    array = get_preset(preset).make()
-    check_size(f"--preset {preset}", max_size, count=array.size)
-    return Source(array, f"preset '{preset}'")
-
-
-def _shape_words(array: np.ndarray) -> str:
-    if array.ndim == 2:
-        return f"{array.shape[0]} rows x {array.shape[1]}"
-    return f"{array.size} value{'s' if array.size != 1 else ''}"
 
 
 def _parse_rows(rows: list[tuple[str, str]], sep: re.Pattern, where: str,

@@ -1,4 +1,4 @@
-"""Rows in chunks, chunks across processes, reports merged into one.
+"""Rows in chunks, chunks across processes, the chunks' reports handed to a merge.
 
 A batch is cut into chunks of rows (:func:`rows_per_chunk`, from the shape and the engine only,
 *whatever the number of workers*), and each chunk
@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from .results import NO_RESULT, CheckResult, Report
+from .blocks import set_threads, using_threads
+from .exceptions import InputError, SmcheckError
+from .results import NO_RESULT, RESULT_MAX, Report
 
 #: entries per chunk: of x, or of the Jacobian (n^2 a row) for a dense one. 2^17 keeps a
 #: chunk's temporaries at about 1 MB each, near the caches: 32 rows of 4096 logits were checked
@@ -24,8 +26,6 @@ CHUNK_ENTRIES = 2 ** 17
 #: with the mpmath engine (about 10 us an entry) a chunk is smaller, so that the workers share
 #: even a small batch
 CHUNK_ENTRIES_MPMATH = 2 ** 11
-#: the merged report lists computed values up to this many numbers (as the JSON does)
-RESULT_MAX = 4096
 
 
 def default_workers() -> int:
@@ -41,8 +41,6 @@ _POOL_LOCK = threading.Lock()
 
 
 def _call(args):
-    from .blocks import set_threads
-
     set_threads(1)  # a worker process: the processes are the parallelism
     if isinstance(args[1], tuple):  # (lo, hi): rows of the batch this process inherited
         lo, hi = args[1]
@@ -58,11 +56,11 @@ def _part(a, lo, hi):
 
 
 def _run(args):
-    fn, x, companions, offset, kw, keep_arrays, keep_result = args
+    fn, x, companions, offset, fn_args, keep_arrays, keep_result = args
     x = np.asarray(x, dtype=np.float64)
     extra = {k: (None if a is None else np.asarray(a, dtype=np.float64))
              for k, a in companions.items()}
-    rep = fn(x, **extra, row_offset=offset, **kw)
+    rep = fn(x, *fn_args, **extra, row_offset=offset)
     # what the merged report will not use does not travel back from a worker process
     if not keep_arrays:
         rep.arrays = {}
@@ -71,47 +69,32 @@ def _run(args):
     return rep
 
 
-def rows_per_chunk(n: int, dense: bool = False, engine: str = "dd") -> int:
+def rows_per_chunk(n: int, dense: bool = False, small: bool = False) -> int:
     """Rows per chunk for rows of n entries: CHUNK_ENTRIES of x (of J when ``dense``), fewer
-    with the mpmath engine, at least one row."""
+    when each entry is slow (``small``: the mpmath engine), at least one row."""
     per_row = max(1, n) * (max(1, n) if dense else 1)
-    budget = CHUNK_ENTRIES_MPMATH if engine == "mpmath" else CHUNK_ENTRIES
+    budget = CHUNK_ENTRIES_MPMATH if small else CHUNK_ENTRIES
     return max(1, budget // per_row)
 
 
-def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
-             chunk_rows: int | None = None, companions: dict | None = None,
-             progress: Callable[[int, int], None] | None = None, keep_arrays: bool = False,
-             **kw) -> Report:
-    """``fn(x, **kw)`` (a run_* function) over the rows of ``x`` in chunks, on ``workers``
-    processes (default: every core), merged. ``companions`` are row-aligned arrays (v, t, z)
-    cut the same way; a 1-D companion is passed whole. ``chunk_rows`` defaults to
-    :func:`rows_per_chunk` of the row length, the kind of reference and the engine."""
+def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[..., Report],
+             chunk_rows: int, workers: int | None = None, companions: dict | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             keep_arrays: bool = False) -> Report:
+    """``fn(x, *args, row_offset=..., progress=..., **companions)`` over the rows of ``x`` in
+    chunks of ``chunk_rows`` rows, on ``workers`` processes (default: every core), and
+    ``merge(reports, shape)`` of the chunks' reports, in row order. ``companions`` are
+    row-aligned arrays cut the same way; a 1-D companion is passed whole. What ``fn`` checks
+    and how reports merge is the caller's: this module only schedules."""
     companions = {k: a for k, a in (companions or {}).items()}
     x_is_batch = np.ndim(x) == 2
     rows = np.shape(x)[0] if x_is_batch else 1
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
-        from .exceptions import InputError
-
         raise InputError(f"--workers {workers}: must be >= 1")
-    if kw.get("engine", "auto") == "auto":  # decided on the whole input, not per chunk
-        from .reference import use_dd
-
-        dense = getattr(fn, "dense_reference", False)
-        kw["engine"] = ("dd" if use_dd(np.empty(0) if np.size(x) == 0 else x, "auto", dense)
-                        else "mpmath")
-        if kw["engine"] == "dd" and getattr(fn, "tiered_reference", False) and kw.get(
-                "dtype", "float64") != "float64":
-            kw["engine"] = "f64"
-    from .blocks import using_threads
-
-    if chunk_rows is None:
-        chunk_rows = rows_per_chunk(int(np.shape(x)[-1]) if np.ndim(x) else 1,
-                                    getattr(fn, "dense_reference", False), kw["engine"])
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
         with using_threads(workers):
-            return fn(np.asarray(x, dtype=np.float64), progress=progress, **kw,
+            return fn(np.asarray(x, dtype=np.float64), *args, progress=progress,
                       **{k: None if a is None else np.asarray(a, dtype=np.float64)
                          for k, a in companions.items()})
 
@@ -124,7 +107,7 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
     # (one worker, or no fork on this platform) each chunk is cut here
     jobs = ((fn, (lo, hi) if fork else np.asarray(x[lo:hi]),
              {} if fork else {k: _part(a, lo, hi) for k, a in companions.items()},
-             lo, kw, keep_arrays, total <= RESULT_MAX) for lo, hi in bounds)
+             lo, args, keep_arrays, total <= RESULT_MAX) for lo, hi in bounds)
     n = int(np.shape(x)[1])
     reports: dict[int, Report] = {}  # by first row: chunks may finish out of order
 
@@ -160,8 +143,7 @@ def run_rows(fn: Callable[..., Report], x, *, workers: int | None = None,
             finally:
                 _INHERITED.clear()
                 gc.unfreeze()
-    return merge([reports[lo] for lo in sorted(reports)], shape=[rows, int(np.shape(x)[1])],
-                 top=kw.get("top", 10))
+    return merge([reports[lo] for lo in sorted(reports)], [rows, n])
 
 
 #: chunks in flight per worker: enough that a worker never waits for the next while a slower
@@ -324,8 +306,6 @@ def _reap(pid: int) -> None:
         import signal
 
         sig = signal.Signals(os.WTERMSIG(status)).name
-        from .exceptions import SmcheckError
-
         raise SmcheckError(f"a worker process was killed ({sig})"
                            + (", most likely for want of memory: try fewer --workers"
                               if sig == "SIGKILL" else ""))
@@ -373,219 +353,3 @@ def _worker(task_r: int, res_w: int, jobs) -> None:  # pragma: no cover - runs i
             except (OSError, ValueError):
                 pass
         os._exit(code)
-
-
-def _worst_chunk(results: list[CheckResult]) -> CheckResult:
-    """The chunk whose worst entry one chunk of all the rows would have chosen: the first
-    largest ``score`` (the quantity each check ranks its entries by); without scores, the
-    first failing chunk, else the largest first entry or error."""
-    if all(c.score is not None for c in results):
-        return max(results, key=lambda c: c.score)  # max keeps the first of equals
-    failing = [c for c in results if not c.passed]
-    if failing:
-        return failing[0]
-
-    def key(c):
-        if c.entries:
-            e = c.entries[0]
-            return e.abs_err / e.allowed if e.allowed > 0 else 0.0
-        return c.max_abs_err or 0.0
-
-    return max(results, key=key)
-
-
-def _max(values):
-    """The largest, nan if any is nan (as numpy's max over one chunk of all the rows)."""
-    vals = [v for v in values if v is not None]
-    return _nanmax(*vals) if vals else None
-
-
-def _nanmax(*vals):
-    return float("nan") if any(v != v for v in vals) else max(vals)
-
-
-def merge_checks(results: list[CheckResult], top: int) -> CheckResult:
-    """One check's results from consecutive chunks of rows (in row order) as one chunk of
-    all the rows would give them: maxima and counts over every chunk, the worst chunk's worst
-    entry and words, detail lists in row order (cut where a chunk's are cut); a check whose
-    headline is a count is finished by its own hook (:data:`smcheck.checks.MERGE`)."""
-    from .checks import REGISTRY
-    from .results import merge_findings
-    from .verdicts import MERGE, entry_order, exceed_words
-
-    if results[0].name not in {name for name, _ in REGISTRY.get("forward", [])}:
-        # a derivative check: its module registers its hooks (workers ran the checks, so this
-        # process may not have imported it); a forward batch does not pay for that import
-        from . import deriv_checks  # noqa: F401
-
-    w = _worst_chunk(results)
-    out = CheckResult(
-        name=w.name, passed=all(c.passed for c in results),
-        max_abs_err=_max(c.max_abs_err for c in results),
-        max_rel_err=_max(c.max_rel_err for c in results),
-        max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
-        measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
-        merge_data=dict(w.merge_data))
-    if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
-        from .verdicts import fmt
-
-        out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
-    out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
-    out.notes = list(w.notes)
-    for c in results:
-        # one note per kind: a note's words before its first number name its kind
-        kinds = {_kind(n) for n in out.notes}
-        out.notes += [n for n in c.notes if _kind(n) not in kinds]
-    # the worst chunk's first line (a check's summary of its worst entry), then every chunk's
-    # further lines (about single rows) in row order
-    out.failures = w.failures[:1] + [f for c in results for f in c.failures[1:]]
-    if "entries" in w.merge_data and "failing_entries" in w.details and out.failures:
-        # "N of M entries exceed their allowance" counts every chunk's entries
-        bad = sum(c.details.get("failing_entries", 0) for c in results)
-        size = sum(c.merge_data.get("entries", 0) for c in results)
-        first = exceed_words(w.details["failing_entries"], w.merge_data["entries"])
-        if out.failures[0].startswith(first):
-            out.failures[0] = exceed_words(bad, size) + out.failures[0][len(first):]
-        out.merge_data["entries"] = size
-    out.failures = out.failures[:20]
-    entries = sorted((e for c in results for e in c.entries), key=entry_order)
-    out.entries = entries[:max(top, 0)]
-    out.details = _merge_details([c.details for c in results], w.details)
-    out.findings = merge_findings([c.findings for c in results])
-    out.kind = w.kind
-    if out.name in MERGE:
-        MERGE[out.name](out, results, top)
-    return out
-
-
-def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict:
-    """Details of consecutive chunks: lists concatenated in row order (those cut at LIST_MAX
-    entries cut again), dicts merged alike, ``failing_entries`` summed, other numbers the
-    worst chunk's (within a dict: the maximum, e.g. grad_x), ``shifts`` per shift."""
-    from .results import CAPPED_LISTS, LIST_MAX, SUMMED_DETAILS
-
-    out: dict = {}
-    for d in parts:
-        for k, v in d.items():
-            if k not in out:
-                out[k] = (list(v) if isinstance(v, list) else
-                          _merge_details([v], v, True) if isinstance(v, dict) else
-                          v if nested or k in SUMMED_DETAILS else worst.get(k, v))
-            elif isinstance(v, list) and isinstance(out[k], list):
-                out[k] = out[k] + v
-            elif isinstance(v, dict) and isinstance(out[k], dict):
-                out[k] = _merge_details([out[k], v], out[k], True)
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                    out[k], (int, float)):
-                if k in SUMMED_DETAILS:
-                    out[k] = out[k] + v
-                elif nested:
-                    out[k] = _nanmax(out[k], v)
-            elif isinstance(v, bool) and nested and k == "passed":
-                out[k] = out[k] and v
-    for k in CAPPED_LISTS:
-        if isinstance(out.get(k), list):
-            out[k] = out[k][:LIST_MAX]
-    if "shifts" in out:
-        out["shifts"] = _merge_by(out["shifts"], "shift")
-    return out
-
-
-def _kind(note: str) -> str:
-    import re
-
-    return re.split(r"\d", note, maxsplit=1)[0]
-
-
-#: tolerance numbers that describe the worst entry (the finite-difference step of its row),
-#: not a maximum over the entries
-WORST_TOLERANCE = ("step",)
-
-
-def _merge_tolerance(parts: list[dict], worst: dict) -> dict:
-    out = dict(worst)
-    for t in parts:
-        for k, v in t.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                    out.get(k), (int, float)) and k not in WORST_TOLERANCE:
-                out[k] = _nanmax(out[k], v)
-    return out
-
-
-def _merge_by(items: list[dict], key: str) -> list[dict]:
-    """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk): numbers their
-    maximum, ``passed`` all of them."""
-    merged: dict = {}
-    for it in items:
-        m = merged.setdefault(it[key], dict(it))
-        if (it.get("reference_bound") or 0.0) > (m.get("reference_bound") or 0.0):
-            m["reference"] = it["reference"]  # the words of the weakest stated precision
-        for k, v in it.items():
-            if k == "passed":
-                m[k] = m[k] and v
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                    m.get(k), (int, float)):
-                m[k] = _nanmax(m[k], v)
-            elif m.get(k) is None:
-                m[k] = v
-    return list(merged.values())
-
-
-def merge_blocks(blocks: list[dict]) -> dict:
-    out: dict = {}
-    for b in blocks:
-        for k, v in b.items():
-            if k not in out:
-                out[k] = merge_blocks([v]) if isinstance(v, dict) else v
-            elif isinstance(v, dict):
-                out[k] = merge_blocks([out[k], v])
-            elif isinstance(v, list):
-                out[k] = out[k] + v
-            elif isinstance(v, bool):
-                out[k] = out[k] or v
-            elif isinstance(v, int) and k.endswith("_count"):
-                out[k] = out[k] + v
-    return out
-
-
-def _merged_blocks(reports: list[Report]) -> dict:
-    ver = [r.blocks["reference_verification"] for r in reports
-           if "reference_verification" in r.blocks]
-    out = merge_blocks([{k: v for k, v in r.blocks.items() if k != "reference_verification"}
-                        for r in reports])
-    if ver:
-        from .verify import merge as merge_verification
-
-        out["reference_verification"] = merge_verification(ver)
-    return out
-
-
-def merge(reports: list[Report], shape: list[int], top: int = 10) -> Report:
-    """One report from the reports of consecutive chunks of rows."""
-    first = reports[0]
-    names = [c.name for c in max(reports, key=lambda r: len(r.checks)).checks]
-    checks = []
-    for name in names:
-        parts = [c for r in reports for c in r.checks if c.name == name]
-        checks.append(merge_checks(parts, top))
-    result = NO_RESULT
-    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= RESULT_MAX:
-        result = [row for r in reports for row in r.result]
-    arrays = {}
-    if all(r.arrays for r in reports):
-        arrays = {k: np.concatenate([r.arrays[k] for r in reports]) for k in first.arrays}
-    notes = []
-    for r in reports:
-        notes += [n for n in r.notes if n not in notes and not n.startswith("no row has")]
-    if not any(r.checks for r in reports):
-        notes.append("no row has a defined softmax: nothing to check")
-    # the reference's words: those of the weakest precision stated by a chunk (the float64
-    # tier's bound grows with |x_i - max|), so that they hold for every row
-    stated = max((r for r in reports if r.checks), default=first,
-                 key=lambda r: r.reference_bound or 0.0)
-    return Report(command=first.command, impl=first.impl, dtype=first.dtype, dps=first.dps,
-                  shape=shape, checks=checks, reference=stated.reference,
-                  undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
-                  blocks=_merged_blocks(reports), options=first.options,
-                  vectors={}, result=result, arrays=arrays,
-                  reference_bound=stated.reference_bound)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 
+from .console import make_console  # noqa: F401 - the CLI takes it from here
+from .reference.verify import note
 from .results import CheckResult, Report, jsonable
 
 PASS, FAIL = "[green]✓ pass[/]", "[bold red]✗ FAIL[/]"
@@ -34,17 +36,6 @@ def num(v, digits: int = 6) -> str:
     if v == 0:
         return "0"
     return f"{v:.{digits}g}"
-
-
-def make_console(stderr: bool = False):
-    import os
-    import sys
-
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS", 120))
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
 def render(report: Report, console, top: int = 10) -> None:
@@ -132,8 +123,6 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
 
 
 def _verification(b: dict, console) -> None:
-    from .verify import note
-
     worst = max((q["max_rel_diff"] for q in b["quantities"]), default=0.0)
     what = ", ".join(f"{q['entries']} {q['quantity']}" for q in b["quantities"])
     if b["passed"]:

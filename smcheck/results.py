@@ -68,6 +68,62 @@ def merge_findings(parts: list[list[Finding]]) -> list[Finding]:
     return list(out.values())
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Entries of a comparison that exceed their allowance, as data (torch.testing's ErrorMeta
+    habit): how many of how many, and the worst (by error / allowance) with its numbers. Chunks
+    of a batch add their counts; the sentence is written once, from the totals (:meth:`line`)."""
+
+    count: int
+    total: int
+    row: int
+    index: int | tuple
+    computed: float
+    exact: float
+    error: float
+    allowance: float
+    ulp: float
+    cause: str = ""
+
+    def line(self) -> str:
+        idx = (f"index {self.index}" if not isinstance(self.index, tuple) else
+               "entry (" + ", ".join(map(str, self.index)) + ")")
+        return (f"{self.count} of {self.total} entries exceed their allowance; worst: "
+                f"row {self.row}, {idx}: computed {fmt(self.computed, 10)}, exact "
+                f"{fmt(self.exact, 10)}, error {fmt(self.error)} (allowed {fmt(self.allowance)}, "
+                f"{fmt(self.ulp)} ULP)" + (f" — {self.cause}" if self.cause else ""))
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note of a check with its kind: merging chunks keeps one note of each kind (the worst
+    chunk's) without reading its words."""
+
+    kind: str
+    text: str
+
+    def line(self) -> str:
+        return self.text
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    """A number in a sentence: ``digits`` significant digits; "-" for None."""
+    if v is None:
+        return "-"
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+def line(item) -> str:
+    """A failure or note as its sentence (records write theirs; plain lines are kept)."""
+    return item if isinstance(item, str) else item.line()
+
+
+#: the JSON's "result" (the computed values) holds at most this many numbers; a larger one is
+#: left out (the checks cover every entry)
+RESULT_MAX = 4096
 #: lists of entries in a check's details stop at this many (the counts cover every entry)
 LIST_MAX = 100
 #: the details' counts that chunks of a batch add up (other numbers: the worst chunk's)
@@ -90,8 +146,8 @@ class CheckResult:
     measured: str  # headline measurement, for the summary table
     allowed: str  # headline allowance, next to it
     statement: str = ""  # what the check verifies, one line
-    failures: list[str] = field(default_factory=list)  # why it failed, with numbers
-    notes: list[str] = field(default_factory=list)  # worth knowing although it passed
+    failures: list = field(default_factory=list)  # why it failed: Failure records, lines
+    notes: list = field(default_factory=list)  # worth knowing although it passed (Note, str)
     entries: list[Entry] = field(default_factory=list)  # worst entries, worst first
     details: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)  # counted findings (lines at render)
@@ -103,10 +159,10 @@ class CheckResult:
     merge_data: dict[str, Any] = field(default_factory=dict)  # counts, lines: see checks.MERGE
 
     def failure_lines(self) -> list[str]:
-        return self.failures + [f.line() for f in self.findings if f.fails]
+        return [line(f) for f in self.failures] + [f.line() for f in self.findings if f.fails]
 
     def note_lines(self) -> list[str]:
-        return self.notes + [f.line() for f in self.findings if not f.fails]
+        return [line(n) for n in self.notes] + [f.line() for f in self.findings if not f.fails]
 
     @property
     def status(self) -> str:
@@ -199,13 +255,7 @@ class Report:
             return 1
         return 3 if self.input_conditions else 0
 
-    def text(self, top: int = 10) -> str:
-        """The human report as plain text."""
-        from .report import render_text
-
-        return render_text(self, top)
-
-    def to_json(self, version: str, top: int | None = None, max_result: int = 4096) -> dict:
+    def to_json(self, version: str, top: int | None = None, max_result: int = RESULT_MAX) -> dict:
         size = math.prod(self.shape) if self.shape else 0
         out = {"smcheck": version, "command": self.command, "impl": self.impl,
                "dtype": self.dtype, "dps": self.dps, "shape": self.shape, "passed": self.passed,

@@ -8,17 +8,28 @@ The CLI calls these and renders; a test suite can call them directly.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
 from . import checks
+from .checks.forward import ForwardCase, overflow_block
+from .checks.jacobian import JacobianCase
+from .checks.loss import LossCase, loss_z
+from .checks.vjp import VjpCase
+from .checks.fd import row_rng
 from .dtypes import DtypeInfo, dtype_info
 from .errors_ulp import METRICS, Overrides
 from .exceptions import InputError
+from .finite_diff import METHODS
 from .impls import get_implementation
-from .reference import exact_softmax
-from .results import NO_RESULT, Report
+from .options import Options
+from .parallel import rows_per_chunk, run_rows
+from .reference import choose_engine, exact_loss_value, exact_softmax, exact_vjp
+from .reference.dispatch import DENSE_COMMANDS
+from .reference.verify import verify_softmax, verify_vjp
+from .results import NO_RESULT, RESULT_MAX, Report
 
 #: Vectors are shown in the report (and the JSON's "vectors") up to this many entries.
 SMALL_N = 16
@@ -70,50 +81,14 @@ def defined_rows(Xr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return Xr if rows.size == Xr.shape[0] else Xr[rows]
 
 
-def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool) -> dict:
-    """Where the naive formula exp(x_i) / sum_j exp(x_j) breaks in this dtype."""
-    ov = checks.exp_overflows(X, info)
-    un = checks.exp_underflows(X, info)
-
-    def idx(mask, limit=1000):
-        pts = np.argwhere(mask)[:limit]
-        return [int(i) for _, i in pts] if not batch else [[int(rows[r]), int(i)] for r, i in pts]
-
-    finite = X > -np.inf
-    all_under = [int(rows[r]) for r in range(X.shape[0]) if np.all(un[r] | ~finite[r])]
-    with np.errstate(over="ignore", invalid="ignore"):
-        a = np.max(X, axis=-1) if X.size else np.zeros(0)
-        lse = a + np.log(np.sum(np.exp(X - a[:, None]), axis=-1)) if X.size else a
-    sum_over = [int(rows[r]) for r in np.flatnonzero(lse > info.log_max)]
-    return {
-        "dtype": info.name,
-        "log_realmax": info.log_max,
-        "log_min_subnormal": info.log_eta,
-        "log_min_normal": info.log_tiny,
-        "overflow_indices": idx(ov),
-        "overflow_count": int(ov.sum()),
-        "underflow_indices": idx(un & finite),
-        "underflow_count": int((un & finite).sum()),
-        "every_exp_underflows": bool(all_under),
-        "rows_every_exp_underflows": all_under,
-        "sum_overflows": bool(sum_over),
-        "rows_sum_overflows": sum_over,
-    }
-
-
 def _ticker(progress: Callable[[int, int], None] | None, total: int):
     if progress is None:
         return None
     return lambda k: progress(k, total)
 
 
-def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 50,
-                log: bool = False, metric: str = "scaled", rtol: float | None = None,
-                atol: float | None = None, max_ulp: float | None = None, top: int = 10,
-                engine: str = "auto", row_offset: int = 0,
-                progress: Callable[[int, int], None] | None = None,
-                verify: bool = False, allow_ftz: bool = False,
-                strict_dtype: bool = False) -> Report:
+def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
+                progress: Callable[[int, int], None] | None = None, **kw) -> Report:
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
     ``progress(done, total)`` is called as the reference work advances; ``verify``
@@ -121,22 +96,22 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
     accepts subnormal results flushed to zero; ``strict_dtype`` fails an implementation that
     does not compute in ``dtype``.
     """
-    overrides = Overrides(rtol, atol, max_ulp)
+    o = Options.of(options, **kw)
+    dps, log, metric, top, verify = o.dps, o.log, o.metric, o.top, o.verify
+    allow_ftz, strict_dtype = o.allow_ftz, o.strict_dtype
+    overrides = Overrides(o.rtol, o.atol, o.max_ulp)
     validate_common(dps, overrides, top, metric)
-    info = dtype_info(dtype)
-    implementation = get_implementation(impl)
+    info = dtype_info(o.dtype)
     x = np.asarray(x, dtype=np.float64)
     batch = x.ndim == 2
     Xr, rows, undefined = split_rows(x, info, row_offset)
     X = defined_rows(Xr, rows)
     labels = rows + row_offset
-    implementation.row_labels = labels
-    from .reference import forward_engine
-
-    engine = forward_engine(Xr, engine, info.name)
+    implementation = get_implementation(o.impl).for_rows(labels)
+    engine = choose_engine(Xr, o.engine, info.name, "forward")
     tick = _ticker(progress, 3 * X.size)
     if X.shape[0]:
-        case = checks.ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
+        case = ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
                                   metric=metric, overrides=overrides, dps=dps, computed=None,
                                   exact=None, top=top, progress=tick, engine=engine,
                                   ftz=allow_ftz, strict_dtype=strict_dtype)
@@ -156,8 +131,6 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
         notes.append("no row has a defined softmax: nothing to check")
     blocks = {"overflow": overflow_block(X, labels, info, batch)}
     if verify and case is not None:
-        from .verify import verify_softmax
-
         blocks["reference_verification"] = verify_softmax(X, case.exact, labels, dps, log=log)
     report = Report(
         command="forward", impl=implementation.name, dtype=info.name, dps=dps,
@@ -186,18 +159,17 @@ def run_forward(x, *, impl: str = "stable", dtype: str = "float64", dps: int = 5
 MAX_DENSE = 2048
 
 
-def _prepare(x, impl, dtype, dps, overrides, top, metric="scaled", row_offset=0,
-             engine="auto"):
-    validate_common(dps, overrides, top, metric)
-    if engine == "f64":
-        raise InputError("--engine f64 (the float64 tier) applies to forward only: use dd or "
-                         "mpmath for the derivatives")
-    info = dtype_info(dtype)
-    implementation = get_implementation(impl)
+def _prepare(x, o: Options, command: str, row_offset=0):
+    """Validate, round x to the dtype, set undefined rows aside, choose the engine (on the
+    whole input: a chunk of a batch was given the batch's)."""
+    overrides = Overrides(o.rtol, o.atol, o.max_ulp)
+    validate_common(o.dps, overrides, o.top, o.metric)
+    info = dtype_info(o.dtype)
     x = np.asarray(x, dtype=np.float64)
     Xr, rows, undefined = split_rows(x, info, row_offset)
-    implementation.row_labels = rows + row_offset  # for the messages of a user's callable
-    return info, implementation, x, Xr, rows, undefined
+    implementation = get_implementation(o.impl).for_rows(rows + row_offset)
+    engine = choose_engine(Xr, o.engine, info.name, command)
+    return info, implementation, overrides, engine, x, Xr, rows, undefined
 
 
 def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) -> np.ndarray:
@@ -219,14 +191,10 @@ def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) ->
     return r
 
 
-#: above this many numbers the computed values stay an array (JSON leaves them out)
-RESULT_LIST_MAX = 4096
-
-
 def _result_list(full: np.ndarray, rows: np.ndarray, batch: bool):
     """The computed values as lists (None for undefined rows), or the array itself (nan rows)
     when it is too big for the JSON."""
-    if full.size > RESULT_LIST_MAX:
+    if full.size > RESULT_MAX:
         return full if batch else full[0]
     keep = set(rows.tolist())
     out = [row if r in keep else None for r, row in enumerate(full.tolist())]
@@ -234,34 +202,25 @@ def _result_list(full: np.ndarray, rows: np.ndarray, batch: bool):
 
 
 def _check_fd(fd: str) -> str:
-    from .finite_diff import METHODS
-
     if fd not in METHODS + ("auto",):
         raise InputError(f"--fd {fd}: use one of {', '.join(METHODS + ('auto',))}")
     return fd
 
 
-def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric="scaled",
-                 fd="auto", max_dense=MAX_DENSE, probes=4, seed=0, rtol=None, atol=None,
-                 max_ulp=None, top=10, engine="auto", row_offset=0, progress=None,
-                 verify=False, allow_ftz=False, strict_dtype=False) -> Report:
+def run_jacobian(x, options: Options | None = None, *, row_offset=0, progress=None,
+                 **kw) -> Report:
     """Check the Jacobian of softmax (log-softmax): every entry against the exact one and
     finite differences, its symmetry and zero sums; beyond ``max_dense``, v^T J u probes."""
-    from .deriv_checks import JacobianCase
-
-    overrides = Overrides(rtol, atol, max_ulp)
-    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            metric, row_offset, engine)
+    o = Options.of(options, **kw)
+    dps, log, metric, fd, max_dense, top = o.dps, o.log, o.metric, o.fd, o.max_dense, o.top
+    info, implementation, overrides, engine, x, Xr, rows, undefined = _prepare(
+        x, o, "jacobian", row_offset)
     _check_fd(fd)
     if max_dense < 1:
         raise InputError(f"--max-dense {max_dense}: must be >= 1")
     X = defined_rows(Xr, rows)
     n = Xr.shape[1]
     dense = n <= max_dense
-    if engine == "auto":  # n^2 reference entries per row
-        from .reference import use_dd
-
-        engine = "dd" if use_dd(Xr, "auto", dense=True) else "mpmath"
     batch = x.ndim == 2
     tick = _ticker(progress, X.size)
     checks_out, result, vectors, blocks = [], NO_RESULT, {}, {}
@@ -269,19 +228,17 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         exact = exact_softmax(X, dps, tick, one_minus=True, engine=engine)
         case = JacobianCase(X=X, rows=rows + row_offset, info=info, impl=implementation, log=log,
                             metric=metric, overrides=overrides, dps=dps, exact=exact,
-                            fd_method=fd, top=top, dense=dense, probes=probes, seed=seed,
-                            engine=engine, ftz=allow_ftz, strict_dtype=strict_dtype)
+                            fd_method=fd, top=top, dense=dense, probes=o.probes, seed=o.seed,
+                            engine=engine, ftz=o.allow_ftz, strict_dtype=o.strict_dtype)
         if dense:
             case.J = case.evaluate(X)
-            if Xr.shape[0] * n * n <= RESULT_LIST_MAX:  # the JSON's "result"
+            if Xr.shape[0] * n * n <= RESULT_MAX:  # the JSON's "result"
                 full = np.full((Xr.shape[0], n, n), np.nan)
                 full[rows] = case.J
                 result = _result_list(full, rows, batch)
         checks_out = checks.run_checks("jacobian", case)
         precision = exact.precision
-        if verify:
-            from .verify import verify_softmax
-
+        if o.verify:
             blocks["reference_verification"] = verify_softmax(X, exact, rows + row_offset, dps,
                                                               one_minus=True)
         if dense and n <= 8:
@@ -294,31 +251,23 @@ def run_jacobian(x, *, impl="stable", dtype="float64", dps=50, log=False, metric
         undefined_rows=undefined, blocks=blocks,
         notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
         options={"log": log, "metric": metric, "fd": fd, "max_dense": max_dense,
-                 "mode": "dense" if dense else "probes", "allow_ftz": allow_ftz,
-                 "strict_dtype": strict_dtype},
+                 "mode": "dense" if dense else "probes", "allow_ftz": o.allow_ftz,
+                 "strict_dtype": o.strict_dtype},
         vectors=vectors, result=result)
 
 
-run_jacobian.dense_reference = True  # run_rows decides the engine on n^2 entries per row
-run_forward.tiered_reference = True  # and a forward run's by the dtype too (float64 tier)
-
-
-def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", seed=0,
-            rtol=None, atol=None, max_ulp=None, top=10, engine="auto", row_offset=0,
-            progress=None, verify=False, allow_ftz=False, strict_dtype=False) -> Report:
+def run_vjp(x, v=None, options: Options | None = None, *, row_offset=0, progress=None,
+            **kw) -> Report:
     """Check z = v J(x) = s * (v - <v, s>) (O(n), J never formed) against the exact VJP, a
     directional finite difference, and sum z = 0. Without ``v``, v is random from ``seed``."""
-    from .deriv_checks import VjpCase
-    from .reference import exact_vjp
-
-    overrides = Overrides(rtol, atol, max_ulp)
-    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            row_offset=row_offset, engine=engine)
+    o = Options.of(options, **kw)
+    dps, fd, seed, top, allow_ftz, strict_dtype = (o.dps, o.fd, o.seed, o.top, o.allow_ftz,
+                                                   o.strict_dtype)
+    info, implementation, overrides, engine, x, Xr, rows, undefined = _prepare(
+        x, o, "vjp", row_offset)
     _check_fd(fd)
     v_given = v is not None
     if v is None:
-        from .deriv_checks import row_rng
-
         v = np.array([row_rng(seed, 1, r + row_offset).standard_normal(Xr.shape[1])
                       for r in range(Xr.shape[0])])
     V = _companion("v", v, Xr.shape, info)
@@ -338,9 +287,7 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
         blocks["dot"] = [{"row": int(r) + row_offset, "<v,s>": d}
                          for r, d in zip(rows, ex.dot_str)]
         precision = ex.softmax.precision
-        if verify:
-            from .verify import verify_vjp
-
+        if o.verify:
             blocks["reference_verification"] = verify_vjp(X, V[rows], ex, rows + row_offset, dps)
     else:
         precision = f"mpmath, {dps} significant digits"
@@ -353,17 +300,13 @@ def run_vjp(x, v=None, *, impl="stable", dtype="float64", dps=50, fd="auto", see
                   result=result)
 
 
-def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", dps=50,
-             fd="auto", seed=0, rtol=None, atol=None, max_ulp=None, top=10,
-             engine="auto", row_offset=0, progress=None, verify=False, allow_ftz=False,
-             strict_dtype=False) -> Report:
+def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, row_offset=0,
+             progress=None, **kw) -> Report:
     """Check the loss gradient D_z l = -t / z of l(z, t) = -sum t_i log z_i, with z the VJP
     v J(x) (``v``), given (``z``), or softmax(x) (neither); and the z_i = 0 condition."""
-    from .deriv_checks import LossCase
-    from .loss_checks import loss_z
-    from .reference import exact_loss_value
-
-    overrides = Overrides(rtol, atol, max_ulp)
+    o = Options.of(options, **kw)
+    dps, fd, seed, top, allow_ftz, strict_dtype, verify = (
+        o.dps, o.fd, o.seed, o.top, o.allow_ftz, o.strict_dtype, o.verify)
     if t is None:
         raise InputError("loss needs targets: give --t or --t-file")
     if v is not None and z is not None:
@@ -375,8 +318,8 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
             x = np.zeros(zarr.shape)
     if x is None:
         raise InputError("no input for x: give --x, --x-file, --random N or --preset NAME")
-    info, implementation, x, Xr, rows, undefined = _prepare(x, impl, dtype, dps, overrides, top,
-                                                            row_offset=row_offset, engine=engine)
+    info, implementation, overrides, engine, x, Xr, rows, undefined = _prepare(
+        x, o, "loss", row_offset)
     _check_fd(fd)
     if mode == "given":
         rows = np.arange(Xr.shape[0])
@@ -408,13 +351,9 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
         blocks["zero_condition"] = zc
         blocks["loss_value"] = exact_loss_value(case.Z, T, dps)
         if verify and mode == "vjp":
-            from .verify import verify_vjp
-
             blocks["reference_verification"] = verify_vjp(X, case.V, case.vjp, rows + row_offset,
                                                           dps)
         elif verify and mode == "softmax":
-            from .verify import verify_softmax
-
             blocks["reference_verification"] = verify_softmax(X, case.exact_s,
                                                               rows + row_offset, dps)
     precision = (case.exact_s.precision if mode != "given" and X.shape[0] else
@@ -426,3 +365,27 @@ def run_loss(x=None, t=None, *, v=None, z=None, impl="stable", dtype="float64", 
                            "strict_dtype": strict_dtype},
                   notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
                   result=result)
+
+
+#: the commands' functions, by name
+COMMANDS = {"forward": run_forward, "jacobian": run_jacobian, "vjp": run_vjp, "loss": run_loss}
+
+
+def check_rows(command: str, x, options: Options, *, companions: dict | None = None,
+               workers: int | None = None, progress=None, keep_arrays: bool = False,
+               chunk_rows: int | None = None) -> Report:
+    """``command`` over the rows of x: the engine chosen once on the whole input, the rows in
+    chunks (on ``workers`` processes; :mod:`smcheck.parallel`), the chunks' reports merged
+    (:mod:`smcheck.checks.merge`). ``chunk_rows`` defaults to
+    :func:`~smcheck.parallel.rows_per_chunk` of the row length and the engine; the report is
+    the same for any chunking and any number of workers."""
+    shape = np.shape(x)
+    n = int(shape[-1]) if len(shape) else 1
+    rounded = np.empty(0) if np.size(x) == 0 else x
+    engine = choose_engine(rounded, options.engine, options.dtype, command)
+    options = options.with_(engine=engine)
+    dense = command in DENSE_COMMANDS
+    return run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
+                    chunk_rows=chunk_rows or rows_per_chunk(n, dense, engine == "mpmath"),
+                    companions=companions, progress=progress, keep_arrays=keep_arrays,
+                    merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))

@@ -13,8 +13,13 @@ from typing import Callable
 
 import numpy as np
 
+from . import run
 from .dtypes import DTYPE_NAMES, dtype_info
+from .errors_ulp import error_ratio
 from .exceptions import InputError
+from .impls import get_implementation
+from .options import Options
+from .presets import PRESETS, get_preset
 from .results import jnum
 
 COMMANDS = ("forward", "log_softmax", "jacobian", "vjp", "loss")
@@ -33,19 +38,17 @@ def one_hot_targets(x: np.ndarray) -> np.ndarray:
 
 def run_case(command: str, x: np.ndarray, impl, dtype: str, dps: int, seed: int = 0,
              engine: str = "auto", allow_ftz: bool = False):
-    from . import run
-
-    common = dict(impl=impl, dtype=dtype, dps=dps, engine=engine, allow_ftz=allow_ftz)
+    o = Options(impl=impl, dtype=dtype, dps=dps, engine=engine, allow_ftz=allow_ftz, seed=seed)
     if command == "forward":
-        return run.run_forward(x, **common)
+        return run.run_forward(x, o)
     if command == "log_softmax":
-        return run.run_forward(x, log=True, **common)
+        return run.run_forward(x, o.with_(log=True))
     if command == "jacobian":
-        return run.run_jacobian(x, seed=seed, **common)
+        return run.run_jacobian(x, o)
     if command == "vjp":
-        return run.run_vjp(x, seed=seed, **common)
+        return run.run_vjp(x, options=o)
     if command == "loss":
-        return run.run_loss(x, one_hot_targets(x), **common)
+        return run.run_loss(x, one_hot_targets(x), o.with_(seed=0))
     raise InputError(f"unknown sweep command '{command}'")
 
 
@@ -57,8 +60,7 @@ def summarize(report, preset: str, command: str, seconds: float) -> dict:
     ratio = None
     if ref is not None and ref.entries:
         e = ref.entries[0]
-        ratio = (e.abs_err / e.allowed) if e.allowed > 0 else (0.0 if e.abs_err == 0 else
-                                                              float("inf"))
+        ratio = error_ratio(e.abs_err, e.allowed)
     return {
         "preset": preset, "dtype": report.dtype, "command": command, "impl": report.impl,
         "passed": report.passed,
@@ -121,13 +123,8 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
               allow_ftz: bool = False) -> SweepResult:
     """Run the battery. ``progress(label)`` is called before each case; ``allow_ftz``
     accepts subnormal results flushed to zero."""
-    from .impls import get_implementation
-    from .presets import PRESETS, get_preset
-
-    from .impls import UserCallable
-
     implementation = get_implementation(impl)  # fail early on an unknown or missing impl
-    if isinstance(implementation, UserCallable):
+    if implementation.one_function:
         # one callable computes one quantity: a user's function is swept as a softmax
         commands = tuple(c for c in commands if c == "forward") or ("forward",)
     dts = resolve_dtypes(dtypes)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .blocks import map_blocks, row_reduce
 from .dtypes import DtypeInfo
 from .errors_ulp import Tolerance
 
@@ -79,8 +80,6 @@ def _row_stats(d, s):
 
 def gap_stats(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(W, S) of every row of 2-D ``d`` and ``s``, in blocks."""
-    from .blocks import row_reduce
-
     d, s = (np.asarray(a, dtype=np.float64) for a in (d, s))
     return row_reduce(_row_stats, (d, s), d.shape, 2)
 
@@ -109,8 +108,6 @@ def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
     rounds the gap twice and log S too, u (12 + 2|d_i| + W + log S + sigma(n)) (torch's autograd
     forms the log-softmax Jacobian I - 1 s^T that way). The factor 1 marks an entry the dtype
     cannot resolve."""
-    from .blocks import map_blocks
-
     d = np.asarray(d, dtype=np.float64)
     W, S = gap_stats(d, s)
     with np.errstate(divide="ignore"):
@@ -167,8 +164,6 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
         formula = ("|c - y_i| <= u*(12 + W' + sigma(n))*|y_i| + unit,"
                    " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
         return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=formula, under=unit)
-    from .blocks import map_blocks
-
     W, S = gap_stats(d, s)
     with np.errstate(divide="ignore"):
         row = (C_OPS + W + np.log(S) + sig)[:, None]  # the per-row terms

@@ -1,7 +1,9 @@
-"""Shared test settings: hypothesis profiles, and mpmath precision restored after every test."""
+"""Shared test settings: hypothesis profiles, mpmath precision restored after every test, and
+the ``cli`` fixture that runs smcheck's command line in this process."""
 
 import os
 
+import clirunner
 import mpmath
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,6 +22,14 @@ def _restore_mpmath_precision():
     dps = mpmath.mp.dps
     yield
     mpmath.mp.dps = dps
+
+
+@pytest.fixture
+def cli():
+    """``cli(*argv, stdin="") -> Result``: ``smcheck ARGV`` in this process, with ``.code`` (0
+    for None), ``.out``, ``.err`` and ``.json()`` (strict: no bare NaN / Infinity). Hypothesis
+    tests call ``clirunner.run_cli`` itself (a fixture inside @given is a health-check error)."""
+    return clirunner.run_cli
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from smcheck.adapters import _fix_masked_jacobian, _fix_masked_vjp, make_adapter
+from smcheck.impls.adapters import _fix_masked_jacobian, _fix_masked_vjp, make_adapter
 from smcheck.dtypes import DTYPE_NAMES, dtype_info
 from smcheck.exceptions import ImplementationError, InputError
 from smcheck.impls import get_implementation
@@ -43,7 +43,7 @@ def scipy_special():
 
 
 def _failed(rep) -> list[str]:
-    return [f"{c.name}: {c.measured}; {'; '.join(c.failures)}" for c in rep.checks if not c.passed]
+    return [f"{c.name}: {c.measured}; {'; '.join(c.failure_lines())}" for c in rep.checks if not c.passed]
 
 
 def _benign():
@@ -295,31 +295,21 @@ def test_missing_framework(monkeypatch, name, module):
     assert str(exc.value) == f'{name} is not installed (pip install "smcheck[{name}]")'
 
 
-def _cli(capsys, *argv):
-    from smcheck.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+def test_cli_torch_bfloat16(torch, cli):
+    r = cli("forward", "--impl", "torch", "--dtype", "bfloat16", "--preset", "benign", "--check",
+            "--quiet")
+    assert (r.code, r.out, r.err) == (0, "", "")
 
 
-def test_cli_torch_bfloat16(torch, capsys):
-    code, out, err = _cli(capsys, "forward", "--impl", "torch", "--dtype", "bfloat16",
-                          "--preset", "benign", "--check", "--quiet")
-    assert (code, out, err) == (0, "", "")
-
-
-def test_cli_missing_jax(capsys, monkeypatch):
+def test_cli_missing_jax(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
-    code, out, err = _cli(capsys, "forward", "--impl", "jax", "--preset", "benign")
-    assert code == 2 and out == ""
-    assert err == 'error: jax is not installed (pip install "smcheck[jax]")\n'
+    r = cli("forward", "--impl", "jax", "--preset", "benign")
+    assert r.code == 2 and r.out == ""
+    assert r.err == 'error: jax is not installed (pip install "smcheck[jax]")\n'
 
 
 def test_importing_smcheck_imports_no_framework():
-    code = ("import sys, smcheck, smcheck.cli, smcheck.adapters; "
+    code = ("import sys, smcheck, smcheck.cli, smcheck.impls.adapters; "
             "print(sorted(m for m in ('torch', 'jax', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

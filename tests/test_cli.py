@@ -10,23 +10,21 @@ strings, undefined rows reported rather than fatal, and user callables.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import math
 import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
+from clirunner import Result, strict_json
 
 import smcheck
 from smcheck import cli
-from smcheck.cli import main
 from smcheck.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,37 +40,18 @@ FAST_PRESETS = [name for name in PRESETS if name != "large-n"]
 
 # --- helpers ------------------------------------------------------------------------------------
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
+# smcheck ARGV in this process: the ``cli`` fixture (tests/conftest.py, tests/clirunner.py)
 
-
-def run_cli(capsys, *argv) -> Run:
-    """``smcheck ARGV`` in this process; main() always leaves through SystemExit."""
-    capsys.readouterr()  # drop anything printed before
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return Run(0 if code is None else code, out, err)
-
-
-def strict_json(text: str):
-    """json.loads that refuses the bare NaN / Infinity / -Infinity constants."""
-
-    def refuse(constant):
-        raise AssertionError(f"bare {constant} in the JSON output (SPEC: write it as a string)")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def run_json(capsys, *argv) -> tuple[Run, dict]:
-    r = run_cli(capsys, *argv, "--json")
-    assert r.code in (0, 1, 3), r.err
+def run_json(cli, *argv, stdin: str = "") -> tuple[Result, dict]:
+    """``cli(*argv, "--json")``: without --check the exit status is 0 whatever the verdict;
+    with it 0, 1 or 3 (the caller asserts which), never 2."""
+    r = cli(*argv, "--json", stdin=stdin)
+    if "--check" in argv:
+        assert r.code in (0, 1, 3), r.err
+    else:
+        assert r.code == 0, r.err
     assert r.err == ""
-    return r, strict_json(r.out)
+    return r, r.json()
 
 
 def check(doc: dict, name: str) -> dict:
@@ -81,7 +60,7 @@ def check(doc: dict, name: str) -> dict:
     return matches[0]
 
 
-def assert_usage_error(r: Run, *words: str) -> None:
+def assert_usage_error(r: Result, *words: str) -> None:
     """Exit 2, nothing on stdout, exactly one ``error:`` line on stderr naming ``words``."""
     assert r.code == 2, (r.code, r.out, r.err)
     assert "Traceback" not in r.out + r.err
@@ -104,8 +83,8 @@ def python_m_smcheck(*args, **kwargs) -> subprocess.CompletedProcess:
 
 # --- version and help ---------------------------------------------------------------------------
 
-def test_version(capsys):
-    r = run_cli(capsys, "--version")
+def test_version(cli):
+    r = cli("--version")
     assert r.code == 0
     assert r.out == f"smcheck {smcheck.__version__}\n"
     assert r.err == ""
@@ -115,15 +94,15 @@ def test_version(capsys):
     (["--help"], "forward"), (["-h"], "presets"), (["forward", "--help"], "--impl"),
     (["presets", "--help"], "--json"),
 ])
-def test_help_exits_0(capsys, argv, shows):
-    r = run_cli(capsys, *argv)
+def test_help_exits_0(cli, argv, shows):
+    r = cli(*argv)
     assert r.code == 0
     assert shows in r.out
     assert r.err == ""
 
 
-def test_no_arguments_shows_help_and_exits_0(capsys):
-    r = run_cli(capsys)
+def test_no_arguments_shows_help_and_exits_0(cli):
+    r = cli()
     assert r.code == 0
     assert "forward" in r.out
 
@@ -157,8 +136,8 @@ def test_help_does_not_import_heavy_modules(argv):  # subprocess: a fresh interp
     assert info["loaded"] == {m: False for m in HEAVY}
 
 
-def test_command_help_groups_options_under_their_panels(capsys):
-    out = run_cli(capsys, "forward", "--help").out
+def test_command_help_groups_options_under_their_panels(cli):
+    out = cli("forward", "--help").out
     heads = [line for line in out.splitlines() if line and not line[0].isspace()]
     assert heads == ["Usage: smcheck forward [OPTIONS] [input]", "Arguments:",
                      "Input (exactly one source for x):", "Options:", "Common options:"]
@@ -167,10 +146,10 @@ def test_command_help_groups_options_under_their_panels(capsys):
     assert "--x-file" in out.split("Input (exactly one source for x):")[1].split("Options:")[0]
 
 
-def test_root_help_lists_every_command_whole(capsys):
-    out = run_cli(capsys, "--help").out
+def test_root_help_lists_every_command_whole(cli):
+    out = cli("--help").out
     listed = out.split("Commands:")[1]
-    for name in cli.app.registered_commands:
+    for name in smcheck.cli.app.registered_commands:
         assert f"  {name.callback.__name__}  " in listed
     assert "..." not in listed  # each command's line is its short help, not a cut sentence
 
@@ -179,11 +158,11 @@ def test_root_help_lists_every_command_whole(capsys):
     ["forward", "--help"], ["vjp", "--bogus"], ["loss", "--x"], ["presets", "--json", "x"],
     ["jacobian", "--x", "1,2", "--dtype", "float8"], ["claims", "--dps", "abc"],
 ])
-def test_one_command_app_parses_as_the_whole_app(capsys, monkeypatch, argv):
+def test_one_command_app_parses_as_the_whole_app(cli, monkeypatch, argv):
     """main() builds only the named command: its output is the whole app's, word for word."""
-    one = run_cli(capsys, *argv)
-    monkeypatch.setattr(cli, "_app_for", lambda args: cli.app)
-    whole = run_cli(capsys, *argv)
+    one = cli(*argv)
+    monkeypatch.setattr(smcheck.cli, "_app_for", lambda args: smcheck.cli.app)
+    whole = cli(*argv)
     assert (one.code, one.out, one.err) == (whole.code, whole.out, whole.err)
 
 
@@ -234,30 +213,30 @@ def test_program_into_a_closed_pipe_is_quiet():
 
 # --- the overflow example -----------------------------------------------------------------------
 
-def test_naive_overflow_fails_and_names_the_threshold(capsys):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive", "--check")
+def test_naive_overflow_fails_and_names_the_threshold(cli):
+    r = cli("forward", "--x", "1000,999,990", "--impl", "naive", "--check")
     assert r.code == 1
     assert "overflow" in r.out
     assert "709.78" in r.out
     assert "Traceback" not in r.out + r.err
 
 
-def test_stable_overflow_passes(capsys):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "stable", "--check")
+def test_stable_overflow_passes(cli):
+    r = cli("forward", "--x", "1000,999,990", "--impl", "stable", "--check")
     assert r.code == 0, r.out
     assert "overflow" in r.out  # the naive-formula thresholds are still reported
 
 
-def test_check_off_exits_0_even_when_checks_fail(capsys):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive")
+def test_check_off_exits_0_even_when_checks_fail(cli):
+    r = cli("forward", "--x", "1000,999,990", "--impl", "naive")
     assert r.code == 0
 
 
 # --- JSON ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_json_document(capsys, dtype):
-    r, doc = run_json(capsys, "forward", "--preset", "overflow", "--impl", "naive", "--dtype",
+def test_json_document(cli, dtype):
+    r, doc = run_json(cli, "forward", "--preset", "overflow", "--impl", "naive", "--dtype",
                       dtype)
     assert r.code == 0  # no --check
     for key in TOP_KEYS + ["result"]:
@@ -296,15 +275,15 @@ def test_json_document(capsys, dtype):
     assert check(doc, "finite")["passed"] is False
 
 
-def test_json_underflow_block(capsys):
-    _, doc = run_json(capsys, "forward", "--preset", "underflow", "--impl", "naive")
+def test_json_underflow_block(cli):
+    _, doc = run_json(cli, "forward", "--preset", "underflow", "--impl", "naive")
     assert doc["overflow"]["every_exp_underflows"] is True
     assert doc["overflow"]["overflow_indices"] == []
     assert "nan" in doc["result"]  # 0/0
 
 
-def test_json_stable_small_result_and_worst(capsys):
-    r, doc = run_json(capsys, "forward", "--x", "1,2,3", "--check")
+def test_json_stable_small_result_and_worst(cli):
+    r, doc = run_json(cli, "forward", "--x", "1,2,3", "--check")
     assert r.code == 0 and doc["passed"] is True
     s = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
     np.testing.assert_allclose(doc["result"], s, rtol=1e-15)
@@ -313,42 +292,42 @@ def test_json_stable_small_result_and_worst(capsys):
 
 
 @pytest.mark.parametrize("log", [False, True])
-def test_json_check_names_in_order(capsys, log):
+def test_json_check_names_in_order(cli, log):
     argv = ["forward", "--preset", "masked", "--dtype", "float32"] + (["--log"] if log else [])
-    _, doc = run_json(capsys, *argv)
+    _, doc = run_json(cli, *argv)
     assert [c["name"] for c in doc["checks"]] == FORWARD_CHECKS
 
 
-def test_json_masked_log_result_has_minus_inf_strings(capsys):
-    _, doc = run_json(capsys, "forward", "--preset", "masked", "--log")
+def test_json_masked_log_result_has_minus_inf_strings(cli):
+    _, doc = run_json(cli, "forward", "--preset", "masked", "--log")
     assert doc["result"][1] == "-inf" and doc["result"][3] == "-inf"
 
 
-def test_json_is_deterministic(capsys):
+def test_json_is_deterministic(cli):
     argv = ["forward", "--preset", "huge", "--impl", "naive", "--dtype", "float16", "--json"]
-    a, b = run_cli(capsys, *argv), run_cli(capsys, *argv)
+    a, b = cli(*argv), cli(*argv)
     assert a.code == b.code == 0
     assert a.out == b.out
-    strict_json(a.out)
+    a.json()
 
 
-def test_exit_status_is_deterministic(capsys):
+def test_exit_status_is_deterministic(cli):
     argv = ["forward", "--preset", "wide-spread", "--impl", "naive", "--check", "--quiet"]
-    assert run_cli(capsys, *argv).code == run_cli(capsys, *argv).code == 1
+    assert cli(*argv).code == cli(*argv).code == 1
 
 
 # --- --quiet ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("impl, code", [("naive", 1), ("stable", 0)])
-def test_quiet_prints_nothing_and_exit_is_the_verdict(capsys, impl, code):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", impl, "--check", "--quiet")
+def test_quiet_prints_nothing_and_exit_is_the_verdict(cli, impl, code):
+    r = cli("forward", "--x", "1000,999,990", "--impl", impl, "--check", "--quiet")
     assert r.code == code
     assert r.out == ""
     assert r.err == ""
 
 
-def test_quiet_wins_over_json_and_without_check_exits_0(capsys):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "naive", "--quiet", "--json")
+def test_quiet_wins_over_json_and_without_check_exits_0(cli):
+    r = cli("forward", "--x", "1000,999,990", "--impl", "naive", "--quiet", "--json")
     assert r.code == 0
     assert r.out == ""
 
@@ -358,28 +337,28 @@ def test_quiet_wins_over_json_and_without_check_exits_0(capsys):
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("preset", FAST_PRESETS)
-def test_stable_passes_every_preset(capsys, preset, dtype, log):
+def test_stable_passes_every_preset(cli, preset, dtype, log):
     argv = ["forward", "--preset", preset, "--dtype", dtype, "--impl", "stable", "--check",
             "--quiet"] + (["--log"] if log else [])
-    r = run_cli(capsys, *argv)
+    r = cli(*argv)
     assert r.code == 0, f"stable failed on {preset} {dtype} log={log}: {r.err}"
     assert r.out == ""
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("preset", FAST_PRESETS)
-def test_naive_fails_every_preset_on_shift_invariance(capsys, preset, dtype):
-    r, doc = run_json(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl", "naive",
+def test_naive_fails_every_preset_on_shift_invariance(cli, preset, dtype):
+    r, doc = run_json(cli, "forward", "--preset", preset, "--dtype", dtype, "--impl", "naive",
                       "--check")
     assert r.code == 1
     assert doc["passed"] is False
     assert check(doc, "shift_invariance")["passed"] is False
 
 
-def test_large_n_stable_float64(capsys):
+def test_large_n_stable_float64(cli):
     # slow (~13 s: 100,000 entries through the mpmath reference); run once, float64, stable
-    r = run_cli(capsys, "forward", "--preset", "large-n", "--dtype", "float64", "--impl",
-                "stable", "--check", "--quiet")
+    r = cli("forward", "--preset", "large-n", "--dtype", "float64", "--impl",
+            "stable", "--check", "--quiet")
     assert r.code == 0
     assert r.out == ""
 
@@ -389,15 +368,15 @@ def test_large_n_stable_float64(capsys):
     ("benign", True), ("masked", True), ("ties", True), ("uniform", True),
     ("tiny-spread", True), ("single", True),
 ])
-def test_naive_reference_check_float64(capsys, preset, passes):
-    _, doc = run_json(capsys, "forward", "--preset", preset, "--impl", "naive")
+def test_naive_reference_check_float64(cli, preset, passes):
+    _, doc = run_json(cli, "forward", "--preset", preset, "--impl", "naive")
     assert check(doc, "reference")["passed"] is passes
 
 
 # --- batches and undefined rows -----------------------------------------------------------------
 
-def test_batch_shape(capsys):
-    r, doc = run_json(capsys, "forward", "--x", "1,2,3;4,5,6", "--check")
+def test_batch_shape(cli):
+    r, doc = run_json(cli, "forward", "--x", "1,2,3;4,5,6", "--check")
     assert r.code == 0
     assert doc["shape"] == [2, 3]
     assert len(doc["result"]) == 2 and all(len(row) == 3 for row in doc["result"])
@@ -405,8 +384,8 @@ def test_batch_shape(capsys):
     np.testing.assert_allclose(doc["result"][0], doc["result"][1], rtol=1e-15)
 
 
-def test_fully_masked_row_is_undefined_not_fatal(capsys):
-    r, doc = run_json(capsys, "forward", "--preset", "fully-masked", "--impl", "stable", "--check")
+def test_fully_masked_row_is_undefined_not_fatal(cli):
+    r, doc = run_json(cli, "forward", "--preset", "fully-masked", "--impl", "stable", "--check")
     assert r.code == 0
     assert doc["passed"] is True
     assert doc["shape"] == [2, 4]
@@ -415,35 +394,35 @@ def test_fully_masked_row_is_undefined_not_fatal(capsys):
     assert "nan" not in json.dumps(doc["result"][0])
 
 
-def test_fully_masked_row_is_listed_in_the_table_report(capsys):
-    r = run_cli(capsys, "forward", "--preset", "fully-masked", "--check")
+def test_fully_masked_row_is_listed_in_the_table_report(cli):
+    r = cli("forward", "--preset", "fully-masked", "--check")
     assert r.code == 0
     assert "undefined" in r.out
 
 
 @pytest.mark.parametrize("text", ["nan,1", "1,inf", "-inf,-inf", "NaN, 2, 3"])
-def test_undefined_single_row_is_not_an_error(capsys, text):
+def test_undefined_single_row_is_not_an_error(cli, text):
     """Not an input error (exit 2), not a failure (exit 1), not a pass (exit 0): nothing was
     checked, and --check says so with exit 3 (SPEC)."""
-    r, doc = run_json(capsys, "forward", "--x", text, "--check")
+    r, doc = run_json(cli, "forward", "--x", text, "--check")
     assert r.code == 3
     assert [u["row"] for u in doc["undefined_rows"]] == [0]
     assert doc["passed"] is True  # no check of the implementation failed
     assert [c["kind"] for c in doc["input_conditions"]] == ["no_defined_row"]
     assert doc["checks"] == []  # nothing was checked; no check reports itself as passed
-    assert run_cli(capsys, "forward", "--x", text).code == 0  # without --check: ran
+    assert cli("forward", "--x", text).code == 0  # without --check: ran
 
 
-def test_undefined_row_next_to_defined_row(capsys):
-    r, doc = run_json(capsys, "forward", "--x", "inf,1;1,2", "--check")
+def test_undefined_row_next_to_defined_row(cli):
+    r, doc = run_json(cli, "forward", "--x", "inf,1;1,2", "--check")
     assert r.code == 0
     assert [u["row"] for u in doc["undefined_rows"]] == [0]
     assert doc["result"][0] is None
     assert [c["name"] for c in doc["checks"]] == FORWARD_CHECKS
 
 
-def test_undefined_single_row_still_has_result_key(capsys):
-    _, doc = run_json(capsys, "forward", "--x", "nan,1")
+def test_undefined_single_row_still_has_result_key(cli):
+    _, doc = run_json(cli, "forward", "--x", "nan,1")
     assert "result" in doc
 
 
@@ -500,25 +479,25 @@ def wrongsm(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("preset", ["benign", "overflow", "masked", "ties"])
-def test_user_callable_wrong_fails_right_passes(capsys, wrongsm, preset, dtype):
-    bad = run_cli(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl",
-                  "wrongsm:bad", "--check", "--quiet")
+def test_user_callable_wrong_fails_right_passes(cli, wrongsm, preset, dtype):
+    bad = cli("forward", "--preset", preset, "--dtype", dtype, "--impl",
+              "wrongsm:bad", "--check", "--quiet")
     assert bad.code == 1, bad.err
-    ok = run_cli(capsys, "forward", "--preset", preset, "--dtype", dtype, "--impl",
-                 "wrongsm:ok", "--check", "--quiet")
+    ok = cli("forward", "--preset", preset, "--dtype", dtype, "--impl",
+             "wrongsm:ok", "--check", "--quiet")
     assert ok.code == 0, ok.err
 
 
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
-def test_user_callable_log(capsys, wrongsm, dtype):
-    r = run_cli(capsys, "forward", "--preset", "one-hot", "--log", "--dtype", dtype, "--impl",
-                "wrongsm:ok_log", "--check", "--quiet")
+def test_user_callable_log(cli, wrongsm, dtype):
+    r = cli("forward", "--preset", "one-hot", "--log", "--dtype", dtype, "--impl",
+            "wrongsm:ok_log", "--check", "--quiet")
     assert r.code == 0, r.err
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_user_callable_receives_1d_rows_in_the_dtype(capsys, wrongsm, dtype):
-    r, doc = run_json(capsys, "forward", "--x", "1,2,3;4,5,7", "--dtype", dtype, "--impl",
+def test_user_callable_receives_1d_rows_in_the_dtype(cli, wrongsm, dtype):
+    r, doc = run_json(cli, "forward", "--x", "1,2,3;4,5,7", "--dtype", dtype, "--impl",
                       "wrongsm:spy", "--check")
     assert r.code == 0
     assert doc["impl"] == "wrongsm:spy"
@@ -528,19 +507,19 @@ def test_user_callable_receives_1d_rows_in_the_dtype(capsys, wrongsm, dtype):
 
 
 @pytest.mark.parametrize("func", ["wrong_shape", "raises", "strings"])
-def test_user_callable_misbehaving_is_exit_2(capsys, wrongsm, func):
-    r = run_cli(capsys, "forward", "--preset", "benign", "--impl", f"wrongsm:{func}", "--check")
+def test_user_callable_misbehaving_is_exit_2(cli, wrongsm, func):
+    r = cli("forward", "--preset", "benign", "--impl", f"wrongsm:{func}", "--check")
     assert_usage_error(r, f"wrongsm:{func}")
 
 
-def test_user_callable_calling_sys_exit_is_not_a_pass(capsys, wrongsm):
-    r = run_cli(capsys, "forward", "--x", "1000,999,990", "--impl", "wrongsm:exits", "--check",
-                "--json")
+def test_user_callable_calling_sys_exit_is_not_a_pass(cli, wrongsm):
+    r = cli("forward", "--x", "1000,999,990", "--impl", "wrongsm:exits", "--check",
+            "--json")
     assert_usage_error(r, "wrongsm:exits")
 
 
-def test_user_callable_missing_attribute(capsys, wrongsm):
-    r = run_cli(capsys, "forward", "--x", "1,2", "--impl", "wrongsm:nope")
+def test_user_callable_missing_attribute(cli, wrongsm):
+    r = cli("forward", "--x", "1,2", "--impl", "wrongsm:nope")
     assert_usage_error(r, "wrongsm", "nope")
 
 
@@ -591,14 +570,14 @@ def _write_npz_two(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_usage_errors_exit_2_with_one_error_line(capsys, tmp_path, case):
+def test_usage_errors_exit_2_with_one_error_line(cli, tmp_path, case):
     build, words = ERROR_CASES[case]
-    r = run_cli(capsys, "forward", *build(tmp_path))
+    r = cli("forward", *build(tmp_path))
     assert_usage_error(r, *words)
 
 
-def test_unknown_command_is_exit_2(capsys):
-    assert_usage_error(run_cli(capsys, "frobnicate"), "frobnicate")
+def test_unknown_command_is_exit_2(cli):
+    assert_usage_error(cli("frobnicate"), "frobnicate")
 
 
 def test_error_in_a_real_process_has_no_traceback():  # subprocess
@@ -634,10 +613,10 @@ def _files(tmp_path: Path) -> dict[str, tuple[str, list[int]]]:
 
 @pytest.mark.parametrize("kind", ["npy", "npz", "npz-key", "json", "csv", "tsv", "txt"])
 @pytest.mark.parametrize("how", ["--x-file", "positional"])
-def test_input_files(capsys, tmp_path, kind, how):
+def test_input_files(cli, tmp_path, kind, how):
     path, shape = _files(tmp_path)[kind]
     argv = ["forward", "--x-file", path] if how == "--x-file" else ["forward", path]
-    r, doc = run_json(capsys, *argv, "--check")
+    r, doc = run_json(cli, *argv, "--check")
     assert r.code == 0
     assert doc["shape"] == shape
     assert doc["undefined_rows"] == []
@@ -650,9 +629,8 @@ def test_x_file_stdin_subprocess():  # subprocess: real standard input
     assert strict_json(p.stdout)["shape"] == [2, 3]
 
 
-def test_positional_dash_reads_stdin(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("1000, 999, 990\n"))
-    r, doc = run_json(capsys, "forward", "-", "--impl", "naive", "--check")
+def test_positional_dash_reads_stdin(cli):
+    r, doc = run_json(cli, "forward", "-", "--impl", "naive", "--check", stdin="1000, 999, 990\n")
     assert r.code == 1
     assert doc["overflow"]["overflow_indices"] == [0, 1, 2]
 
@@ -664,19 +642,19 @@ def test_positional_dash_reads_stdin(capsys, monkeypatch):
     ("1 2; 3 4", [2, 2]),      # rows
     ("[[1, 2], [3, 4]]", [2, 2]),  # a JSON array
 ])
-def test_positional_preset_and_numbers(capsys, arg, shape):
-    r, doc = run_json(capsys, "forward", arg, "--check")
+def test_positional_preset_and_numbers(cli, arg, shape):
+    r, doc = run_json(cli, "forward", arg, "--check")
     assert r.code == 0
     assert doc["shape"] == shape
 
 
-def test_positional_and_option_are_two_sources(capsys):
-    assert_usage_error(run_cli(capsys, "forward", "1,2", "--x", "3,4"))
-    assert_usage_error(run_cli(capsys, "forward", "benign", "--preset", "ties"))
+def test_positional_and_option_are_two_sources(cli):
+    assert_usage_error(cli("forward", "1,2", "--x", "3,4"))
+    assert_usage_error(cli("forward", "benign", "--preset", "ties"))
 
 
-def test_random_input(capsys):
-    r, doc = run_json(capsys, "forward", "--random", "12", "--rows", "3", "--seed", "5",
+def test_random_input(cli):
+    r, doc = run_json(cli, "forward", "--random", "12", "--rows", "3", "--seed", "5",
                       "--dtype", "float32", "--check")
     assert r.code == 0
     assert doc["shape"] == [3, 12]
@@ -684,9 +662,9 @@ def test_random_input(capsys):
 
 # --- tolerance overrides ------------------------------------------------------------------------
 
-def test_rtol_atol_override_is_reported_as_user(capsys):
-    _, default = run_json(capsys, "forward", "--preset", "benign")
-    _, user = run_json(capsys, "forward", "--preset", "benign", "--rtol", "0", "--atol", "0")
+def test_rtol_atol_override_is_reported_as_user(cli):
+    _, default = run_json(cli, "forward", "--preset", "benign")
+    _, user = run_json(cli, "forward", "--preset", "benign", "--rtol", "0", "--atol", "0")
     assert check(default, "reference")["tolerance"]["source"] == "derived"
     ref = check(user, "reference")
     assert ref["tolerance"]["source"] == "user"
@@ -694,10 +672,10 @@ def test_rtol_atol_override_is_reported_as_user(capsys):
     assert ref["passed"] is (ref["max_abs_err"] == 0)
 
 
-def test_max_ulp_override_changes_the_verdict(capsys):
+def test_max_ulp_override_changes_the_verdict(cli):
     argv = ["forward", "--preset", "overflow", "--impl", "divfree", "--dtype", "bfloat16"]
-    _, default = run_json(capsys, *argv)
-    _, loose = run_json(capsys, *argv, "--max-ulp", "1000")
+    _, default = run_json(cli, *argv)
+    _, loose = run_json(cli, *argv, "--max-ulp", "1000")
     d, l_ = check(default, "reference"), check(loose, "reference")
     assert l_["tolerance"]["source"] == "user"
     assert l_["tolerance"]["max_ulp"] == 1000
@@ -706,34 +684,34 @@ def test_max_ulp_override_changes_the_verdict(capsys):
     assert l_["passed"] is (l_["max_ulp"] <= 1000)
 
 
-def test_max_ulp_zero_fails_an_inexact_result(capsys):
-    _, doc = run_json(capsys, "forward", "--preset", "benign", "--max-ulp", "0")
+def test_max_ulp_zero_fails_an_inexact_result(cli):
+    _, doc = run_json(cli, "forward", "--preset", "benign", "--max-ulp", "0")
     ref = check(doc, "reference")
     assert ref["max_ulp"] > 0
     assert ref["passed"] is False
 
 
-def test_loose_max_ulp_alone_keeps_a_correct_impl_passing(capsys):
-    r, doc = run_json(capsys, "forward", "--preset", "benign", "--max-ulp", "1000", "--check")
+def test_loose_max_ulp_alone_keeps_a_correct_impl_passing(cli):
+    r, doc = run_json(cli, "forward", "--preset", "benign", "--max-ulp", "1000", "--check")
     assert check(doc, "reference")["passed"] is True
     assert r.code == 0, [(c["name"], c["failures"]) for c in doc["checks"] if not c["passed"]]
 
 
-def test_top_limits_worst_entries(capsys):
-    _, doc = run_json(capsys, "forward", "--preset", "benign", "--top", "2")
+def test_top_limits_worst_entries(cli):
+    _, doc = run_json(cli, "forward", "--preset", "benign", "--top", "2")
     assert len(check(doc, "reference").get("worst_entries", [])) <= 2
 
 
 # --- presets command ----------------------------------------------------------------------------
 
-def test_presets_command(capsys):
-    r = run_cli(capsys, "presets")
+def test_presets_command(cli):
+    r = cli("presets")
     assert r.code == 0
     for name in PRESETS:
         assert name in r.out
-    r = run_cli(capsys, "presets", "--json")
+    r = cli("presets", "--json")
     assert r.code == 0
-    items = strict_json(r.out)
+    items = r.json()
     assert [it["name"] for it in items] == list(PRESETS)
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smcheck.engine import softmax_dd
+from smcheck.reference.dd import softmax_dd
 from smcheck.reference import exact_bilinear, exact_grad_x, exact_softmax, exact_vjp
 from smcheck.run import run_forward, run_jacobian, run_loss, run_vjp
 
@@ -73,20 +73,26 @@ def test_vjp_bilinear_grad_x_dd_agree():
     agree(*exact_grad_x(X, T, 60, "dd"), *exact_grad_x(X, T, 60, "mpmath"))
 
 
+#: large enough for the engine's blocked sums (blocks.BLOCK = 2^15 entries) to run four whole
+#: blocks and a partial one, then sum the blocks' sums; the mpmath sums over it take ~3 s
+#: (at n = 10^6, 27 s, for the same property)
+LARGE_N = 2 ** 17 + 1000
+
+
 def test_large_n_dd_against_mpmath_sample():
-    # n = 10^6: mpmath recomputes a sample of entries with the dd engine's S
-    x = np.random.default_rng(2).standard_normal(10 ** 6) * 3
+    # n = LARGE_N: mpmath recomputes a sample of entries with the dd engine's S
+    x = np.random.default_rng(2).standard_normal(LARGE_N) * 3
     a = softmax_dd(x[None, :])
     with mpmath.workdps(40):
         m = float(x.max())
         S = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - m) for v in x)
-        for i in (0, 1, 123_456, 999_999, int(np.argmax(x)), int(np.argmin(x))):
+        for i in (0, 1, 123_456, LARGE_N - 1, int(np.argmax(x)), int(np.argmin(x))):
             want = mpmath.exp(mpmath.mpf(float(x[i])) - m) / S
             got = mpmath.mpf(a.s_hi[0, i]) + mpmath.mpf(a.s_lo[0, i])
             assert abs(got - want) <= BOUND * want
     # the fast tiers at the same n: the float64 tier, and the shifted references derived from
     # the base (c pushes max(x) past the overflow threshold; the exact x + c rounded)
-    from smcheck.engine import f64_bound, shift_bound, shifted_softmax_dd, softmax_f64
+    from smcheck.reference.dd import f64_bound, shift_bound, shifted_softmax_dd, softmax_f64
 
     b = softmax_f64(x[None, :])
     c = 725.0 - float(x.max())
@@ -95,7 +101,7 @@ def test_large_n_dd_against_mpmath_sample():
     maxD = 0.0
     with mpmath.workdps(40):
         m = float(x.max())
-        for i in (0, 1, 123_456, 999_999, int(np.argmax(x)), int(np.argmin(x))):
+        for i in (0, 1, 123_456, LARGE_N - 1, int(np.argmax(x)), int(np.argmin(x))):
             want = mpmath.exp(mpmath.mpf(float(x[i])) - m) / S
             bound = f64_bound(np.array([x[i] - m]), x.size)[0]
             assert abs(mpmath.mpf(b.s_hi[0, i]) - want) <= bound * want
@@ -109,7 +115,7 @@ def test_large_n_dd_against_mpmath_sample():
     k = int(np.argmax(x))
     maxD = float(np.max(np.abs(delta - delta[k])))
     with mpmath.workdps(40):
-        for i in (0, 1, 123_456, 999_999, k, int(np.argmin(x))):
+        for i in (0, 1, 123_456, LARGE_N - 1, k, int(np.argmin(x))):
             want = mpmath.exp(mpmath.mpf(float(xs[i])) - ms) / Ss
             got = mpmath.mpf(sh.s_hi[0, i]) + mpmath.mpf(sh.s_lo[0, i])
             assert abs(got - want) <= shift_bound(maxD, x.size) * want
@@ -132,7 +138,7 @@ def test_no_verdict_changes_between_engines(preset_x, impl, dtype):
 @pytest.mark.parametrize("target", [725.0, -760.3])
 @pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(3).standard_normal(40) * 9)])
 def test_shifted_softmax_from_the_base_agrees_with_mpmath(row, target):
-    from smcheck.engine import shift_bound, shifted_softmax_dd
+    from smcheck.reference.dd import shift_bound, shifted_softmax_dd
 
     X = np.array([row])
     c = target - np.max(X, axis=1)
@@ -158,7 +164,7 @@ def test_shifted_softmax_from_the_base_agrees_with_mpmath(row, target):
 def test_dd_exp_agrees_with_mpmath_to_2_to_the_minus_104():
     """The exp kernel alone (Cody-Waite reduction, table, Horner in pairs), on its whole
     domain (-800, 0], next to the table points and with low parts."""
-    from smcheck.engine import dd_exp
+    from smcheck.ddmath import dd_exp
 
     rng = np.random.default_rng(5)
     dh = np.concatenate([-rng.uniform(0, 800, 1500), -rng.uniform(0, 1, 500),
@@ -178,7 +184,7 @@ def test_dd_exp_agrees_with_mpmath_to_2_to_the_minus_104():
 @pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(4).standard_normal(3000)
                                                     * 12)])
 def test_float64_tier_within_its_stated_bound_of_mpmath(row):
-    from smcheck.engine import f64_bound, softmax_f64
+    from smcheck.reference.dd import f64_bound, softmax_f64
 
     X = np.array([row])
     got = softmax_f64(X, one_minus=True)

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smcheck.exceptions import InputError
-from smcheck.inputs import Source, load_file, load_vector, parse_text, random_input
+from smcheck.inputs import load_file, parse_text, random_input
+from smcheck.sources import Source, load_vector
 
 INF = float("inf")
 

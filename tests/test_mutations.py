@@ -25,7 +25,7 @@ def _param(case):
 
 
 def _failures(rep) -> str:
-    return "; ".join(f"{c.name}: {c.failures[:1]}" for c in rep.checks if not c.passed)
+    return "; ".join(f"{c.name}: {c.failure_lines()[:1]}" for c in rep.checks if not c.passed)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in M.CASES])

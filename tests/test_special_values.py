@@ -5,27 +5,16 @@ come from mpmath or from the definition, not from smcheck."""
 
 from __future__ import annotations
 
-import json
-
 import mpmath
 import numpy as np
 import pytest
 
-from smcheck.cli import main
 
 
-def run(capsys, *argv):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return (exc.value.code or 0), out, err
-
-
-def doc(capsys, *argv, code=0):
-    c, out, err = run(capsys, *argv, "--json", "--check")
-    assert c == code, err
-    d = json.loads(out)
+def doc(cli, *argv, code=0):
+    r = cli(*argv, "--json", "--check")
+    assert r.code == code, r.err
+    d = r.json()
     d.pop("input", None)  # where the numbers came from (a file, --x): compared separately
     return d
 
@@ -49,9 +38,9 @@ def close(got, want, ulps=4):
 @pytest.mark.parametrize("command,extra", [("forward", []), ("forward", ["--log"]),
                                            ("jacobian", []), ("vjp", ["--v", "1,2,3,4"]),
                                            ("loss", ["--t", "0,0,1,0"])])
-def test_minus_inf_is_a_masked_entry_with_probability_zero(capsys, command, extra):
+def test_minus_inf_is_a_masked_entry_with_probability_zero(cli, command, extra):
     x = [1.0, -np.inf, 2.0, 0.5]
-    d = doc(capsys, command, "--x", "1,-inf,2,0.5", *extra)
+    d = doc(cli, command, "--x", "1,-inf,2,0.5", *extra)
     assert d["passed"] and d["undefined_rows"] == [] and d["checks"]
     if command == "forward" and not extra:
         assert d["result"][1] == 0.0
@@ -71,98 +60,98 @@ def test_minus_inf_is_a_masked_entry_with_probability_zero(capsys, command, extr
                                         ("1,inf,2", "+inf"), ("1,nan,2", "nan"),
                                         ("nan,-inf,inf", "")])
 @pytest.mark.parametrize("command", ["forward", "jacobian", "vjp"])
-def test_undefined_rows_are_reported_and_do_not_decide(capsys, row, reason, command):
-    d = doc(capsys, command, "--x", f"{row}; 3,1,2")
+def test_undefined_rows_are_reported_and_do_not_decide(cli, row, reason, command):
+    d = doc(cli, command, "--x", f"{row}; 3,1,2")
     assert d["passed"] and d["shape"] == [2, 3]
     assert [u["row"] for u in d["undefined_rows"]] == [0]
     assert reason in d["undefined_rows"][0]["reason"]
     assert d["checks"], "the defined row is still checked"
     # alone, the row leaves nothing to check: no check failed, but --check exits 3 (an input
     # condition: a CI gate must not pass an input it could not judge), and it says so
-    d1 = doc(capsys, command, "--x", row, code=3)
+    d1 = doc(cli, command, "--x", row, code=3)
     assert d1["passed"] and d1["checks"] == [] and d1["undefined_rows"]
     assert any("nothing to check" in n for n in d1["notes"])
     assert [c["kind"] for c in d1["input_conditions"]] == ["no_defined_row"]
 
 
-def test_undefined_row_with_a_wrong_implementation_elsewhere_still_fails(capsys):
-    d = doc(capsys, "forward", "--x", "1,nan,0; 1000,999,990", "--impl", "naive", code=1)
+def test_undefined_row_with_a_wrong_implementation_elsewhere_still_fails(cli):
+    d = doc(cli, "forward", "--x", "1,nan,0; 1000,999,990", "--impl", "naive", code=1)
     assert [u["row"] for u in d["undefined_rows"]] == [0]
 
 
 # --- n = 0 and n = 1 ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv", [["--x", ""], ["--x", "[]"], ["--x", " , "]])
-def test_n_zero_is_an_input_error(capsys, argv):
-    code, out, err = run(capsys, "forward", *argv)
-    assert code == 2 and out == ""
-    assert err.startswith("error:") and "empty" in err and err.count("\n") == 1
+def test_n_zero_is_an_input_error(cli, argv):
+    r = cli("forward", *argv)
+    assert r.code == 2 and r.out == ""
+    assert r.err.startswith("error:") and "empty" in r.err and r.err.count("\n") == 1
 
 
-def test_n_zero_from_a_file_is_an_input_error(capsys, tmp_path):
+def test_n_zero_from_a_file_is_an_input_error(cli, tmp_path):
     p = tmp_path / "empty.npy"
     np.save(p, np.zeros(0))
-    code, _, err = run(capsys, "forward", "--x-file", p)
-    assert code == 2 and err.startswith("error:") and err.count("\n") == 1
+    r = cli("forward", "--x-file", p)
+    assert r.code == 2 and r.err.startswith("error:") and r.err.count("\n") == 1
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-def test_n_one_is_softmax_one_and_zero_derivatives(capsys, dtype):
-    assert doc(capsys, "forward", "--x", "7.25", "--dtype", dtype)["result"] == [1.0]
-    assert doc(capsys, "forward", "--x", "-300", "--dtype", dtype, "--log")["result"] == [0.0]
-    assert doc(capsys, "jacobian", "--x", "3", "--dtype", dtype)["result"] == [[0.0]]
-    assert doc(capsys, "vjp", "--x", "3", "--v", "5", "--dtype", dtype)["result"] == [0.0]
+def test_n_one_is_softmax_one_and_zero_derivatives(cli, dtype):
+    assert doc(cli, "forward", "--x", "7.25", "--dtype", dtype)["result"] == [1.0]
+    assert doc(cli, "forward", "--x", "-300", "--dtype", dtype, "--log")["result"] == [0.0]
+    assert doc(cli, "jacobian", "--x", "3", "--dtype", dtype)["result"] == [[0.0]]
+    assert doc(cli, "vjp", "--x", "3", "--v", "5", "--dtype", dtype)["result"] == [0.0]
 
 
 # --- subnormal inputs and |x| up to 1e308 ------------------------------------------------------
 
-def test_subnormal_inputs_are_exact_numbers(capsys):
+def test_subnormal_inputs_are_exact_numbers(cli):
     x = [5e-324, 0.0, -5e-324, 2.5e-310]
-    d = doc(capsys, "forward", "--x", ",".join(repr(v) for v in x))
+    d = doc(cli, "forward", "--x", ",".join(repr(v) for v in x))
     close(d["result"], exact_softmax(x))
     assert all(abs(r - 0.25) < 1e-15 for r in d["result"])
 
 
-def test_huge_magnitudes_up_to_1e308(capsys):
-    d = doc(capsys, "forward", "--x", "1e308,-1e308,0,1e307")
+def test_huge_magnitudes_up_to_1e308(cli):
+    d = doc(cli, "forward", "--x", "1e308,-1e308,0,1e307")
     # x - max overflows to -inf in float64 arithmetic: the exact softmax is still [1, 0, 0, 0]
     assert d["result"] == [1.0, 0.0, 0.0, 0.0]
-    d = doc(capsys, "forward", "--x", "1e308,-1e308,0,1e307", "--log")
+    d = doc(cli, "forward", "--x", "1e308,-1e308,0,1e307", "--log")
     assert d["result"][0] == 0.0 and d["result"][2] == -1e308
     # in float16 1e308 rounds to +inf: the row is undefined there, and says why
-    d = doc(capsys, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16", code=3)
+    d = doc(cli, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16", code=3)
     assert d["undefined_rows"] and "inf" in d["undefined_rows"][0]["reason"]
 
 
-def test_beyond_float64_reads_as_infinity(capsys):
+def test_beyond_float64_reads_as_infinity(cli):
     """1e400 rounds to +inf in float64 (IEEE): the row is undefined, and says x_0 = +inf."""
-    d = doc(capsys, "forward", "--x", "1e400,0; 1,2")
+    d = doc(cli, "forward", "--x", "1e400,0; 1,2")
     assert [u["row"] for u in d["undefined_rows"]] == [0]
     assert "+inf" in d["undefined_rows"][0]["reason"]
-    d = doc(capsys, "forward", "--x", "-1e400,0")  # -inf: a masked entry
+    d = doc(cli, "forward", "--x", "-1e400,0")  # -inf: a masked entry
     assert d["result"] == [0.0, 1.0]
 
 
 # --- integer and boolean arrays, big-endian files ----------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint16", "bool"])
-def test_integer_and_boolean_arrays_are_their_float_values(capsys, tmp_path, dtype):
+def test_integer_and_boolean_arrays_are_their_float_values(cli, tmp_path, dtype):
     values = {"bool": [1, 0, 1, 1], "uint16": [3, 2, 0, 7]}.get(dtype, [3, -2, 0, 7])
     a = np.array(values, dtype=dtype)
     p = tmp_path / f"x_{dtype}.npy"
     np.save(p, a)
-    d = doc(capsys, "forward", "--x-file", p)
+    d = doc(cli, "forward", "--x-file", p)
     close(d["result"], exact_softmax(a.astype(float)))
-    assert d == doc(capsys, "forward", "--x", ",".join(str(float(v)) for v in a))
+    assert d == doc(cli, "forward", "--x", ",".join(str(float(v)) for v in a))
 
 
 @pytest.mark.parametrize("dt", [">f8", ">f4", ">f2", ">i4", "<f8"])
-def test_big_endian_npy_reads_the_same_numbers(capsys, tmp_path, dt):
+def test_big_endian_npy_reads_the_same_numbers(cli, tmp_path, dt):
     a = np.array([[1.5, -2.0, 0.25], [100.0, 99.0, -3.0]], dtype=dt)
     p = tmp_path / "be.npy"
     np.save(p, a)
-    d = doc(capsys, "forward", "--x-file", p)
-    native = doc(capsys, "forward", "--x", "; ".join(",".join(repr(float(v)) for v in r)
+    d = doc(cli, "forward", "--x-file", p)
+    native = doc(cli, "forward", "--x", "; ".join(",".join(repr(float(v)) for v in r)
                                                       for r in a))
     assert d == native
     for got, row in zip(d["result"], a):
@@ -171,15 +160,15 @@ def test_big_endian_npy_reads_the_same_numbers(capsys, tmp_path, dt):
 
 @pytest.mark.parametrize("dtype,value", [("int64", 2 ** 53 + 1), ("uint64", 2 ** 64 - 1),
                                          ("int64", -(2 ** 62))])
-def test_integers_beyond_2_to_the_53_are_refused(capsys, tmp_path, dtype, value):
+def test_integers_beyond_2_to_the_53_are_refused(cli, tmp_path, dtype, value):
     p = tmp_path / "big.npy"
     np.save(p, np.array([value, 0], dtype=dtype))
-    code, out, err = run(capsys, "forward", "--x-file", p)
-    assert code == 2 and out == "" and err.count("\n") == 1
-    assert err.startswith("error:") and "2^53" in err
+    r = cli("forward", "--x-file", p)
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1
+    assert r.err.startswith("error:") and "2^53" in r.err
 
 
-def test_integers_up_to_2_to_the_53_are_exact(capsys, tmp_path):
+def test_integers_up_to_2_to_the_53_are_exact(cli, tmp_path):
     p = tmp_path / "ok.npy"
     np.save(p, np.array([2 ** 53, 0], dtype=np.int64))
-    assert doc(capsys, "forward", "--x-file", p)["result"] == [1.0, 0.0]
+    assert doc(cli, "forward", "--x-file", p)["result"] == [1.0, 0.0]

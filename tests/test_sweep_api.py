@@ -1,14 +1,12 @@
 """The sweep (its verdicts equal the per-command runs; JSON and JUnit parsed back) and the
 Python API with its assertion helper."""
 
-import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
 import smcheck
-from smcheck.cli import main
 from smcheck.presets import PRESETS
 from smcheck.sweep import COMMANDS, junit_xml, one_hot_targets, run_case, run_sweep
 
@@ -39,13 +37,12 @@ def test_junit_is_valid_and_carries_the_numbers():
                                                  "benign.forward", "benign.vjp"}
 
 
-def test_sweep_cli_json_junit_exit_code(tmp_path, capsys):
+def test_sweep_cli_json_junit_exit_code(tmp_path, cli):
     out = tmp_path / "out.xml"
-    with pytest.raises(SystemExit) as exc:
-        main(["sweep", "--impl", "naive", "--preset", "overflow", "--dtype", "float32",
-              "--json", "--check", "--junit", str(out)])
-    assert exc.value.code == 1
-    doc = json.loads(capsys.readouterr().out)
+    r = cli("sweep", "--impl", "naive", "--preset", "overflow", "--dtype", "float32", "--json",
+            "--check", "--junit", out)
+    assert r.code == 1
+    doc = r.json()
     assert doc["command"] == "sweep" and doc["passed"] is False
     assert {c["command"] for c in doc["cases"]} == set(COMMANDS)
     assert ET.parse(out).getroot().tag == "testsuites"

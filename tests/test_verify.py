@@ -2,14 +2,12 @@
 precision on every preset and command, a corrupted reference is caught, and results are
 deterministic (two identical runs give identical JSON)."""
 
-import json
-
 import numpy as np
 import pytest
 
 import smcheck
 from smcheck.presets import PRESETS, get_preset
-from smcheck.verify import PAIR_FLOOR, compare_pairs, stated_bound, verify_dps
+from smcheck.reference.verify import PAIR_FLOOR, compare_pairs, stated_bound, verify_dps
 
 COMMANDS = [("forward", {}), ("log_softmax", {}), ("jacobian", {}), ("vjp", {}),
             ("loss", {"t": "one-hot"}), ("loss", {"t": "one-hot", "v": "random"})]
@@ -59,7 +57,7 @@ def test_a_wrong_reference_is_caught(monkeypatch):
     """Corrupt one entry of the double-double reference by one ULP of float64: the
     verification names it and the run fails, though every check passes against the
     corrupted reference."""
-    import smcheck.engine as engine
+    import smcheck.reference.dd as engine
 
     real = engine.softmax_dd
 
@@ -77,7 +75,7 @@ def test_a_wrong_reference_is_caught(monkeypatch):
     q = b["quantities"][0]
     assert q["disagreeing"] == 1 and q["first_disagreeing"] == [[0, 3]]
     assert q["max_rel_diff"] > 1e-17
-    text = rep.text()
+    text = smcheck.render_text(rep)
     assert "reference verification FAILED" in text and "row 0, index 3" in text
     # without --verify-reference the same run passes: only the verification sees it
     assert all(c.passed for c in rep.checks)
@@ -96,12 +94,12 @@ def test_compare_pairs_bound_and_floor():
 
 
 def test_batch_verification_merges_across_chunks_and_workers():
-    from smcheck.parallel import run_rows
-    from smcheck.run import run_forward
+    from smcheck.options import Options
+    from smcheck.run import check_rows
 
     x = np.random.default_rng(3).standard_normal((10, 30)) * 5
-    a = run_rows(run_forward, x, workers=1, chunk_rows=3, verify=True)
-    b = run_rows(run_forward, x, workers=2, chunk_rows=3, verify=True)
+    a = check_rows("forward", x, Options(verify=True), workers=1, chunk_rows=3)
+    b = check_rows("forward", x, Options(verify=True), workers=2, chunk_rows=3)
     assert a.blocks["reference_verification"] == b.blocks["reference_verification"]
     q = a.blocks["reference_verification"]["quantities"][0]
     assert q["entries"] == 300 and a.blocks["reference_verification"]["passed"]
@@ -116,24 +114,13 @@ def test_batch_verification_merges_across_chunks_and_workers():
     ["claims", "--x", "1,2,3"],
     ["sweep", "--preset", "one-hot", "--dtype", "all"],
 ])
-def test_two_identical_runs_give_identical_json(args):
+def test_two_identical_runs_give_identical_json(cli, args):
     """Results are deterministic for a given seed: byte-identical JSON."""
-    from smcheck.cli import main
 
-    outs = []
-    for _ in range(2):
-        import contextlib
-        import io
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            try:
-                main([*args, "--json"])
-            except SystemExit:
-                pass
-        outs.append(buf.getvalue())
-    assert outs[0] == outs[1]
-    json.loads(outs[0])
+    a, b = cli(*args, "--json"), cli(*args, "--json")
+    assert a.code == b.code == 0, a.err  # without --check: 0 whatever the verdict
+    assert a.out == b.out
+    a.json()
 
 
 @pytest.mark.parametrize("args", [["forward", "--random", "30", "--rows", "2"],
@@ -141,16 +128,13 @@ def test_two_identical_runs_give_identical_json(args):
                                   ["jacobian", "--random", "8"], ["vjp", "--random", "40"],
                                   ["loss", "--x", "1,2,3", "--t", "0,1,0"],
                                   ["loss", "--x", "1,2,3", "--t", "1,0,0", "--v", "3,1,2"]])
-def test_cli_flag_adds_the_block_and_keeps_the_exit_status(capsys, args):
-    from smcheck.cli import main
+def test_cli_flag_adds_the_block_and_keeps_the_exit_status(cli, args):
 
-    with pytest.raises(SystemExit) as exc:
-        main([*args, "--verify-reference", "--json", "--check"])
-    out = capsys.readouterr().out
-    assert exc.value.code in (0, None)
-    d = json.loads(out)
+    r = cli(*args, "--verify-reference", "--json", "--check")
+    assert r.code == 0, r.err
+    d = r.json()
     b = d["reference_verification"]
     assert b["passed"] and b["recomputed_with"] == "mpmath, 70 significant digits"
-    with pytest.raises(SystemExit):
-        main([*args, "--verify-reference"])
-    assert "reference verified" in capsys.readouterr().out
+    r = cli(*args, "--verify-reference")
+    assert r.code == 0, r.err
+    assert "reference verified" in r.out

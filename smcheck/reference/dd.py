@@ -28,233 +28,10 @@ import math
 
 import numpy as np
 
-# ln 2 as a triple of float64 (from mpmath at 60 digits): 161 bits
-LN2 = (0.6931471805599453, 2.3190468138462996e-17, 5.707708438416212e-34)
-# 1/j! for j = 2..13 as pairs (from mpmath at 80 digits): plain doubles would leave 2^-53
-TAYLOR = [(0.5, 0.0), (0.16666666666666666, 9.25185853854297e-18),
-          (0.041666666666666664, 2.3129646346357427e-18),
-          (0.008333333333333333, 1.1564823173178714e-19),
-          (0.001388888888888889, -5.300543954373577e-20),
-          (0.0001984126984126984, 1.7209558293420705e-22),
-          (2.48015873015873e-05, 2.1511947866775882e-23),
-          (2.7557319223985893e-06, -1.858393274046472e-22),
-          (2.755731922398589e-07, 2.3767714622250297e-23),
-          (2.505210838544172e-08, -1.448814070935912e-24),
-          (2.08767569878681e-09, -1.20734505911326e-25),
-          (1.6059043836821613e-10, 1.2585294588752098e-26)]
-
-PRECISION = "double-double (106-bit float64 pairs), relative error below 2^-100 (7.9e-31)"
-
-
-def two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-def quick_two_sum(a, b):
-    s = a + b
-    return s, b - (s - a)
-
-
-_SPLIT = 134217729.0
-
-
-def _split(a):
-    c = _SPLIT * a
-    hi = c - (c - a)
-    return hi, a - hi
-
-
-def two_prod(a, b):
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-def dd_add(ah, al, bh, bl):
-    s, e = two_sum(ah, bh)
-    t, f = two_sum(al, bl)
-    e = e + t
-    s, e = quick_two_sum(s, e)
-    e = e + f
-    return quick_two_sum(s, e)
-
-
-def dd_mul(ah, al, bh, bl):
-    p, e = two_prod(ah, bh)
-    e = e + (ah * bl + al * bh)
-    return quick_two_sum(p, e)
-
-
-def dd_mul_d(ah, al, b):
-    p, e = two_prod(ah, b)
-    e = e + al * b
-    return quick_two_sum(p, e)
-
-
-def dd_div(ah, al, bh, bl):
-    q1 = ah / bh
-    ph, pl = dd_mul_d(bh, bl, q1)
-    rh, rl = dd_add(ah, al, -ph, -pl)
-    q2 = rh / bh
-    ph, pl = dd_mul_d(bh, bl, q2)
-    rh, rl = dd_add(rh, rl, -ph, -pl)
-    q3 = rh / bh
-    qh, ql = quick_two_sum(q1, q2)
-    return dd_add(qh, ql, q3, np.zeros_like(q3))
-
-
-#: ln2 / 64 as a triple (ln2 scaled by 2^-6: exact)
-LN2_64 = tuple(c / 64 for c in LN2)
-_TABLE: tuple | None = None
-
-
-def _table():
-    """2^(j/64), j = 0..63, as pairs (mpmath at 40 digits, computed once)."""
-    global _TABLE
-    if _TABLE is None:
-        import mpmath
-
-        hi, lo = np.zeros(64), np.zeros(64)
-        with mpmath.workdps(40):
-            for j in range(64):
-                v = mpmath.power(2, mpmath.mpf(j) / 64)
-                hi[j] = float(v)
-                lo[j] = float(v - mpmath.mpf(hi[j]))
-        _TABLE = (hi, lo)
-    return _TABLE
-
-
-def _cody_waite(parts, bits=36):
-    """ln2/64 as C1 + C2 + C3, C1 and C2 of ``bits`` significant bits, so that K C1 and K C2
-    are exact for |K| < 2^(53 - bits) (exact rational arithmetic on the 161-bit triple)."""
-    from fractions import Fraction
-
-    rest = sum(Fraction(c) for c in parts)
-    out = []
-    for _ in range(2):
-        m, e = math.frexp(float(rest))
-        c = math.ldexp(math.trunc(m * 2 ** bits), e - bits)
-        out.append(c)
-        rest -= Fraction(c)
-    out.append(float(rest))
-    return tuple(out)
-
-
-#: ln2/64 = C1 + C2 + C3 (C1, C2 of 36 bits: K C1, K C2 exact for |K| < 2^17, i.e. |d| < 1400)
-CW = _cody_waite(LN2_64)
-#: 1/j! for j = 6..10, the float64 tail of the polynomial
-_TAIL = tuple(1.0 / math.factorial(j) for j in range(10, 5, -1))
-
-
-def _fma_pair(ch, cl, xh, xl, rh, rl):
-    """(ch + cl) + (rh + rl)(xh + xl) as a pair, for |r x| much smaller than c (no
-    cancellation: the Horner steps of exp(r) - 1): the product exact to 2^-106 relative,
-    the sum one two_sum."""
-    p, e = two_prod(rh, xh)
-    e = e + (rh * xl + rl * xh)
-    s, f = two_sum(ch, p)
-    return quick_two_sum(s, f + (cl + e))
-
-
-def dd_expm1_small(rh, rl):
-    """exp(r) - 1 for |r| <= ln2 / 128 + 2^-40 as a pair, by Horner from the inside out:
-
-    w = 1/6! + r/7! + ... + r^4/10! in float64 (its error, times r^6, is below 2^-110);
-    then 1/5! + r w, 1/4! + r(...), ..., 1 + r(...) as pairs, and finally r (1 + ...). The
-    truncation r^11/11! is below 2^-108: the error is below 2^-104 relative."""
-    w = _TAIL[0]
-    for c in _TAIL[1:]:
-        w = c + rh * w
-    # 1/5! + r w: r w < 8e-6, its rounding (< 1e-21) is below what r^5 needs
-    t = rh * w
-    s, f = two_sum(TAYLOR[3][0], t)
-    ph, pl = quick_two_sum(s, f + TAYLOR[3][1])
-    for ch, cl in (TAYLOR[2], TAYLOR[1], TAYLOR[0], (1.0, 0.0)):  # 1/4!, 1/3!, 1/2!, 1
-        ph, pl = _fma_pair(ch, cl, ph, pl, rh, rl)
-    p, e = two_prod(rh, ph)  # r (1 + r/2 + ...)
-    return quick_two_sum(p, e + (rh * pl + rl * ph))
-
-
-def dd_exp(dh, dl):
-    """exp(dh + dl) = 2^k (mh + ml) for finite -1400 < d <= 0, mh + ml in (0.99, 2).
-
-    d = (64 k + j) ln2/64 + r with |r| <= ln2/128: exp(d) = 2^k 2^(j/64) exp(r), the table
-    2^(j/64) to 106 bits and exp(r) by :func:`dd_expm1_small`. The reduction is Cody and
-    Waite's: dh - K C1 is exact (Sterbenz), so the low parts are added to a small r."""
-    K = np.rint(dh * (64 / LN2[0]))
-    rh = dh - K * CW[0]  # exact
-    a, a2 = two_sum(rh, dl)
-    b, b2 = two_sum(a, -K * CW[1])  # K C2 exact
-    rh, rl = quick_two_sum(b, (a2 + b2) - K * CW[2])
-    ph, pl = dd_expm1_small(rh, rl)
-    Ki = K.astype(np.int64)
-    j = Ki & 63
-    th, tl = _table()
-    Th, Tl = np.take(th, j), np.take(tl, j)
-    # 2^(j/64) (1 + p) = T + T p
-    qh, ql = two_prod(Th, ph)
-    ql = ql + (Th * pl + Tl * ph)
-    s, f = two_sum(Th, qh)
-    mh, ml = quick_two_sum(s, f + (Tl + ql))
-    return Ki >> 6, mh, ml
-
-
-def _scale(qh, ql, k):
-    """(qh + ql) 2^k as a pair whose hi is the correctly rounded value, underflow included."""
-    with np.errstate(under="ignore"):
-        hi = np.ldexp(qh, k)
-        rest = (qh - np.ldexp(hi, -k)) + ql  # what the rounding of hi dropped (exact)
-        lo = np.ldexp(rest, k)
-    return hi, lo
-
-
-def _row_sums(hi: np.ndarray, lo: np.ndarray, mask: np.ndarray):
-    """Sums of hi + lo over each row where mask, as pairs (two arrays of shape (rows,)):
-    pairwise in double-double, so the error is below log2(n) 2^-106 of the sum of |terms|."""
-    h = np.where(mask, hi, 0.0)
-    lo_ = np.where(mask, lo, 0.0)
-    while h.shape[-1] > 1:
-        if h.shape[-1] % 2:
-            h = np.concatenate([h, np.zeros(h.shape[:-1] + (1,))], axis=-1)
-            lo_ = np.concatenate([lo_, np.zeros(lo_.shape[:-1] + (1,))], axis=-1)
-        h, lo_ = dd_add(h[..., 0::2], lo_[..., 0::2], h[..., 1::2], lo_[..., 1::2])
-    return h[..., 0], lo_[..., 0]
-
-
-def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
-    """Row sums of the pairs ``terms(*block_args) -> (hi, lo, mask)``, block by block
-    (see :mod:`smcheck.blocks`): each block pairwise, then the blocks' sums pairwise, so
-    the bound of :func:`_row_sums` holds (the two trees together are log2(n) deep)."""
-    from . import blocks as B
-    from .blocks import _cut, blocks, for_each
-
-    rows, n = shape
-    BLOCK = B.BLOCK
-    if rows * n <= BLOCK:
-        return _row_sums(*terms(*args))
-    if n < BLOCK:
-        Sh, Sl = np.empty(rows), np.empty(rows)
-
-        def rowblock(b):
-            rs, cs = b
-            Sh[rs], Sl[rs] = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
-
-        for_each(rowblock, list(blocks(rows, n, BLOCK)))
-        return Sh, Sl
-    nb = -(-n // BLOCK)
-    Ph, Pl = np.zeros((rows, nb)), np.zeros((rows, nb))
-
-    def piece(b):
-        rs, cs = b
-        h, lo = _row_sums(*terms(*(_cut(a, rs, cs) for a in args)))
-        Ph[rs, cs.start // BLOCK], Pl[rs, cs.start // BLOCK] = h, lo
-
-    for_each(piece, list(blocks(rows, n, BLOCK)))
-    return _row_sums(Ph, Pl, np.ones(Ph.shape, dtype=bool))
-
+from ..blocks import map_blocks, row_reduce
+from ..ddmath import (dd_add, dd_div, dd_exp, dd_mul, dd_mul_d, pair_row_sums, quick_two_sum,
+                      row_sums_blocked, scale_pair, two_prod, two_sum)
+from .exact import ExactSoftmax, ExactVJP
 
 #: below this x - max, exp underflows past every format (e^-800 < 1e-347): s = 0
 DEAD = -800.0
@@ -280,8 +57,6 @@ def softmax_f64(X: np.ndarray, one_minus: bool = False):
     bound :func:`f64_bound` per entry, at most 2^-43 where exp(x - max) does not underflow
     float64 (|d| < 708) and n <= 10^9. That is 2^-19 of a float32 ULP, so it judges float32,
     float16 and bfloat16 results; the tests certify the bound against mpmath."""
-    from .blocks import map_blocks, row_reduce
-    from .reference import ExactSoftmax
 
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     rows, n = X.shape
@@ -334,7 +109,6 @@ def _exp_block(X, a):
 def softmax_dd(X: np.ndarray, one_minus: bool = False):
     """Exact softmax and log-softmax of the rows of X as pairs; see the module docstring.
     Returns an :class:`~smcheck.reference.ExactSoftmax` (engine "double-double")."""
-    from .blocks import map_blocks
 
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     rows = X.shape[0]
@@ -357,8 +131,6 @@ def shifted_softmax_dd(X: np.ndarray, c: np.ndarray, base):
     2^-100 + u max|D| (ceil(log2 n) + 12) (:func:`shift_bound`; about 2^-91 for shifts to
     +-760 and n = 10^6), and tests certify it against mpmath. When the shift moved entries by
     more than 1e-10 (|x| far beyond the shift) everything is recomputed (2^-100)."""
-    from .blocks import map_blocks, row_reduce
-    from .reference import ExactSoftmax
 
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     c = np.asarray(c, dtype=np.float64).reshape(-1, 1)
@@ -450,7 +222,7 @@ def _probabilities(mh, ml, k, dh, Rh, Rl):
     """s = 2^k m / S, as m times the pair 1/S, rounded once at the end."""
     live = dh > DEAD
     qh, ql = dd_mul(mh, ml, Rh, Rl)
-    s_hi, s_lo = _scale(qh, ql, np.where(live, k, 0).astype(np.int32))
+    s_hi, s_lo = scale_pair(qh, ql, np.where(live, k, 0).astype(np.int32))
     return np.where(live, s_hi, 0.0), np.where(live, s_lo, 0.0)
 
 
@@ -465,8 +237,6 @@ def _logs(dh, dl, Lh, Ll):
 def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     import mpmath
 
-    from .blocks import map_blocks, row_reduce
-    from .reference import ExactSoftmax
 
     rows, n = X.shape
     first = np.zeros((rows, n), dtype=bool)
@@ -476,7 +246,7 @@ def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     (K,) = row_reduce(_largest_k, (k, dh, first), (rows, n), 1, ops=("max",))
     K = np.where(K < -(2 ** 19), 0, K).astype(np.int64)[:, None]
     Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, K, dh, first), (rows, n))  # T / 2^K
-    Th, Tl = _scale(Uh, Ul, K[:, 0].astype(np.int32))
+    Th, Tl = scale_pair(Uh, Ul, K[:, 0].astype(np.int32))
     Sh, Sl = dd_add(np.ones(rows), np.zeros(rows), Th, Tl)
     Lh, Ll = np.zeros(rows), np.zeros(rows)
     with mpmath.workdps(40):
@@ -516,7 +286,7 @@ def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
 def _dot_rows(ah, al, bh, bl, mask):
     """Exact row sums of (ah + al)(bh + bl) where mask, as pairs."""
     ph, pl = dd_mul(ah, al, bh, bl)
-    return _row_sums(np.where(mask, ph, 0.0), np.where(mask, pl, 0.0), mask)
+    return pair_row_sums(np.where(mask, ph, 0.0), np.where(mask, pl, 0.0), mask)
 
 
 def _vs_terms(s_hi, s_lo, v, fin):
@@ -543,8 +313,6 @@ def vjp_dd(X: np.ndarray, V: np.ndarray, sm=None):
     softmax of X when it is known already (a shifted input's, derived from the unshifted)."""
     import mpmath
 
-    from .blocks import map_blocks, row_reduce
-    from .reference import ExactVJP
 
     sm = softmax_dd(X) if sm is None else sm
     V = np.atleast_2d(np.asarray(V, dtype=np.float64))
@@ -574,8 +342,8 @@ def bilinear_dd(X: np.ndarray, V: np.ndarray, U: np.ndarray, log: bool = False):
         us = _dot_rows(sm.s_hi, sm.s_lo, u, z, fin)
         vuh, vul = two_prod(v, u)
         if log:  # <v, u> - (sum v) <s, u>
-            a = _row_sums(vuh, vul, fin)
-            sv = _row_sums(v, z, fin)
+            a = pair_row_sums(vuh, vul, fin)
+            sv = pair_row_sums(v, z, fin)
             bh, bl = dd_mul(sv[0], sv[1], us[0], us[1])
         else:  # sum v s u - <v, s> <u, s>
             a = _dot_rows(sm.s_hi, sm.s_lo, vuh, vul, fin)
@@ -589,6 +357,59 @@ def grad_x_dd(X: np.ndarray, T: np.ndarray):
     """s * sum(t) - t per row, as pairs."""
     sm = softmax_dd(X)
     T = np.atleast_2d(np.asarray(T, dtype=np.float64))
-    th, tl = _row_sums(T, np.zeros_like(T), np.ones(T.shape, dtype=bool))
+    th, tl = pair_row_sums(T, np.zeros_like(T), np.ones(T.shape, dtype=bool))
     ph, pl = dd_mul(sm.s_hi, sm.s_lo, th[:, None], tl[:, None])
     return dd_add(ph, pl, -T, np.zeros_like(T))
+
+
+# --- the exact Jacobian and loss gradient: double-double products of the exact softmax ----
+
+
+def dd_mul_finite(ah, al, bh, bl):
+    """(ah + al)(bh + bl) as a double-double, relative error about 2^-104; where the product
+    is not finite, its float64 value."""
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        hi, lo = dd_mul(ah, al, bh, bl)
+        p = ah * bh
+        bad = ~np.isfinite(hi)
+        return np.where(bad, p, hi), np.where(bad, 0.0, lo)
+
+
+#: entries of the exact Jacobian formed at a time
+STRIP = 2 ** 16
+
+
+def exact_jacobian(ex: ExactSoftmax, log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The exact Jacobian of each row, (rows, n, n) double-double, from the exact softmax
+    (``ex`` computed with ``one_minus=True``): softmax J_ik = [i=k] s_i - s_i s_k with the
+    diagonal s_i (1 - s_i); log-softmax J_ik = [i=k] - s_k with the diagonal 1 - s_k."""
+    rows, n = ex.s_hi.shape
+    idx = np.arange(n)
+    if log:
+        hi = np.broadcast_to(-ex.s_hi[:, None, :], (rows, n, n)).copy()
+        lo = np.broadcast_to(-ex.s_lo[:, None, :], (rows, n, n)).copy()
+        hi[:, idx, idx], lo[:, idx, idx] = ex.om_hi, ex.om_lo
+        return hi, lo
+    hi, lo = np.empty((rows, n, n)), np.empty((rows, n, n))
+    per = max(1, STRIP // max(n, 1))  # rows i of J at a time: the products' temporaries stay small
+    for a in range(0, n, per):
+        b = slice(a, a + per)
+        ph, pl = dd_mul_finite(ex.s_hi[:, b, None], ex.s_lo[:, b, None], ex.s_hi[:, None, :],
+                        ex.s_lo[:, None, :])
+        np.negative(ph, out=hi[:, b])
+        np.negative(pl, out=lo[:, b])
+    dh, dl = dd_mul_finite(ex.s_hi, ex.s_lo, ex.om_hi, ex.om_lo)
+    hi[:, idx, idx], lo[:, idx, idx] = dh, dl
+    return hi, lo
+
+
+def exact_loss_grad(Z: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-t / z for float64 z and t, as a double-double (hi = fl(-t/z), lo the exact residual
+    divided by z); entries with z = 0 are nan (undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        hi = -T / Z
+        p, e = two_prod(hi, Z)
+        lo = ((-T - p) - e) / Z
+        # Veltkamp's split overflows beyond ~1e300: there hi alone (correctly rounded) serves
+        ok = np.isfinite(hi) & (Z != 0) & (np.abs(hi) < 1e290) & np.isfinite(lo)
+        return np.where(Z != 0, hi, np.nan), np.where(ok, lo, 0.0)

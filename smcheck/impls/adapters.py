@@ -32,9 +32,9 @@ import importlib
 
 import numpy as np
 
-from .dtypes import DtypeInfo
-from .exceptions import ImplementationError
-from .impls import Implementation
+from ..dtypes import DtypeInfo
+from ..exceptions import ImplementationError
+from .base import Implementation
 
 __all__ = ["make_adapter", "ScipyAdapter", "TorchAdapter", "JaxAdapter"]
 

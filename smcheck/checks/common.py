@@ -6,7 +6,7 @@
 * :func:`dtype_finding` — an implementation that did not compute in the dtype it was asked for;
 * :func:`shift_invariance` — the SPEC's shift check for every command: the implementation at
   the rounded x + c against the exact value there, for an overflow and an underflow shift;
-* :data:`MERGE` — how a merged batch finishes a check the generic merge cannot.
+* :func:`merge_shifts` — how a merged batch finishes shift_invariance (the table's merge).
 
 Checks return results; nothing here prints.
 """
@@ -18,25 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-from .dtypes import DtypeInfo
-from .errors_ulp import Comparison
-from .results import CheckResult, Entry, Finding
+from ..dtypes import DtypeInfo
+from ..errors_ulp import Comparison, error_ratio
+from ..results import CheckResult, Entry, Failure, Finding, fmt, merge_findings
+
 
 #: how the merged result of a check that the generic merge cannot finish (counts, lines of
 #: its own) is finished, by check name: ``hook(merged, parts, top)``, the chunks' results in
 #: row order (parallel.merge_checks)
-MERGE: dict[str, Callable[[CheckResult, list[CheckResult], int], None]] = {}
-
-
-def fmt(v: float, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if math.isnan(v) or math.isinf(v):
-        return str(v)
-    return f"{v:.{digits}g}"
-
-
 def ilist(idx, limit: int = 8) -> str:
     idx = [int(i) for i in idx]
     s = ", ".join(str(i) for i in idx[:limit])
@@ -94,14 +83,15 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
     return out
 
 
-def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> str:
-    """The one-line summary of a failing comparison: how many entries, and the worst with its
-    numbers next to what was allowed (and the cause, when one is known)."""
+def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> Failure:
+    """A failing comparison as a record: how many entries, and the worst with its numbers next
+    to what was allowed (and the cause, when one is known)."""
     w = cmp.worst_index()
-    return (f"{exceed_words(int((~cmp.ok).sum()), cmp.ok.size)}; worst: "
-            f"{where_words(rows, w)}: computed {fmt(cmp.computed[w], 10)}, exact "
-            f"{fmt(cmp.ref[w], 10)}, error {fmt(cmp.abs_err[w])} (allowed "
-            f"{fmt(cmp.allowed[w])}, {fmt(cmp.ulp_err_at(w))} ULP)" + (f" — {cause}" if cause else ""))
+    rest = tuple(int(p) for p in w[1:])
+    return Failure(count=int((~cmp.ok).sum()), total=int(cmp.ok.size), row=int(rows[w[0]]),
+                   index=rest[0] if len(rest) == 1 else rest, computed=float(cmp.computed[w]),
+                   exact=float(cmp.ref[w]), error=float(cmp.abs_err[w]),
+                   allowance=float(cmp.allowed[w]), ulp=float(cmp.ulp_err_at(w)), cause=cause)
 
 
 # --- flush-to-zero ------------------------------------------------------------------------------
@@ -285,14 +275,12 @@ def _shift_lines(res: CheckResult) -> list[str]:
 
 def entry_order(e):
     """Worst first, as top_entries ranks them; equal ratios in row and index order."""
-    ratio = e.abs_err / e.allowed if e.allowed > 0 else (0.0 if e.abs_err == 0 else float("inf"))
+    ratio = error_ratio(e.abs_err, e.allowed)
     return (-ratio if ratio == ratio else float("-inf"), e.row,
             e.index if isinstance(e.index, tuple) else (e.index,))
 
 
-def _merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
-    from .results import merge_findings
-
+def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     label = out.merge_data["worst_shift"]
     shift = [p.merge_data["by_shift"][label] for p in parts]
     out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
@@ -302,4 +290,9 @@ def _merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.failures = _shift_lines(out)
 
 
-MERGE["shift_invariance"] = _merge_shifts
+def add_dtype_finding(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:
+    """The finding of :func:`dtype_finding`, failing ``res`` if strict."""
+    f = dtype_finding(impl, computed, info, strict)
+    if f is not None:
+        res.findings.append(f)
+        res.passed = res.passed and not f.fails

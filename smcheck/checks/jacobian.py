@@ -8,17 +8,26 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .checks import add_dtype_finding, register
-from .deriv_common import _Ok, fd_directional, fd_jacobian, fd_result, fsum_rows, row_rng, sum_check
-from .dtypes import DtypeInfo
-from .errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
-from .exceptions import ImplementationError
-from .impls import Implementation
-from .reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
-from .results import LIST_MAX, CheckResult, Finding
-from .tolerance import jacobian_tolerance, probe_allowance, underflow_unit
-from .verdicts import (MERGE, comparison_result, fmt, ftz_cause, score, shift_invariance,
-                       top_entries, worst_failure)
+from ..blocks import blocks
+from ..ddmath import fsum_rows
+from ..dtypes import DtypeInfo
+from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
+from ..exceptions import ImplementationError
+from ..impls import Implementation
+from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
+from ..results import LIST_MAX, CheckResult, Finding, Note
+from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
+from .common import (
+    add_dtype_finding,
+    comparison_result,
+    fmt,
+    ftz_cause,
+    score,
+    shift_invariance,
+    top_entries,
+    worst_failure,
+)
+from .fd import _Ok, fd_directional, fd_jacobian, fd_result, row_rng, sum_check
 
 # --- jacobian -----------------------------------------------------------------------------------
 
@@ -146,9 +155,7 @@ class JacobianCase:
     def probe(self) -> dict:
         if self._probe is not None:
             return self._probe
-        from .impls import UserCallable
-
-        if isinstance(self.impl, UserCallable):
+        if self.impl.dense_jacobian_only:
             raise ImplementationError(
                 f"n = {self.X.shape[1]} exceeds --max-dense: --impl {self.impl.name} returns "
                 "an n x n Jacobian; raise --max-dense, or check the VJP with 'smcheck vjp'")
@@ -192,9 +199,6 @@ class JacobianCase:
 def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
     """err <= the tolerance's allowance at |ref|, entry by entry, a block of rows at a time
     (the (rows, n, n) arrays as (rows n, n) views): no n^2 temporaries."""
-    from dataclasses import replace
-
-    from .blocks import blocks
 
     m = err.shape[-1]
     ev, rv = err.reshape(-1, m), ref.reshape(-1, m)
@@ -209,7 +213,6 @@ def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
     return ok.reshape(err.shape)
 
 
-@register("jacobian", "reference")
 def jacobian_reference(case: JacobianCase) -> CheckResult:
     if not case.dense:
         p = case.probe()
@@ -229,8 +232,9 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             allowed=fmt(p["allowed"][pos]),
             statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
             "--max-dense) agrees with the exact value", score=score(ratio, pos))
-        res.notes.append(f"n = {case.X.shape[1]} > --max-dense: checked v^T J u on "
-                         f"{case.probes} random probe pairs per row instead of every entry")
+        res.notes.append(Note("probes", f"n = {case.X.shape[1]} > --max-dense: checked v^T J u "
+                              f"on {case.probes} random probe pairs per row instead of every "
+                              "entry"))
         if not res.passed:
             res.failures.append(f"row {case.rows[pos[0]]}, probe {pos[1]}: computed "
                                 f"{fmt(p['computed'][pos], 10)}, exact {fmt(p['hi'][pos], 10)}")
@@ -263,7 +267,6 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
     return res
 
 
-@register("jacobian", "finite_difference")
 def jacobian_fd(case: JacobianCase) -> CheckResult:
     f = case.impl.forward64(case.log)
     src = case.impl.fd_source
@@ -324,7 +327,6 @@ def _symmetry(J: np.ndarray, a: np.ndarray):
     return passed, max_asym, best[1], best[2], max_allowed, best[0]
 
 
-@register("jacobian", "symmetry")
 def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
     if case.log:
         return None  # I - 1 s^T is not symmetric
@@ -352,7 +354,6 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
     return res
 
 
-@register("jacobian", "zero_sums")
 def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
     if not case.dense:
         p = case.probe()
@@ -388,7 +389,7 @@ def _zero_sums_cols(res: CheckResult) -> None:
         res.measured = measured + f"; max |1^T J| = {fmt(c_max)}"
 
 
-def _merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+def merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     if not all("cols" in p.merge_data for p in parts):
         return  # log-softmax (rows only) or probes: merged as any check
     rows = [p.merge_data["rows"] for p in parts]
@@ -401,10 +402,8 @@ def _merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> No
     _zero_sums_cols(out)
 
 
-MERGE["zero_sums"] = _merge_zero_sums
 
 
-@register("jacobian", "shift_invariance")
 def jacobian_shift_invariance(case: JacobianCase) -> CheckResult:
     return shift_invariance(case, case.quantity + (" (v^T J u on the probes)"
                                                    if not case.dense else ""))

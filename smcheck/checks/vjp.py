@@ -7,17 +7,25 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .checks import add_dtype_finding, register
-from .deriv_common import fd_directional, fd_result, fsum_rows, row_rng, sum_check
-from .dtypes import DtypeInfo
-from .errors_ulp import Comparison, Overrides, apply_overrides, compare
-from .exceptions import ImplementationError
-from .impls import Implementation
-from .reference import shifted_vjp
-from .results import CheckResult
-from .tolerance import vjp_tolerance
-from .verdicts import (comparison_result, flushed, fmt, ftz_cause, shift_invariance,
-                       top_entries, worst_failure)
+from ..ddmath import fsum_rows
+from ..dtypes import DtypeInfo
+from ..errors_ulp import Comparison, Overrides, apply_overrides, compare
+from ..exceptions import ImplementationError
+from ..impls import Implementation
+from ..reference import shifted_vjp
+from ..results import CheckResult
+from ..tolerance import vjp_tolerance
+from .common import (
+    add_dtype_finding,
+    comparison_result,
+    flushed,
+    fmt,
+    ftz_cause,
+    shift_invariance,
+    top_entries,
+    worst_failure,
+)
+from .fd import fd_directional, fd_result, row_rng, sum_check
 
 # --- vjp ----------------------------------------------------------------------------------------
 
@@ -92,7 +100,6 @@ class VjpCase:
         return f"error {fmt(cmp.ratio[r, i])} x its allowance"
 
 
-@register("vjp", "reference")
 def vjp_reference(case: VjpCase) -> CheckResult:
     cmp = case.cmp
     res = comparison_result("reference", cmp, case.info, case.rows,
@@ -105,7 +112,6 @@ def vjp_reference(case: VjpCase) -> CheckResult:
     return res
 
 
-@register("vjp", "finite_difference")
 def vjp_fd(case: VjpCase) -> CheckResult:
     f = case.impl.forward64(False)
     ests, vals, allowed = [], [], []
@@ -125,13 +131,11 @@ def vjp_fd(case: VjpCase) -> CheckResult:
                      np.array(vals), ests, np.array(allowed), case.rows)
 
 
-@register("vjp", "zero_sum")
 def vjp_zero_sum(case: VjpCase) -> CheckResult:
     sums = fsum_rows(case.z)
     return sum_check("zero_sum", "sum_i z_i = 0", sums, np.sum(case.cmp.allowed, axis=-1),
                      case.rows, "sum z")
 
 
-@register("vjp", "shift_invariance")
 def vjp_shift_invariance(case: VjpCase) -> CheckResult:
     return shift_invariance(case, "v J(x)")

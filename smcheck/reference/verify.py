@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ddmath import two_sum
+from .dd import shift_bound
+from .dispatch import exact_softmax, exact_vjp
+
 #: the resolution of a float64 pair (hi + lo): one subnormal spacing
 PAIR_FLOOR = 5e-324
 #: how many disagreeing entries the report names
@@ -45,16 +49,12 @@ def stated_bound(exact) -> float:
     if getattr(exact, "rel_bound", None) is not None:
         return max(exact.rel_bound, PAIR_RESOLUTION)
     if exact.engine == "double-double":
-        from .engine import shift_bound
-
         return shift_bound(0.0, 1)
     return max(10.0 ** -(int(exact.dps) - 2), PAIR_RESOLUTION)
 
 
 def _pair_diff(h1, l1, h2, l2) -> np.ndarray:
     """|(h1 + l1) - (h2 + l2)| to about 2^-106 of the difference (two_sum of the hi parts)."""
-    from .engine import two_sum
-
     with np.errstate(invalid="ignore", over="ignore"):
         s, e = two_sum(h1, -h2)
         d = np.abs(s + (e + (l1 - l2)))
@@ -80,8 +80,6 @@ def compare_pairs(name: str, got: tuple, want: tuple, scale: np.ndarray, bound: 
 def verify_softmax(X: np.ndarray, exact, rows: np.ndarray, dps: int, log: bool = False,
                    one_minus: bool = False) -> dict:
     """The softmax reference (and log s, 1 - s when used) against mpmath at more digits."""
-    from .reference import exact_softmax
-
     more = verify_dps(dps)
     again = exact_softmax(X, more, one_minus=one_minus, engine="mpmath")
     bound = stated_bound(exact)
@@ -100,8 +98,6 @@ def verify_softmax(X: np.ndarray, exact, rows: np.ndarray, dps: int, log: bool =
 
 def verify_vjp(X: np.ndarray, V: np.ndarray, ex, rows: np.ndarray, dps: int) -> dict:
     """The VJP reference z (and the softmax under it) against mpmath at more digits."""
-    from .reference import exact_vjp
-
     more = verify_dps(dps)
     again = exact_vjp(X, V, more, engine="mpmath")
     bound = stated_bound(ex.softmax)

@@ -9,18 +9,32 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import finite_diff
-from .checks import add_dtype_finding, register
-from .deriv_common import fd_result, fsum_rows, row_rng
-from .dtypes import DtypeInfo
-from .errors_ulp import Comparison, Overrides, apply_overrides, compare
-from .exceptions import ImplementationError
-from .impls import Builtin, Implementation, builtin_vjp
-from .reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp,
-                        shifted_softmax, shifted_vjp)
-from .results import LIST_MAX, CheckResult, Finding
-from .tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
-from .verdicts import MERGE, comparison_result, fmt, shift_invariance, top_entries, worst_failure
+from .. import finite_diff
+from ..ddmath import fsum_rows
+from ..dtypes import DtypeInfo
+from ..errors_ulp import Comparison, Overrides, apply_overrides, compare
+from ..exceptions import ImplementationError
+from ..impls import Implementation, builtin_vjp
+from ..reference import (
+    ExactSoftmax,
+    exact_grad_x,
+    exact_loss_grad,
+    exact_softmax,
+    exact_vjp,
+    shifted_softmax,
+    shifted_vjp,
+)
+from ..results import LIST_MAX, CheckResult, Finding, Note
+from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
+from .common import (
+    add_dtype_finding,
+    comparison_result,
+    fmt,
+    shift_invariance,
+    top_entries,
+    worst_failure,
+)
+from .fd import fd_result, row_rng
 
 # --- loss ---------------------------------------------------------------------------------------
 
@@ -135,7 +149,7 @@ class LossCase:
         if self._grad_x is None:
             info, X, T = self.info, self.X, self.T
             dt = info.np_dtype
-            if isinstance(self.impl, Builtin):
+            if self.impl.grad_x_from_softmax:
                 s = self.impl.softmax(X.astype(dt), info, False).astype(info.accumulator)
                 Ta = T.astype(info.accumulator)
                 comp = (s * np.sum(Ta, axis=-1, keepdims=True) - Ta).astype(dt)
@@ -145,7 +159,7 @@ class LossCase:
                 with np.errstate(all="ignore"):
                     comp = builtin_vjp("stable", X.astype(dt), g, info)
             hi, lo = exact_grad_x(X, T, self.dps, self.engine)
-            if not isinstance(self.impl, Builtin):
+            if not self.impl.grad_x_from_softmax:
                 # back through -t/z where z_i = 0 under t_i != 0: inf * 0, no gradient to judge
                 # (the zero condition reports those rows); they are left out
                 undefined = np.any((T != 0) & ~(self.Z > 0), axis=-1)
@@ -165,7 +179,6 @@ class LossCase:
                 f"{fmt(gx.computed[w], 10)}, exact {fmt(gx.ref[w], 10)}"]
 
 
-@register("loss", "reference")
 def loss_reference(case: LossCase) -> CheckResult:
     cmp = case.cmp
     res = comparison_result("reference", cmp, case.info, case.rows,
@@ -203,11 +216,11 @@ def loss_reference(case: LossCase) -> CheckResult:
             res.passed = False
             res.failures += lines
         else:
-            res.notes.append(f"gradient in x, s * sum(t) - t: max {fmt(gx.maxima()['max_ulp'])} ULP")
+            res.notes.append(Note("grad_x", "gradient in x, s * sum(t) - t: max "
+                                  f"{fmt(gx.maxima()['max_ulp'])} ULP"))
     return res
 
 
-@register("loss", "finite_difference")
 def loss_fd(case: LossCase) -> CheckResult:
     ests, vals, allowed = [], [], []
     for r in range(case.Z.shape[0]):
@@ -238,7 +251,6 @@ def loss_fd(case: LossCase) -> CheckResult:
     return res
 
 
-@register("loss", "zero_condition")
 def loss_zero_condition(case: LossCase) -> CheckResult:
     entries, bad = [], []
     exact0, unreliable = [], []
@@ -293,7 +305,7 @@ def _zero_words(exact: int, unreliable: int) -> str:
     return f"{exact} exact zero(s), {unreliable} below the floor"
 
 
-def _merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+def merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     zc = out.details["zero_condition"]
     out.measured = _zero_words(len(zc["exact_zero_indices"]), len(zc["unreliable_indices"]))
     first = next((p for p in parts if not p.passed), None)
@@ -301,10 +313,8 @@ def _merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) 
     out.failures = [f for p in parts for f in p.failures][:ZERO_LINES]
 
 
-MERGE["zero_condition"] = _merge_zero_condition
 
 
-@register("loss", "domain")
 def loss_domain(case: LossCase) -> CheckResult:
     bad = (case.T != 0) & ~(case.Z > 0)
     idx = np.argwhere(bad)
@@ -337,7 +347,7 @@ def _domain_line(d: dict) -> str:
             + (" ..." if d["count"] > DOMAIN_ITEMS else ""))
 
 
-def _merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+def merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     d = {"count": sum(p.merge_data["count"] for p in parts),
          "items": [i for p in parts for i in p.merge_data["items"]][:DOMAIN_ITEMS]}
     out.measured = _domain_words(d["count"])
@@ -347,10 +357,8 @@ def _merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.merge_data = d
 
 
-MERGE["domain"] = _merge_domain
 
 
-@register("loss", "shift_invariance")
 def loss_shift_invariance(case: LossCase) -> CheckResult | None:
     if case.mode == "given":
         return None  # z given: no x to shift

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import finite_diff
-from .exceptions import InputError
-from .impls import Implementation
-from .results import CheckResult
-from .verdicts import MERGE, fmt, score
+from .. import finite_diff
+from ..blocks import blocks
+from ..errors_ulp import error_ratio
+from ..exceptions import InputError
+from ..impls import Implementation
+from ..results import CheckResult
+from .common import fmt, score
+
 
 def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FDEstimate]",
               allowed, rows, index_of=None, mask=None, abs_resolution: float = 0.0
@@ -68,7 +71,7 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     return res
 
 
-def _merge_fd(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+def merge_fd(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.measured = _fd_words(out.max_abs_err, out.tolerance["method"])
 
 
@@ -76,7 +79,6 @@ def _fd_words(max_diff: float, method: str) -> str:
     return f"max |c - FD| = {fmt(max_diff)} ({method})"
 
 
-MERGE["finite_difference"] = _merge_fd
 
 
 def _fd_block(c, est, err, floor, allowed, mask):
@@ -91,9 +93,7 @@ def _fd_block(c, est, err, floor, allowed, mask):
         if np.isnan(diff).any():
             diff = np.where(np.isnan(diff), np.inf, diff)
         allow = err + allowed
-        ratio = diff / allow
-        if not (allow > 0).all():
-            ratio = np.where(allow > 0, ratio, np.where(diff > 0, np.inf, 0))
+        ratio = error_ratio(diff, allow)
         ae = np.abs(est)
         rel = diff / ae
         if not (ae > 0).all():
@@ -105,8 +105,6 @@ def _fd_maxima(computed, est, err_fd, floor, allowed, mask) -> dict:
     """The reductions :func:`fd_result` reports, a block of rows at a time (the arrays as
     2-D (N, last axis) views): maxima, whether every entry passes, and the worst entry (the
     first largest ratio) with its difference, allowance and FD error."""
-    from .blocks import blocks
-
     out = {"max_diff": 0.0, "max_rel": 0.0, "max_allow": 0.0, "max_err": 0.0, "passed": True,
            "flat": 0, "diff_at": 0.0, "allow_at": 0.0, "err_at": 0.0, "ratio_at": 0.0}
     if computed.size == 0:
@@ -183,60 +181,3 @@ def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, 
 @dataclass
 class _Ok:
     ok: np.ndarray
-
-
-def fsum_rows(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Sums along an axis, nan if any term is not finite. Where long double has 64 bits (x87,
-    x86) and there are at least LONG_SUM_MIN terms: in long double, by blocks (:func:`_long_sums`,
-    error below (45 + log2 n) 2^-64 of the sum of |terms|: under 1% of 4u of it, and every
-    allowance these sums are held to is at least that); otherwise in double-double (pairwise,
-    error below log2(n) 2^-106 of the sum of |terms|)."""
-    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
-    if a.size >= LONG_SUM_MIN and np.finfo(np.longdouble).nmant >= 63:
-        out = _long_sums(np.ascontiguousarray(a).reshape(-1, a.shape[-1]))
-        return out.reshape(a.shape[:-1])
-    flat = a.reshape(-1, a.shape[-1])
-    ok, hi, lo = _finite_sums(flat)
-    return np.where(ok, hi + lo, np.nan).reshape(a.shape[:-1])
-
-
-#: from this many terms on, fsum_rows sums in long double where it has 64 bits (ten times
-#: faster than double-double: 4 ms for 10^6 terms, 45 ms in pairs)
-LONG_SUM_MIN = 1 << 12
-#: numpy sums a row pairwise within one buffer of this many entries, and one buffer after the
-#: other beyond it: rows are summed in blocks of this length, then the blocks' sums pairwise
-LONG_SUM_BLOCK = 8192
-
-
-def _long_sums(flat: np.ndarray) -> np.ndarray:
-    """Row sums of a C-contiguous (m, n) float64 array in 64-bit long double, rounded to float64
-    once; nan where a term is not finite (a sum of finite doubles cannot overflow there).
-
-    Error: numpy's pairwise sum of a block of B = 8192 terms is at most 16 + 3 + log2(B / 128)
-    = 25 additions deep; the k = n / B block sums, summed the same way, add at most
-    19 + log2(k / 128) (19 for k <= 128), and the last partial block one more: in all below
-    (45 + log2 n) additions, each within 2^-64 relative, of the sum of |terms|."""
-    m, n = flat.shape
-    k = n // LONG_SUM_BLOCK
-    with np.errstate(invalid="ignore", over="ignore"):
-        out = np.zeros(m, dtype=np.longdouble)
-        if k:
-            whole = flat[:, :k * LONG_SUM_BLOCK].reshape(m, k, LONG_SUM_BLOCK)
-            out = np.sum(np.sum(whole, axis=-1, dtype=np.longdouble), axis=-1)
-        if n > k * LONG_SUM_BLOCK:
-            out = out + np.sum(flat[:, k * LONG_SUM_BLOCK:], axis=-1, dtype=np.longdouble)
-        return np.where(np.isfinite(out), out.astype(np.float64), np.nan)
-
-
-def _finite_terms(t):
-    fin = np.isfinite(t)
-    return np.where(fin, t, 0.0), np.zeros(t.shape), fin
-
-
-def _finite_sums(flat):
-    from .blocks import row_reduce
-    from .engine import row_sums_blocked
-
-    hi, lo = row_sums_blocked(_finite_terms, (flat,), flat.shape)
-    (bad,) = row_reduce(lambda t: (np.sum(~np.isfinite(t), axis=-1),), (flat,), flat.shape, 1)
-    return bad == 0, hi, lo

@@ -1,8 +1,6 @@
-"""The registry of checks, and the checks of ``forward``.
-
-A check is a function ``case -> CheckResult | None`` registered under a command and a stable
-name (SPEC "Check names"); None means the check does not apply and is left out of the report.
-Checks compute and return results; they never print. The pieces every command shares (the
+"""The checks of ``forward`` (softmax and log-softmax), and where the naive formula breaks
+(the ``overflow`` block). A check is a function ``case -> CheckResult | None`` listed in the
+table of :mod:`smcheck.checks`; None means it does not apply. Checks never print. The pieces every command shares (the
 comparison's result, its findings, shift invariance) are in :mod:`smcheck.verdicts`; the
 tolerance models in :mod:`smcheck.tolerance`.
 """
@@ -15,46 +13,30 @@ from typing import Callable
 
 import numpy as np
 
-from .dtypes import DtypeInfo
-from .engine import row_sums_blocked
-from .errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
-from .impls import Implementation
-from .reference import ExactSoftmax, shifted_softmax
-from .results import LIST_MAX, CheckResult, Finding
-from .tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
-                        softmax_tolerance)
-from .verdicts import (MERGE, comparison_result, dtype_finding, exceed_words, fmt, ftz_cause,
-                       ilist, score, shift_invariance, top_entries, worst_failure)
-
-__all__ = ["MERGE", "REGISTRY", "register", "run_checks", "check_names", "exceed_words", "fmt"]
-
-CheckFn = Callable[[object], "CheckResult | None"]
-REGISTRY: dict[str, list[tuple[str, CheckFn]]] = {}
-
-
-def register(command: str, name: str):
-    """Register ``fn`` as check ``name`` of ``command`` (order of registration = report order)."""
-
-    def deco(fn: CheckFn) -> CheckFn:
-        REGISTRY.setdefault(command, []).append((name, fn))
-        return fn
-
-    return deco
-
-
-def check_names(command: str) -> list[str]:
-    return [name for name, _ in REGISTRY.get(command, [])]
-
-
-def run_checks(command: str, case) -> list[CheckResult]:
-    out = []
-    for name, fn in REGISTRY.get(command, []):
-        res = fn(case)
-        if res is not None:
-            assert res.name == name
-            out.append(res)
-    return out
-
+from ..ddmath import row_sums_blocked
+from ..dtypes import DtypeInfo
+from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
+from ..exceptions import ImplementationError
+from ..impls import Implementation
+from ..reference import ExactSoftmax, shifted_softmax
+from ..results import LIST_MAX, CheckResult, Finding
+from ..tolerance import (
+    NORMALIZATION_FORMULA,
+    log_softmax_tolerance,
+    normalization_allowance,
+    softmax_tolerance,
+)
+from .common import (
+    add_dtype_finding,
+    comparison_result,
+    fmt,
+    ftz_cause,
+    ilist,
+    score,
+    shift_invariance,
+    top_entries,
+    worst_failure,
+)
 
 # --- forward ---------------------------------------------------------------------------------
 
@@ -73,6 +55,37 @@ def exp_underflows(X: np.ndarray, info: DtypeInfo) -> np.ndarray:
         if info.name == "float64":
             return np.exp(X) == 0
         return np.exp(X) <= info.eta / 2
+
+
+def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool) -> dict:
+    """Where the naive formula exp(x_i) / sum_j exp(x_j) breaks in this dtype."""
+    ov = exp_overflows(X, info)
+    un = exp_underflows(X, info)
+
+    def idx(mask, limit=1000):
+        pts = np.argwhere(mask)[:limit]
+        return [int(i) for _, i in pts] if not batch else [[int(rows[r]), int(i)] for r, i in pts]
+
+    finite = X > -np.inf
+    all_under = [int(rows[r]) for r in range(X.shape[0]) if np.all(un[r] | ~finite[r])]
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = np.max(X, axis=-1) if X.size else np.zeros(0)
+        lse = a + np.log(np.sum(np.exp(X - a[:, None]), axis=-1)) if X.size else a
+    sum_over = [int(rows[r]) for r in np.flatnonzero(lse > info.log_max)]
+    return {
+        "dtype": info.name,
+        "log_realmax": info.log_max,
+        "log_min_subnormal": info.log_eta,
+        "log_min_normal": info.log_tiny,
+        "overflow_indices": idx(ov),
+        "overflow_count": int(ov.sum()),
+        "underflow_indices": idx(un & finite),
+        "underflow_count": int((un & finite).sum()),
+        "every_exp_underflows": bool(all_under),
+        "rows_every_exp_underflows": all_under,
+        "sum_overflows": bool(sum_over),
+        "rows_sum_overflows": sum_over,
+    }
 
 
 @dataclass
@@ -131,8 +144,6 @@ class ForwardCase:
         out = self.impl.softmax(X64.astype(self.info.np_dtype), self.info, self.log)
         out = np.asarray(out)
         if out.shape != X64.shape:
-            from .exceptions import ImplementationError
-
             raise ImplementationError(f"--impl {self.impl.name} returned shape {out.shape} for "
                                       f"an input of shape {X64.shape}")
         return out.astype(np.float64, copy=False)
@@ -201,7 +212,6 @@ class ForwardCase:
         return f"error {fmt(cmp.ratio[r, i])} x its allowance"
 
 
-@register("forward", "reference")
 def forward_reference(case: ForwardCase) -> CheckResult:
     cmp = case.main
     res = comparison_result(
@@ -248,19 +258,10 @@ def forward_reference(case: ForwardCase) -> CheckResult:
     return res
 
 
-def add_dtype_finding(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:
-    """The finding of :func:`~smcheck.verdicts.dtype_finding`, failing ``res`` if strict."""
-    f = dtype_finding(impl, computed, info, strict)
-    if f is not None:
-        res.findings.append(f)
-        res.passed = res.passed and not f.fails
-
-
 def _plain_terms(t):
     return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
 
 
-@register("forward", "normalization")
 def forward_normalization(case: ForwardCase) -> CheckResult:
     """Each row's sum against the summation error of a correct implementation (never the
     entries' allowances added up, which reach 1 on wide inputs)."""
@@ -311,12 +312,10 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
     return res
 
 
-@register("forward", "shift_invariance")
 def forward_shift_invariance(case: ForwardCase) -> CheckResult:
     return shift_invariance(case, case.quantity)
 
 
-@register("forward", "finite")
 def forward_finite(case: ForwardCase) -> CheckResult:
     hi = case.exact.y_hi if case.log else case.exact.s_hi
     with np.errstate(over="ignore"):
@@ -351,7 +350,7 @@ def _finite_line(d: dict) -> str:
     return f"{d['count']} non-finite entries ({kinds}); first: {d['first']}"
 
 
-def _merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
+def merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     d = {k: sum(p.merge_data[k] for p in parts) for k in ("count", "nan", "inf")}
     out.measured = _non_finite_words(d["count"])
     first = next((p for p in parts if not p.passed), None)
@@ -360,4 +359,3 @@ def _merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.merge_data = d
 
 
-MERGE["finite"] = _merge_finite

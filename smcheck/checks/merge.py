@@ -1,0 +1,226 @@
+"""One report from the reports of consecutive chunks of rows, as one chunk of all the rows
+would give it: maxima and counts over every chunk, the worst chunk's worst entry, records
+(failures, findings, notes) combined as data, detail lists in row order. A check whose headline
+is a count is finished by its own merge (the third column of the table in
+:mod:`smcheck.checks`). Nothing here edits text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from ..errors_ulp import error_ratio
+from ..reference.verify import merge as merge_verification
+from ..results import (CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX, SUMMED_DETAILS, CheckResult,
+                       Failure, Note, Report, fmt, merge_findings)
+from .common import entry_order
+
+#: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
+Hook = Callable[[CheckResult, list[CheckResult], int], None]
+
+
+def _worst_chunk(results: list[CheckResult]) -> CheckResult:
+    """The chunk whose worst entry one chunk of all the rows would have chosen: the first
+    largest ``score`` (the quantity each check ranks its entries by); without scores, the
+    first failing chunk, else the largest first entry or error."""
+    if all(c.score is not None for c in results):
+        return max(results, key=lambda c: c.score)  # max keeps the first of equals
+    failing = [c for c in results if not c.passed]
+    if failing:
+        return failing[0]
+
+    def key(c):
+        if c.entries:
+            e = c.entries[0]
+            return float(np.nan_to_num(error_ratio(e.abs_err, e.allowed), nan=np.inf))
+        return c.max_abs_err or 0.0
+
+    return max(results, key=key)
+
+
+def _max(values):
+    """The largest, nan if any is nan (as numpy's max over one chunk of all the rows)."""
+    vals = [v for v in values if v is not None]
+    return _nanmax(*vals) if vals else None
+
+
+def _nanmax(*vals):
+    return float("nan") if any(v != v for v in vals) else max(vals)
+
+
+def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None) -> CheckResult:
+    """One check's results from consecutive chunks of rows (in row order) as one chunk of
+    all the rows would give them; ``hook`` (the check's own merge) finishes it."""
+    w = _worst_chunk(results)
+    out = CheckResult(
+        name=w.name, passed=all(c.passed for c in results),
+        max_abs_err=_max(c.max_abs_err for c in results),
+        max_rel_err=_max(c.max_rel_err for c in results),
+        max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
+        measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
+        merge_data=dict(w.merge_data))
+    if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
+        out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
+    out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
+    out.notes = _merge_notes([c.notes for c in results], w.notes)
+    # the worst chunk's first record (its worst entry), then every chunk's further lines
+    # (about single rows) in row order
+    out.failures = w.failures[:1] + [f for c in results for f in c.failures[1:]]
+    if out.failures and isinstance(out.failures[0], Failure) and "entries" in w.merge_data:
+        # "N of M entries exceed their allowance" counts every chunk's entries
+        out.failures[0] = replace(
+            out.failures[0], count=sum(c.details.get("failing_entries", 0) for c in results),
+            total=sum(c.merge_data.get("entries", 0) for c in results))
+    if "entries" in w.merge_data:
+        out.merge_data["entries"] = sum(c.merge_data.get("entries", 0) for c in results)
+    out.failures = out.failures[:20]
+    entries = sorted((e for c in results for e in c.entries), key=entry_order)
+    out.entries = entries[:max(top, 0)]
+    out.details = _merge_details([c.details for c in results], w.details)
+    out.findings = merge_findings([c.findings for c in results])
+    out.kind = w.kind
+    if hook is not None:
+        hook(out, results, top)
+    return out
+
+
+def _merge_notes(parts: list[list], worst: list) -> list:
+    """The worst chunk's notes, then one note of each further kind (a Note's kind; a plain
+    line is its own kind), in row order."""
+    def kind(n):
+        return n.kind if isinstance(n, Note) else n
+
+    out = list(worst)
+    for notes in parts:
+        kinds = {kind(n) for n in out}
+        out += [n for n in notes if kind(n) not in kinds]
+    return out
+
+
+def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict:
+    """Details of consecutive chunks: lists concatenated in row order (those cut at LIST_MAX
+    entries cut again), dicts merged alike, ``failing_entries`` summed, other numbers the
+    worst chunk's (within a dict: the maximum, e.g. grad_x), ``shifts`` per shift."""
+    out: dict = {}
+    for d in parts:
+        for k, v in d.items():
+            if k not in out:
+                out[k] = (list(v) if isinstance(v, list) else
+                          _merge_details([v], v, True) if isinstance(v, dict) else
+                          v if nested or k in SUMMED_DETAILS else worst.get(k, v))
+            elif isinstance(v, list) and isinstance(out[k], list):
+                out[k] = out[k] + v
+            elif isinstance(v, dict) and isinstance(out[k], dict):
+                out[k] = _merge_details([out[k], v], out[k], True)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    out[k], (int, float)):
+                if k in SUMMED_DETAILS:
+                    out[k] = out[k] + v
+                elif nested:
+                    out[k] = _nanmax(out[k], v)
+            elif isinstance(v, bool) and nested and k == "passed":
+                out[k] = out[k] and v
+    for k in CAPPED_LISTS:
+        if isinstance(out.get(k), list):
+            out[k] = out[k][:LIST_MAX]
+    if "shifts" in out:
+        out["shifts"] = _merge_by(out["shifts"], "shift")
+    return out
+
+
+#: tolerance numbers that describe the worst entry (the finite-difference step of its row),
+#: not a maximum over the entries
+WORST_TOLERANCE = ("step",)
+
+
+def _merge_tolerance(parts: list[dict], worst: dict) -> dict:
+    out = dict(worst)
+    for t in parts:
+        for k, v in t.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    out.get(k), (int, float)) and k not in WORST_TOLERANCE:
+                out[k] = _nanmax(out[k], v)
+    return out
+
+
+def _merge_by(items: list[dict], key: str) -> list[dict]:
+    """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk): numbers their
+    maximum, ``passed`` all of them."""
+    merged: dict = {}
+    for it in items:
+        m = merged.setdefault(it[key], dict(it))
+        if (it.get("reference_bound") or 0.0) > (m.get("reference_bound") or 0.0):
+            m["reference"] = it["reference"]  # the words of the weakest stated precision
+        for k, v in it.items():
+            if k == "passed":
+                m[k] = m[k] and v
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    m.get(k), (int, float)):
+                m[k] = _nanmax(m[k], v)
+            elif m.get(k) is None:
+                m[k] = v
+    return list(merged.values())
+
+
+def merge_blocks(blocks: list[dict]) -> dict:
+    out: dict = {}
+    for b in blocks:
+        for k, v in b.items():
+            if k not in out:
+                out[k] = merge_blocks([v]) if isinstance(v, dict) else v
+            elif isinstance(v, dict):
+                out[k] = merge_blocks([out[k], v])
+            elif isinstance(v, list):
+                out[k] = out[k] + v
+            elif isinstance(v, bool):
+                out[k] = out[k] or v
+            elif isinstance(v, int) and k.endswith("_count"):
+                out[k] = out[k] + v
+    return out
+
+
+def _merged_blocks(reports: list[Report]) -> dict:
+    ver = [r.blocks["reference_verification"] for r in reports
+           if "reference_verification" in r.blocks]
+    out = merge_blocks([{k: v for k, v in r.blocks.items() if k != "reference_verification"}
+                        for r in reports])
+    if ver:
+        out["reference_verification"] = merge_verification(ver)
+    return out
+
+
+def merge(reports: list[Report], shape: list[int], top: int = 10,
+          hooks: dict[str, Hook] | None = None) -> Report:
+    """One report from the reports of consecutive chunks of rows; ``hooks``: the checks' own
+    merges, by check name (from the table of the report's command)."""
+    hooks = hooks or {}
+    first = reports[0]
+    names = [c.name for c in max(reports, key=lambda r: len(r.checks)).checks]
+    checks = []
+    for name in names:
+        parts = [c for r in reports for c in r.checks if c.name == name]
+        checks.append(merge_checks(parts, top, hooks.get(name)))
+    result = NO_RESULT
+    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= RESULT_MAX:
+        result = [row for r in reports for row in r.result]
+    arrays = {}
+    if all(r.arrays for r in reports):
+        arrays = {k: np.concatenate([r.arrays[k] for r in reports]) for k in first.arrays}
+    notes = []
+    for r in reports:
+        notes += [n for n in r.notes if n not in notes and not n.startswith("no row has")]
+    if not any(r.checks for r in reports):
+        notes.append("no row has a defined softmax: nothing to check")
+    # the reference's words: those of the weakest precision stated by a chunk (the float64
+    # tier's bound grows with |x_i - max|), so that they hold for every row
+    stated = max((r for r in reports if r.checks), default=first,
+                 key=lambda r: r.reference_bound or 0.0)
+    return Report(command=first.command, impl=first.impl, dtype=first.dtype, dps=first.dps,
+                  shape=shape, checks=checks, reference=stated.reference,
+                  undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
+                  blocks=_merged_blocks(reports), options=first.options,
+                  vectors={}, result=result, arrays=arrays,
+                  reference_bound=stated.reference_bound)

@@ -1,0 +1,125 @@
+"""The options the commands share, defined once, and :class:`PanelCommand`, which shows a
+command's options in its help under the headings of their panels.
+
+Light to import (typer and the standard library only): ``smcheck --help`` loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperCommand
+
+
+class PanelCommand(TyperCommand):
+    """A command whose help is plain text (click's formatter: rich is not imported for
+    ``--help``, which so starts in about 0.1 s instead of 0.25 s), with the options under
+    the headings of their panels (Input, Options, Common options)."""
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            title = ("Arguments" if param.param_type_name == "argument"
+                     else getattr(param, "rich_help_panel", None) or "Options")
+            sections.setdefault(title, []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+INPUT = "Input (exactly one source for x)"
+COMMON = "Common options"
+
+Positional = Annotated[Optional[str], typer.Argument(
+    help="x as a file path, '-' for stdin, a preset name, or numbers (instead of --x...)",
+    show_default=False)]
+XText = Annotated[Optional[str], typer.Option(
+    "--x", help="numbers separated by commas/spaces or a JSON array; ';' separates rows",
+    rich_help_panel=INPUT, show_default=False)]
+XFile = Annotated[Optional[str], typer.Option(
+    "--x-file", help=".npy, .npz[:key], .json, .csv, .tsv, .txt, or - for stdin",
+    rich_help_panel=INPUT, show_default=False)]
+Random = Annotated[Optional[int], typer.Option(
+    "--random", help="N random normal entries (see --rows, --seed, --scale)",
+    rich_help_panel=INPUT, show_default=False)]
+Rows = Annotated[int, typer.Option("--rows", help="rows of --random", rich_help_panel=INPUT)]
+Seed = Annotated[int, typer.Option("--seed", help="seed of --random and of every random choice "
+                                   "(v, probes, directions)", rich_help_panel=INPUT,
+                                   min=0)]
+Scale = Annotated[float, typer.Option("--scale", help="scale of --random",
+                                      rich_help_panel=INPUT)]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="a named adversarial input (see 'smcheck presets')",
+    rich_help_panel=INPUT, show_default=False)]
+MaxSize = Annotated[int, typer.Option(
+    "--max-size", help="refuse an input (x, v, t or z) of more than this many numbers, checked "
+    "before its data is read (a .npy by its header, text by its length: 32 bytes a number); "
+    "the default admits a 2000 x 4096 batch or a 10^6 vocabulary many times over",
+    rich_help_panel=INPUT)]
+#: --max-size's default, 10^8 numbers (800 MB in float64); the same as
+#: smcheck.inputs.DEFAULT_MAX_SIZE (not imported here: that would load numpy for --help)
+MAX_SIZE = 100_000_000
+Impl = Annotated[str, typer.Option(
+    "--impl", help="stable, naive, divfree (built in); scipy, torch, jax (imports that "
+    "framework); or module.path:function, your callable: imports only that module (from the "
+    "current directory or sys.path), never other code", rich_help_panel=COMMON)]
+Dtype = Annotated[str, typer.Option(
+    "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
+Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference",
+                                  rich_help_panel=COMMON)]
+Rtol = Annotated[Optional[float], typer.Option(
+    "--rtol", help="relative tolerance (overrides the derived one)", rich_help_panel=COMMON,
+    show_default=False)]
+Atol = Annotated[Optional[float], typer.Option(
+    "--atol", help="absolute tolerance (overrides the derived one)", rich_help_panel=COMMON,
+    show_default=False)]
+MaxUlp = Annotated[Optional[float], typer.Option(
+    "--max-ulp", help="largest error in ULPs of the dtype", rich_help_panel=COMMON,
+    show_default=False)]
+Check = Annotated[bool, typer.Option(
+    "--check", help="make the verdict the exit status: 1 if a check of the implementation "
+    "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
+                                    rich_help_panel=COMMON)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit status only",
+                                     rich_help_panel=COMMON)]
+Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
+                                  rich_help_panel=COMMON)]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="reference engine: auto (mpmath below 4096 reference entries; above, "
+    "double-double for float64 results and the float64 tier for narrower ones), mpmath (forces "
+    "the slow path, --dps digits), dd, f64 (forward with float32/16/bfloat16 only)",
+    rich_help_panel=COMMON)]
+Verify = Annotated[bool, typer.Option(
+    "--verify-reference", help="recompute the reference with mpmath at --dps + 20 digits (at "
+    "least 70) and fail if any entry differs by more than its stated precision (costs about "
+    "11 us per entry)", rich_help_panel=COMMON)]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", help="processes for the rows of a batch (default: every core); the results "
+    "are the same for any number", rich_help_panel=COMMON, show_default=False)]
+AllowFtz = Annotated[bool, typer.Option(
+    "--allow-ftz", help="accept subnormal results flushed to zero (FTZ/DAZ arithmetic, as on "
+    "GPUs and XLA's CPU backend); by default they fail, named as flush-to-zero",
+    rich_help_panel=COMMON)]
+StrictDtype = Annotated[bool, typer.Option(
+    "--strict-dtype", help="fail an implementation that does not compute in --dtype (returns "
+    "arrays of another dtype, or values the dtype cannot hold); by default it is a note",
+    rich_help_panel=COMMON)]
+Metric = Annotated[str, typer.Option(
+    "--metric", help="log-softmax error metric: scaled (to each entry's natural size) or "
+    "strict (componentwise relative)", rich_help_panel=COMMON)]
+
+# --- options of the derivative commands ----------------------------------------------------------
+
+FdOpt = Annotated[str, typer.Option(
+    "--fd", help="finite differences: central, richardson, complex, or auto (the most accurate "
+    "available)")]
+VText = Annotated[Optional[str], typer.Option("--v", help="the vector v of v J (default: random "
+                                              "from --seed)", show_default=False)]
+VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
+                                              show_default=False)]
+LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]

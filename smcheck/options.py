@@ -1,0 +1,41 @@
+"""The options of a check, as one typed object (the CLI's flags, the API's keywords)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to check and how: the implementation, the dtype, the reference's precision and
+    engine, the tolerance overrides, the finite-difference method, and what to report."""
+
+    impl: object = "stable"  # a name, module:function, an Implementation or a callable
+    dtype: str = "float64"
+    dps: int = 50
+    log: bool = False  # log-softmax (forward, jacobian)
+    metric: str = "scaled"  # scaled or strict (log-softmax, Jacobian)
+    fd: str = "auto"  # finite differences: central, richardson, complex, auto
+    max_dense: int = 2048  # jacobian: beyond this n, v^T J u probes
+    probes: int = 4  # jacobian: probe pairs per row beyond max_dense
+    seed: int = 0  # random v and probes
+    rtol: float | None = None
+    atol: float | None = None
+    max_ulp: float | None = None
+    top: int = 10  # worst entries listed
+    engine: str = "auto"  # reference engine: auto, mpmath, dd, f64
+    verify: bool = False  # recompute the reference with more digits
+    allow_ftz: bool = False  # accept subnormal results flushed to zero
+    strict_dtype: bool = False  # fail an implementation that does not compute in dtype
+
+    def with_(self, **changes) -> "Options":
+        return replace(self, **changes)
+
+    @classmethod
+    def of(cls, options: "Options | None" = None, **kw) -> "Options":
+        """``options`` with the keywords ``kw`` changed (a TypeError names an unknown one)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kw) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+        return replace(options or cls(), **kw)
