@@ -10,7 +10,8 @@ import math
 
 from .console import make_console  # noqa: F401 - the CLI takes it from here
 from .reference.verify import note
-from .results import CheckResult, Report, jsonable
+from .results import NO_RESULT, RESULT_MAX, CheckResult, Entry, Finding, Report, jnum, jsonable
+from .sentences import failure_lines, finding_line, note_lines
 
 PASS, FAIL = "[green]✓ pass[/]", "[bold red]✗ FAIL[/]"
 INPUT = "[bold yellow]! INPUT[/]"  # an input check that found its condition (exit 3)
@@ -18,7 +19,61 @@ VERDICT_CELL = {"pass": PASS, "fail": FAIL, "input_condition": INPUT}
 
 
 def to_json_text(report: Report, version: str, top: int | None = None) -> str:
-    return json.dumps(report.to_json(version, top), indent=2, allow_nan=False)
+    return json.dumps(report_json(report, version, top), indent=2, allow_nan=False)
+
+
+def input_conditions(report: Report) -> list[dict]:
+    """The report's input conditions with their message: the first line of the check."""
+    out = []
+    for cond in report.input_conditions:
+        if cond["check"] is None:
+            msg = "no row has a defined softmax: nothing was checked"
+        else:
+            c = next(c for c in report.checks if c.name == cond["check"])
+            msg = (failure_lines(c) or [c.measured])[0]
+        out.append({**cond, "message": msg})
+    return out
+
+
+def entry_json(e: Entry) -> dict:
+    idx = list(e.index) if isinstance(e.index, tuple) else e.index
+    return {"row": e.row, "index": idx, "x": jnum(e.x), "computed": jnum(e.computed),
+            "reference": jnum(e.reference), "abs_err": jnum(e.abs_err),
+            "rel_err": jnum(e.rel_err), "ulp": jnum(e.ulp_err), "allowed": jnum(e.allowed),
+            "cause": e.cause}
+
+
+def finding_json(f: Finding) -> dict:
+    return {"kind": f.kind, "count": f.count, "total": f.total, "fails": f.fails,
+            "message": finding_line(f)}
+
+
+def check_json(c: CheckResult, top: int | None = None) -> dict:
+    out = {"name": c.name, "passed": c.passed, "status": c.status, "kind": c.kind,
+           "statement": c.statement, "max_abs_err": jnum(c.max_abs_err),
+           "max_rel_err": jnum(c.max_rel_err), "max_ulp": jnum(c.max_ulp),
+           "tolerance": jsonable(c.tolerance), "worst": c.worst, "measured": c.measured,
+           "allowed": c.allowed, "failures": failure_lines(c), "notes": note_lines(c),
+           "findings": [finding_json(f) for f in c.findings]}
+    if c.entries:
+        out["worst_entries"] = [entry_json(e) for e in c.entries[:top]]
+    out.update(jsonable(c.details))
+    return out
+
+
+def report_json(report: Report, version: str, top: int | None = None) -> dict:
+    """The JSON document of a report (SPEC's keys), as plain Python data."""
+    size = math.prod(report.shape) if report.shape else 0
+    out = {"smcheck": version, "command": report.command, "impl": report.impl,
+           "dtype": report.dtype, "dps": report.dps, "shape": report.shape,
+           "passed": report.passed, "input_conditions": jsonable(input_conditions(report)),
+           "reference_engine": report.reference, **jsonable(report.options),
+           "checks": [check_json(c, top) for c in report.checks],
+           "undefined_rows": report.undefined_rows, "notes": report.notes}
+    out.update(jsonable(report.blocks))
+    if report.result is not NO_RESULT and size <= RESULT_MAX:
+        out["result"] = jsonable(report.result)
+    return out
 
 
 def dumps(obj) -> str:
@@ -65,10 +120,10 @@ def render(report: Report, console, top: int = 10) -> None:
         console.print(t)
     for c in report.checks:
         mark = "[yellow]! " if c.kind == "input" else "[red]✗ "
-        for line in c.failure_lines():
+        for line in failure_lines(c):
             console.print(f"  {mark}{c.name}:[/] {esc(line)}")
     for c in report.checks:
-        for line in c.note_lines():
+        for line in note_lines(c):
             console.print(f"  [yellow]! {c.name}:[/] {esc(line)}")
     for line in report.notes:
         console.print(f"  [yellow]! {esc(line)}[/]")
@@ -87,7 +142,7 @@ def render(report: Report, console, top: int = 10) -> None:
         _matrix(report, console)
     elif report.vectors:
         _vectors(report, console)
-    conditions = report.input_conditions
+    conditions = input_conditions(report)
     impl_checks = [c for c in report.checks if c.kind == "implementation"]
     tail = (f"{sum(c.passed for c in impl_checks)} of {len(impl_checks)} checks"
             + (" of the implementation" if len(impl_checks) < len(report.checks) else "")

@@ -1,4 +1,5 @@
-"""Result objects: what a check found, as data. Nothing here prints; report.py renders them."""
+"""Result objects: what a check found, as data. Nothing here prints or writes sentences:
+sentences.py words the records, report.py renders tables and JSON."""
 
 from __future__ import annotations
 
@@ -22,13 +23,6 @@ class Entry:
     allowed: float
     cause: str = ""
 
-    def to_json(self) -> dict:
-        idx = list(self.index) if isinstance(self.index, tuple) else self.index
-        return {"row": self.row, "index": idx, "x": jnum(self.x), "computed": jnum(self.computed),
-                "reference": jnum(self.reference), "abs_err": jnum(self.abs_err),
-                "rel_err": jnum(self.rel_err), "ulp": jnum(self.ulp_err),
-                "allowed": jnum(self.allowed), "cause": self.cause}
-
 
 @dataclass
 class Finding:
@@ -42,15 +36,6 @@ class Finding:
     template: str
     example: str = ""  # the first entry found (row order)
     fails: bool = False  # whether it makes the check fail (a failure line, else a note)
-
-    def line(self) -> str:
-        return self.template.format(count=self.count, total=self.total, example=self.example,
-                                    ies="y" if self.count == 1 else "ies",
-                                    s="" if self.count == 1 else "s")
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "count": self.count, "total": self.total,
-                "fails": self.fails, "message": self.line()}
 
 
 def merge_findings(parts: list[list[Finding]]) -> list[Finding]:
@@ -70,40 +55,33 @@ def merge_findings(parts: list[list[Finding]]) -> list[Finding]:
 
 @dataclass(frozen=True)
 class Failure:
-    """Entries of a comparison that exceed their allowance, as data (torch.testing's ErrorMeta
-    habit): how many of how many, and the worst (by error / allowance) with its numbers. Chunks
-    of a batch add their counts; the sentence is written once, from the totals (:meth:`line`)."""
+    """Why a check failed, as data (torch.testing's ErrorMeta habit): the kind of failure,
+    where (row, index), the numbers (computed, exact, error, allowance, ULP) and the cause;
+    ``count`` of ``total`` entries when one record stands for many (the worst for the rest),
+    and what a kind's sentence needs beside them in ``extra``. Chunks of a batch combine
+    records; :mod:`smcheck.sentences` writes each sentence once, when the report is rendered."""
 
-    count: int
-    total: int
-    row: int
-    index: int | tuple
-    computed: float
-    exact: float
-    error: float
-    allowance: float
-    ulp: float
+    kind: str  # "exceed", "fd", "sum", "normalization", "shift", ...: see sentences.FAILURES
+    row: int | None = None
+    index: Any = None
+    computed: float = math.nan
+    exact: float = math.nan
+    error: float = math.nan
+    allowance: float = math.nan
+    ulp: float = math.nan
     cause: str = ""
-
-    def line(self) -> str:
-        idx = (f"index {self.index}" if not isinstance(self.index, tuple) else
-               "entry (" + ", ".join(map(str, self.index)) + ")")
-        return (f"{self.count} of {self.total} entries exceed their allowance; worst: "
-                f"row {self.row}, {idx}: computed {fmt(self.computed, 10)}, exact "
-                f"{fmt(self.exact, 10)}, error {fmt(self.error)} (allowed {fmt(self.allowance)}, "
-                f"{fmt(self.ulp)} ULP)" + (f" — {self.cause}" if self.cause else ""))
+    count: int = 1
+    total: int = 1
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Note:
-    """A note of a check with its kind: merging chunks keeps one note of each kind (the worst
-    chunk's) without reading its words."""
+    """A note of a check, as data: merging chunks keeps one of each kind (the worst chunk's);
+    :mod:`smcheck.sentences` writes it."""
 
-    kind: str
-    text: str
-
-    def line(self) -> str:
-        return self.text
+    kind: str  # "probes", "grad_x": see sentences.NOTES
+    extra: dict = field(default_factory=dict)
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -114,11 +92,6 @@ def fmt(v: float | None, digits: int = 3) -> str:
     if math.isnan(v) or math.isinf(v):
         return str(v)
     return f"{v:.{digits}g}"
-
-
-def line(item) -> str:
-    """A failure or note as its sentence (records write theirs; plain lines are kept)."""
-    return item if isinstance(item, str) else item.line()
 
 
 #: the JSON's "result" (the computed values) holds at most this many numbers; a larger one is
@@ -158,31 +131,12 @@ class CheckResult:
     score: float | None = None  # what the worst entry was chosen by (its error / allowance)
     merge_data: dict[str, Any] = field(default_factory=dict)  # counts, lines: see checks.MERGE
 
-    def failure_lines(self) -> list[str]:
-        return [line(f) for f in self.failures] + [f.line() for f in self.findings if f.fails]
-
-    def note_lines(self) -> list[str]:
-        return [line(n) for n in self.notes] + [f.line() for f in self.findings if not f.fails]
-
     @property
     def status(self) -> str:
         """"pass", "fail", or "input_condition" (an input check that found its condition)."""
         if self.passed:
             return "pass"
         return "input_condition" if self.kind == "input" else "fail"
-
-    def to_json(self, top: int | None = None) -> dict:
-        out = {"name": self.name, "passed": self.passed, "status": self.status,
-               "kind": self.kind, "statement": self.statement,
-               "max_abs_err": jnum(self.max_abs_err), "max_rel_err": jnum(self.max_rel_err),
-               "max_ulp": jnum(self.max_ulp), "tolerance": jsonable(self.tolerance),
-               "worst": self.worst, "measured": self.measured, "allowed": self.allowed,
-               "failures": self.failure_lines(), "notes": self.note_lines(),
-               "findings": [f.to_json() for f in self.findings]}
-        if self.entries:
-            out["worst_entries"] = [e.to_json() for e in self.entries[:top]]
-        out.update(jsonable(self.details))
-        return out
 
 
 class _NoResult:
@@ -233,17 +187,15 @@ class Report:
     def input_conditions(self) -> list[dict]:
         """What the input leaves unjudgeable (SPEC exit status 3): every row undefined, so
         nothing was checked; or an input check (zero_condition, domain) that found its
-        condition. Each with its kind, the check, a count and the first lines."""
+        condition. Each with its kind, the check and a count (the report writes the words)."""
         out = []
         if not self.checks and self.undefined_rows and self.command != "claims":
             out.append({"kind": "no_defined_row", "check": None,
-                        "count": len(self.undefined_rows),
-                        "message": "no row has a defined softmax: nothing was checked"})
+                        "count": len(self.undefined_rows)})
         for c in self.checks:
             if c.kind == "input" and not c.passed:
                 out.append({"kind": c.name, "check": c.name,
-                            "count": c.details.get("condition_count", 0),
-                            "message": (c.failure_lines() or [c.measured])[0]})
+                            "count": c.details.get("condition_count", 0)})
         return out
 
     def exit_status(self, check: bool) -> int:
@@ -254,19 +206,6 @@ class Report:
         if not self.passed:
             return 1
         return 3 if self.input_conditions else 0
-
-    def to_json(self, version: str, top: int | None = None, max_result: int = RESULT_MAX) -> dict:
-        size = math.prod(self.shape) if self.shape else 0
-        out = {"smcheck": version, "command": self.command, "impl": self.impl,
-               "dtype": self.dtype, "dps": self.dps, "shape": self.shape, "passed": self.passed,
-               "input_conditions": jsonable(self.input_conditions),
-               "reference_engine": self.reference, **jsonable(self.options),
-               "checks": [c.to_json(top) for c in self.checks],
-               "undefined_rows": self.undefined_rows, "notes": self.notes}
-        out.update(jsonable(self.blocks))
-        if self.result is not NO_RESULT and size <= max_result:
-            out["result"] = jsonable(self.result)
-        return out
 
 
 def jnum(v):

@@ -20,7 +20,9 @@ from .exceptions import InputError
 from .impls import get_implementation
 from .options import Options
 from .presets import PRESETS, get_preset
+from .report import input_conditions
 from .results import jnum
+from .sentences import failure_lines
 
 COMMANDS = ("forward", "log_softmax", "jacobian", "vjp", "loss")
 
@@ -67,8 +69,8 @@ def summarize(report, preset: str, command: str, seconds: float) -> dict:
         "max_ulp": jnum(ref.max_ulp) if ref is not None else None,
         "scaled": jnum(ratio),
         "checks": {c.name: c.passed for c in report.checks},
-        "failures": [f"{c.name}: {line}" for c in failing for line in c.failure_lines()[:2]],
-        "input_conditions": report.input_conditions,
+        "failures": [f"{c.name}: {line}" for c in failing for line in failure_lines(c)[:2]],
+        "input_conditions": input_conditions(report),
         "undefined_rows": len(report.undefined_rows),
         "seconds": round(seconds, 3),
     }

@@ -16,12 +16,13 @@ import sys
 import numpy as np
 import pytest
 
-from smcheck.impls.adapters import _fix_masked_jacobian, _fix_masked_vjp, make_adapter
 from smcheck.dtypes import DTYPE_NAMES, dtype_info
 from smcheck.exceptions import ImplementationError, InputError
 from smcheck.impls import get_implementation
+from smcheck.impls.adapters import _fix_masked_jacobian, _fix_masked_vjp, make_adapter
 from smcheck.presets import PRESETS
 from smcheck.run import run_forward, run_jacobian, run_loss, run_vjp
+from smcheck.sentences import failure_lines
 
 IMPLS = ("scipy", "torch")
 FORWARD_PRESETS = ("benign", "overflow", "masked", "one-hot", "ties", "fully-masked")
@@ -43,7 +44,7 @@ def scipy_special():
 
 
 def _failed(rep) -> list[str]:
-    return [f"{c.name}: {c.measured}; {'; '.join(c.failure_lines())}" for c in rep.checks if not c.passed]
+    return [f"{c.name}: {c.measured}; {'; '.join(failure_lines(c))}" for c in rep.checks if not c.passed]
 
 
 def _benign():

@@ -10,6 +10,7 @@ import pytest
 import smcheck.claims as claims
 from smcheck.claims import CLAIMS, run_claims
 from smcheck.exceptions import InputError
+from smcheck.report import report_json
 
 NAMES = ["shift_invariance", "jacobian_formula", "jacobian_symmetry", "log_softmax_jacobian",
          "vjp_formula", "loss_gradient", "zero_condition"]
@@ -304,7 +305,7 @@ def test_json_ready():
     from smcheck.results import jsonable
 
     report = run_claims(INPUTS["masked"], dps=30)
-    text = json.dumps(report.to_json("0"))
+    text = json.dumps(report_json(report, "0"))
     doc = json.loads(text)
     assert [c["name"] for c in doc["checks"]] == NAMES
     assert doc["checks"][-1]["constructed"]

@@ -8,6 +8,7 @@ import pytest
 from smcheck.presets import PRESETS
 from smcheck.reference import exact_jacobian, exact_softmax, exact_vjp
 from smcheck.run import run_jacobian, run_loss, run_vjp
+from smcheck.sentences import failure_lines, note_lines
 
 
 def mp_softmax(row, dps):
@@ -93,10 +94,10 @@ def test_strict_metric_fails_cancelled_diagonal_and_names_it():
     rep = run_jacobian(x, impl=textbook_diag, metric="strict")
     ref = rep.checks[0]
     assert not ref.passed
-    assert any("cancellation" in f and "(0, 0)" in f for f in ref.failure_lines())
+    assert any("cancellation" in f and "(0, 0)" in f for f in failure_lines(ref))
     assert ref.entries[0].index == (0, 0) and "s_0 - s_0^2" in ref.entries[0].cause
     scaled = run_jacobian(x, impl=textbook_diag)  # default metric: scaled
-    assert scaled.checks[0].passed and "cancellation" in scaled.checks[0].note_lines()[0]
+    assert scaled.checks[0].passed and "cancellation" in note_lines(scaled.checks[0])[0]
     assert run_jacobian(x, metric="strict").passed  # the built-in keeps the digits
 
 
@@ -153,7 +154,7 @@ def test_probes_beyond_max_dense():
     x = np.random.default_rng(0).standard_normal(300)
     rep = run_jacobian(x, max_dense=100)
     assert rep.options["mode"] == "probes" and rep.passed
-    assert "probe" in rep.checks[0].note_lines()[0]
+    assert "probe" in note_lines(rep.checks[0])[0]
     bad = run_jacobian(x * 400, impl="naive", max_dense=100)  # exp overflows: nan
     assert not bad.passed
 
@@ -198,7 +199,7 @@ def test_loss_zero_condition_names_k_and_fails():
     assert rep.exit_status(check=True) == 3
     assert [0, k] in zc.details["zero_condition"]["unreliable_indices"] + \
         zc.details["zero_condition"]["exact_zero_indices"]
-    assert f"v_{k} = " in zc.failure_lines()[0] and "<v, s> = " in zc.failure_lines()[0]
+    assert f"v_{k} = " in failure_lines(zc)[0] and "<v, s> = " in failure_lines(zc)[0]
     entry = zc.details["zero_condition"]["entries"][0]
     assert entry["index"] == k and abs(entry["v_i"] - float(entry["<v,s>"])) < 1e-15
     # a benign loss: z = softmax(x), t a distribution

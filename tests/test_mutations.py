@@ -10,9 +10,10 @@ verdict tables are printed at the end of the run (the pytest_terminal_summary ho
 conftest.py).
 """
 
+import mutants as M
 import pytest
 
-import mutants as M
+from smcheck.sentences import failure_lines
 
 #: case id -> why smcheck's verdict there is wrong (xfail, strict: fixing smcheck must fail it)
 KNOWN_BUGS: dict[str, str] = {}
@@ -25,7 +26,7 @@ def _param(case):
 
 
 def _failures(rep) -> str:
-    return "; ".join(f"{c.name}: {c.failure_lines()[:1]}" for c in rep.checks if not c.passed)
+    return "; ".join(f"{c.name}: {failure_lines(c)[:1]}" for c in rep.checks if not c.passed)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in M.CASES])

@@ -22,6 +22,7 @@ from smcheck.impls import get_implementation
 from smcheck.inputs import random_input
 from smcheck.presets import PRESETS
 from smcheck.reference import exact_softmax
+from smcheck.sentences import failure_lines, note_lines
 from smcheck.tolerance import (log_softmax_tolerance, normalization_allowance, softmax_rel,
                                softmax_tolerance, summation_allowance)
 
@@ -210,7 +211,7 @@ def test_a_stalling_16bit_sum_fails_at_every_n(row, dtype, n):
                        10 * max(abs(total(f) - 1) for f in correct)), "no real stall here"
     rep = smcheck.check("forward", x, impl=sequential_sum, dtype=dtype)
     assert "reference" in failed(rep)
-    lines = [line for c in rep.checks for line in c.failure_lines()]
+    lines = [line for c in rep.checks for line in failure_lines(c)]
     assert any("stalls" in line for line in lines), lines
     for f in correct + ["stable"]:
         assert smcheck.check("forward", x, impl=f, dtype=dtype).passed
@@ -246,7 +247,7 @@ def test_flush_to_zero_fails_by_default_named_and_allow_ftz_accepts_it(dtype, x)
     ref = rep.checks[0]
     assert not ref.passed
     assert [f.kind for f in ref.findings if f.fails] == ["flush_to_zero"]
-    assert ref.failure_lines()[-1].startswith("flush-to-zero")
+    assert failure_lines(ref)[-1].startswith("flush-to-zero")
     assert "flush-to-zero" in ref.entries[0].cause
     assert smcheck.check("forward", x, impl=flushing, dtype=dtype, allow_ftz=True).passed
     # --allow-ftz accepts flushing, not other errors: a softmax that sums to 2 still fails
@@ -280,11 +281,11 @@ def test_a_callable_that_ignores_dtype_is_reported_and_strict_dtype_fails_it():
     rep = smcheck.check("forward", x, impl=float64_inside, dtype="bfloat16")
     ref = rep.checks[0]
     assert rep.passed and [f.kind for f in ref.findings] == ["dtype"]
-    line = ref.note_lines()[-1]
+    line = note_lines(ref)[-1]
     assert "returned float64 arrays for --dtype bfloat16" in line and "64 of 64" in line
     strict = smcheck.check("forward", x, impl=float64_inside, dtype="bfloat16",
                            strict_dtype=True)
-    assert not strict.passed and "returned float64" in strict.checks[0].failure_lines()[-1]
+    assert not strict.passed and "returned float64" in failure_lines(strict.checks[0])[-1]
     # one that honours the dtype has no such finding
     assert not smcheck.check("forward", x, impl=M.float32_then_round,
                              dtype="bfloat16").checks[0].findings

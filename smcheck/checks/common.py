@@ -23,15 +23,6 @@ from ..errors_ulp import Comparison, error_ratio
 from ..results import CheckResult, Entry, Failure, Finding, fmt, merge_findings
 
 
-#: how the merged result of a check that the generic merge cannot finish (counts, lines of
-#: its own) is finished, by check name: ``hook(merged, parts, top)``, the chunks' results in
-#: row order (parallel.merge_checks)
-def ilist(idx, limit: int = 8) -> str:
-    idx = [int(i) for i in idx]
-    s = ", ".join(str(i) for i in idx[:limit])
-    return s + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
-
-
 def score(ratio: np.ndarray, pos) -> float:
     """The ratio at the worst entry, nan read as inf (as the worst is chosen)."""
     if pos is None or ratio.size == 0:
@@ -88,8 +79,8 @@ def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> Failure
     to what was allowed (and the cause, when one is known)."""
     w = cmp.worst_index()
     rest = tuple(int(p) for p in w[1:])
-    return Failure(count=int((~cmp.ok).sum()), total=int(cmp.ok.size), row=int(rows[w[0]]),
-                   index=rest[0] if len(rest) == 1 else rest, computed=float(cmp.computed[w]),
+    return Failure("exceed", count=int((~cmp.ok).sum()), total=int(cmp.ok.size),
+                   row=int(rows[w[0]]), index=rest[0] if len(rest) == 1 else rest, computed=float(cmp.computed[w]),
                    exact=float(cmp.ref[w]), error=float(cmp.abs_err[w]),
                    allowance=float(cmp.allowed[w]), ulp=float(cmp.ulp_err_at(w)), cause=cause)
 
@@ -264,12 +255,13 @@ def shift_invariance(case, quantity: str) -> CheckResult:
     return res
 
 
-def _shift_lines(res: CheckResult) -> list[str]:
-    """One line per failing shift; the worst entry's cause after the worst shift's."""
+def _shift_lines(res: CheckResult) -> list[Failure]:
+    """One record per failing shift, the worst entry's cause with the worst shift's; then
+    what else failed (the command's extra failures)."""
     cause = res.entries[0].cause if res.entries else ""
-    return [f"at the {p['shift']} shift (max(x + c) = {fmt(p['max_of_shifted_x'], 4)}): "
-            f"max {fmt(p['max_ulp'])} ULP, rel {fmt(p['max_rel_err'])}"
-            + (f" — {cause}" if p["shift"] == res.merge_data["worst_shift"] and cause else "")
+    return [Failure("shift", ulp=p["max_ulp"],
+                    cause=cause if p["shift"] == res.merge_data["worst_shift"] else "",
+                    extra={k: p[k] for k in ("shift", "max_of_shifted_x", "max_rel_err")})
             for p in res.details["shifts"] if not p["passed"]] + res.merge_data.get("extra", [])
 
 

@@ -12,7 +12,7 @@ from ..blocks import blocks
 from ..errors_ulp import error_ratio
 from ..exceptions import InputError
 from ..impls import Implementation
-from ..results import CheckResult
+from ..results import CheckResult, Failure
 from .common import fmt, score
 
 
@@ -63,11 +63,10 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     if not passed:
         c_at = computed[pos] if mask is None or mask[pos] else 0.0
         e_at = est[pos] if mask is None or mask[pos] else 0.0
-        res.failures.append(
-            f"row {rows[pos[0]]}{'' if worst['index'] is None else ', entry ' + str(worst['index'])}:"
-            f" computed {fmt(c_at, 10)}, finite difference {fmt(e_at, 10)} ± "
-            f"{fmt(err_at)} ({f0.method}), difference {fmt(diff_at)} > allowed "
-            f"{fmt(allow_at)}")
+        res.failures.append(Failure(
+            "fd", row=int(rows[pos[0]]), index=worst["index"], computed=float(c_at),
+            exact=float(e_at), error=float(diff_at), allowance=float(allow_at),
+            extra={"fd_error": float(err_at), "method": f0.method}))
     return res
 
 
@@ -162,8 +161,7 @@ def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, 
               label: str) -> CheckResult:
     sums = np.where(np.isnan(sums), np.inf, np.abs(sums))
     ok = sums <= allowed
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(allowed > 0, sums / allowed, np.where(sums > 0, np.inf, 0))
+    ratio = error_ratio(sums, allowed)
     pos = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
     res = CheckResult(
         name=name, passed=bool(np.all(ok)), max_abs_err=float(np.max(sums)),
@@ -173,8 +171,9 @@ def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, 
         measured=f"max |{label}| = {fmt(sums[pos])}", allowed=fmt(allowed[pos]),
         statement=statement, score=score(ratio, pos))
     if not res.passed:
-        res.failures.append(f"row {rows[pos[0]]}{', index ' + str(pos[1]) if len(pos) > 1 else ''}:"
-                            f" |{label}| = {fmt(sums[pos])} exceeds {fmt(allowed[pos])}")
+        res.failures.append(Failure(
+            "sum", row=int(rows[pos[0]]), index=int(pos[1]) if len(pos) > 1 else None,
+            error=float(sums[pos]), allowance=float(allowed[pos]), extra={"label": label}))
     return res
 
 

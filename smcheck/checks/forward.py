@@ -19,7 +19,8 @@ from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, comp
 from ..exceptions import ImplementationError
 from ..impls import Implementation
 from ..reference import ExactSoftmax, shifted_softmax
-from ..results import LIST_MAX, CheckResult, Finding
+from ..results import LIST_MAX, CheckResult, Failure, Finding
+from ..sentences import ilist
 from ..tolerance import (
     NORMALIZATION_FORMULA,
     log_softmax_tolerance,
@@ -31,7 +32,6 @@ from .common import (
     comparison_result,
     fmt,
     ftz_cause,
-    ilist,
     score,
     shift_invariance,
     top_entries,
@@ -227,14 +227,12 @@ def forward_reference(case: ForwardCase) -> CheckResult:
         for r in np.flatnonzero(nonfinite_rows)[:5]:
             ov = np.flatnonzero(exp_overflows(case.X[r], case.info))
             if ov.size:
-                res.failures.append(
-                    f"row {case.rows[r]}: exp(x_i) overflows at indices {ilist(ov)} (x_i > "
-                    f"log(realmax) = {case.info.log_max:.2f} in {case.info.name}): shift by "
-                    "max(x) to avoid it")
+                res.failures.append(Failure("exp_overflow", row=int(case.rows[r]), extra={
+                    "indices": ov.tolist(), "log_max": case.info.log_max,
+                    "dtype": case.info.name}))
             elif np.all(exp_underflows(case.X[r], case.info)):
-                res.failures.append(
-                    f"row {case.rows[r]}: every exp(x_i) underflows (x_i < log(min subnormal) "
-                    f"= {case.info.log_eta:.2f} in {case.info.name}): shift by max(x)")
+                res.failures.append(Failure("exp_underflow", row=int(case.rows[r]), extra={
+                    "log_eta": case.info.log_eta, "dtype": case.info.name}))
     add_dtype_finding(res, case.impl, case.computed, case.info, case.strict_dtype)
     user_tol = case.overrides is not None and case.overrides.any
     if case.log and case.metric == "scaled" and not user_tol:
@@ -297,11 +295,11 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
         + (" after exp" if case.log else "") + " within the error of a correct sum",
         score=score(ratio, r))
     if not res.passed:
-        stall = (f" — the normaliser is off (a sum accumulated in {info.name} stalls once it "
-                 "outgrows its terms: accumulate in float32 or pairwise)"
-                 if info.p < 24 and totals[r] > 1 + allowed[r] else "")
-        res.failures.append(f"row {case.rows[r]}: {what} = {fmt(err[r])} exceeds "
-                            f"{fmt(allowed[r])} (sum = {fmt(totals[r], 17)}){stall}")
+        stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
+        res.failures.append(Failure(
+            "normalization", row=int(case.rows[r]), error=float(err[r]),
+            allowance=float(allowed[r]),
+            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall}))
     vacuous = allowed >= 1
     if vacuous.any():
         res.findings.append(Finding(
@@ -335,7 +333,7 @@ def forward_finite(case: ForwardCase) -> CheckResult:
         r, i = np.argwhere(bad)[0]
         res.worst = {"row": int(case.rows[r]), "index": int(i)}
         res.merge_data["first"] = f"row {case.rows[r]}, index {i} = {case.computed[r, i]}"
-        res.failures.append(_finite_line(res.merge_data))
+        res.failures.append(_finite_record(res.merge_data))
         res.details["non_finite"] = [[int(case.rows[r]), int(i)]
                                      for r, i in np.argwhere(bad)[:LIST_MAX]]
     return res
@@ -345,9 +343,9 @@ def _non_finite_words(n: int) -> str:
     return f"{n} non-finite entr{'y' if n == 1 else 'ies'}"
 
 
-def _finite_line(d: dict) -> str:
-    kinds = ", ".join(f"{d[k]} {k}" for k in ("nan", "inf") if d[k])
-    return f"{d['count']} non-finite entries ({kinds}); first: {d['first']}"
+def _finite_record(d: dict) -> Failure:
+    return Failure("non_finite", count=d["count"],
+                   extra={"nan": d["nan"], "inf": d["inf"], "first": d["first"]})
 
 
 def merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
@@ -355,7 +353,8 @@ def merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.measured = _non_finite_words(d["count"])
     first = next((p for p in parts if not p.passed), None)
     out.worst = None if first is None else first.worst
-    out.failures = [] if first is None else [_finite_line({**d, "first": first.merge_data["first"]})]
+    out.failures = ([] if first is None else
+                    [_finite_record({**d, "first": first.merge_data["first"]})])
     out.merge_data = d
 
 

@@ -15,7 +15,7 @@ from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, comp
 from ..exceptions import ImplementationError
 from ..impls import Implementation
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
-from ..results import LIST_MAX, CheckResult, Finding, Note
+from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
 from .common import (
     add_dtype_finding,
@@ -232,12 +232,11 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             allowed=fmt(p["allowed"][pos]),
             statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
             "--max-dense) agrees with the exact value", score=score(ratio, pos))
-        res.notes.append(Note("probes", f"n = {case.X.shape[1]} > --max-dense: checked v^T J u "
-                              f"on {case.probes} random probe pairs per row instead of every "
-                              "entry"))
+        res.notes.append(Note("probes", {"n": int(case.X.shape[1]), "probes": case.probes}))
         if not res.passed:
-            res.failures.append(f"row {case.rows[pos[0]]}, probe {pos[1]}: computed "
-                                f"{fmt(p['computed'][pos], 10)}, exact {fmt(p['hi'][pos], 10)}")
+            res.failures.append(Failure("probe", row=int(case.rows[pos[0]]), index=int(pos[1]),
+                                        computed=float(p["computed"][pos]),
+                                        exact=float(p["hi"][pos])))
         return res
     cmp = case.cmp
     res = comparison_result("reference", cmp, case.info, case.rows,
@@ -348,9 +347,9 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
         measured=f"max |J - J^T| = {fmt(max_asym)}", allowed=fmt(allowed_at),
         statement="the computed softmax Jacobian is symmetric", score=excess)
     if not res.passed:
-        res.failures.append(f"row {case.rows[pos[0]]}: J[{pos[1]}, {pos[2]}] = "
-                            f"{fmt(J[pos], 10)} but J[{pos[2]}, {pos[1]}] = "
-                            f"{fmt(J[pos[0], pos[2], pos[1]], 10)}")
+        res.failures.append(Failure("symmetry", row=int(case.rows[pos[0]]),
+                                    index=(int(pos[1]), int(pos[2])), computed=float(J[pos]),
+                                    exact=float(J[pos[0], pos[2], pos[1]])))
     return res
 
 

@@ -24,7 +24,8 @@ from ..reference import (
     shifted_softmax,
     shifted_vjp,
 )
-from ..results import LIST_MAX, CheckResult, Finding, Note
+from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
+from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .common import (
     add_dtype_finding,
@@ -169,14 +170,14 @@ class LossCase:
                                    apply_overrides(tol, self.overrides), info)
         return self._grad_x
 
-    def extra_failures(self) -> list[str]:
+    def extra_failures(self) -> list[Failure]:
         """What fails beside the loss gradient itself: the gradient in x (softmax mode)."""
         gx = self.grad_x
         if gx is None or gx.passed:
             return []
         w = gx.worst_index()
-        return [f"gradient in x (s * sum(t) - t), row {self.rows[w[0]]}, index {w[1]}: computed "
-                f"{fmt(gx.computed[w], 10)}, exact {fmt(gx.ref[w], 10)}"]
+        return [Failure("grad_x", row=int(self.rows[w[0]]), index=int(w[1]),
+                        computed=float(gx.computed[w]), exact=float(gx.ref[w]))]
 
 
 def loss_reference(case: LossCase) -> CheckResult:
@@ -216,8 +217,7 @@ def loss_reference(case: LossCase) -> CheckResult:
             res.passed = False
             res.failures += lines
         else:
-            res.notes.append(Note("grad_x", "gradient in x, s * sum(t) - t: max "
-                                  f"{fmt(gx.maxima()['max_ulp'])} ULP"))
+            res.notes.append(Note("grad_x", {"max_ulp": gx.maxima()["max_ulp"]}))
     return res
 
 
@@ -284,12 +284,10 @@ def loss_zero_condition(case: LossCase) -> CheckResult:
         statement="z_i = 0 exactly when v_i = <v, s>; near it the sign of z_i and -t_i/z_i are "
         "unreliable")
     for e in bad[:ZERO_LINES]:
-        side = (f"v_{e['index']} = {e['v_i']!r} vs <v, s> = {e['<v,s>']}, "
-                if "v_i" in e else "")
-        res.failures.append(
-            f"row {e['row']}, index {e['index']} ({e['kind']}): {side}z = {fmt(e['z_i'])}, "
-            f"floor {fmt(e['floor'])}, t = {fmt(e['t_i'])}: the gradient -t/z there is "
-            + ("undefined" if e["kind"] == "exact zero" else "unreliable (sign and size)"))
+        res.failures.append(Failure(
+            "zero_condition", row=e["row"], index=e["index"], exact=e["z_i"],
+            allowance=e["floor"], extra={k: e[k] for k in ("kind", "t_i", "v_i", "<v,s>")
+                                         if k in e}))
     res.details["condition_count"] = len(bad)
     res.details["zero_condition"] = {"exact_zero_indices": exact0,
                                      "unreliable_indices": unreliable,
@@ -325,26 +323,23 @@ def loss_domain(case: LossCase) -> CheckResult:
         measured=_domain_words(len(idx)), allowed="0",
         statement="log z_i is defined wherever t_i != 0 (z_i > 0)")
     res.merge_data = {"count": len(idx), "items": [
-        f"row {case.rows[r]} index {i} (z = {fmt(case.Z[r, i])}, t = {fmt(case.T[r, i])})"
+        (int(case.rows[r]), int(i), float(case.Z[r, i]), float(case.T[r, i]))
         for r, i in idx[:DOMAIN_ITEMS]]}
     res.details["condition_count"] = len(idx)
     if idx.size:
-        res.failures.append(_domain_line(res.merge_data))
+        res.failures.append(_domain_record(res.merge_data))
         res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
     return res
 
 
-#: entries named in the domain check's failure line
-DOMAIN_ITEMS = 6
 
 
 def _domain_words(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'} with z_i <= 0 and t_i != 0"
 
 
-def _domain_line(d: dict) -> str:
-    return ("log z_i undefined at " + ", ".join(d["items"][:DOMAIN_ITEMS])
-            + (" ..." if d["count"] > DOMAIN_ITEMS else ""))
+def _domain_record(d: dict) -> Failure:
+    return Failure("domain", count=d["count"], extra={"items": d["items"][:DOMAIN_ITEMS]})
 
 
 def merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
@@ -353,7 +348,7 @@ def merge_domain(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.measured = _domain_words(d["count"])
     first = next((p for p in parts if not p.passed), None)
     out.worst = None if first is None else first.worst
-    out.failures = [_domain_line(d)] if d["count"] else []
+    out.failures = [_domain_record(d)] if d["count"] else []
     out.merge_data = d
 
 

@@ -69,7 +69,8 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
     # the worst chunk's first record (its worst entry), then every chunk's further lines
     # (about single rows) in row order
     out.failures = w.failures[:1] + [f for c in results for f in c.failures[1:]]
-    if out.failures and isinstance(out.failures[0], Failure) and "entries" in w.merge_data:
+    first = out.failures[0] if out.failures else None
+    if isinstance(first, Failure) and first.kind == "exceed" and "entries" in w.merge_data:
         # "N of M entries exceed their allowance" counts every chunk's entries
         out.failures[0] = replace(
             out.failures[0], count=sum(c.details.get("failing_entries", 0) for c in results),
