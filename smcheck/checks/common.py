@@ -14,13 +14,34 @@ Checks return results; nothing here prints.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, error_ratio
+from ..errors_ulp import Comparison, Overrides, error_ratio
+from ..impls import Implementation
 from ..results import CheckResult, Entry, Failure, Finding, fmt, merge_findings
+
+
+@dataclass(kw_only=True)
+class Case:
+    """What the checks of every command share: the rows checked (their numbers in the user's
+    input), the dtype, the implementation, the tolerance overrides, the reference's digits
+    and engine, how many worst entries to keep, the seed of random directions, and the
+    options that change a verdict. Each command's case adds its arrays."""
+
+    rows: np.ndarray
+    info: DtypeInfo
+    impl: Implementation
+    overrides: Overrides | None
+    dps: int
+    top: int = 10
+    seed: int = 0  # random directions and probes, per row
+    engine: str = "auto"
+    ftz: bool = False  # --allow-ftz: subnormal results may be flushed to zero
+    strict_dtype: bool = False  # --strict-dtype: a result not in the dtype fails
 
 
 def score(ratio: np.ndarray, pos) -> float:

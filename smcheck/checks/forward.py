@@ -15,28 +15,15 @@ import numpy as np
 
 from ..ddmath import row_sums_blocked
 from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
+from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
 from ..exceptions import ImplementationError
-from ..impls import Implementation
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding
 from ..sentences import ilist
-from ..tolerance import (
-    NORMALIZATION_FORMULA,
-    log_softmax_tolerance,
-    normalization_allowance,
-    softmax_tolerance,
-)
-from .common import (
-    add_dtype_finding,
-    comparison_result,
-    fmt,
-    ftz_cause,
-    score,
-    shift_invariance,
-    top_entries,
-    worst_failure,
-)
+from ..tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
+                         softmax_tolerance)
+from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score, shift_invariance,
+                     top_entries, worst_failure)
 
 # --- forward ---------------------------------------------------------------------------------
 
@@ -88,26 +75,17 @@ def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool
     }
 
 
-@dataclass
-class ForwardCase:
+@dataclass(kw_only=True)
+class ForwardCase(Case):
     """Everything the forward checks look at. X holds the defined rows, rounded to the dtype
     (as float64); ``rows`` their indices in the user's input."""
 
     X: np.ndarray
-    rows: np.ndarray
-    info: DtypeInfo
-    impl: Implementation
     log: bool
     metric: str
-    overrides: Overrides | None
-    dps: int
     computed: np.ndarray
     exact: ExactSoftmax
-    top: int = 10
     progress: Callable[[int], None] | None = None
-    engine: str = "auto"
-    ftz: bool = False  # --allow-ftz: subnormal results may be flushed to zero
-    strict_dtype: bool = False  # --strict-dtype: a result not in the dtype fails
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
 

@@ -10,47 +10,27 @@ import numpy as np
 
 from ..blocks import blocks
 from ..ddmath import fsum_rows
-from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Overrides, Tolerance, apply_overrides, compare
+from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
 from ..exceptions import ImplementationError
-from ..impls import Implementation
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
-from .common import (
-    add_dtype_finding,
-    comparison_result,
-    fmt,
-    ftz_cause,
-    score,
-    shift_invariance,
-    top_entries,
-    worst_failure,
-)
+from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score, shift_invariance,
+                     top_entries, worst_failure)
 from .fd import _Ok, fd_directional, fd_jacobian, fd_result, row_rng, sum_check
 
 # --- jacobian -----------------------------------------------------------------------------------
 
 
-@dataclass
-class JacobianCase:
+@dataclass(kw_only=True)
+class JacobianCase(Case):
     X: np.ndarray
-    rows: np.ndarray
-    info: DtypeInfo
-    impl: Implementation
     log: bool
     metric: str
-    overrides: Overrides | None
-    dps: int
     exact: ExactSoftmax  # with one_minus
     fd_method: str
-    top: int = 10
     dense: bool = True
     probes: int = 4
-    seed: int = 0
-    engine: str = "auto"
-    ftz: bool = False  # --allow-ftz
-    strict_dtype: bool = False  # --strict-dtype
     #: whether a passing entry's cause names a cancellation the strict bound sees (the
     #: reference check's table); the shifted cases of shift_invariance skip that bound
     explain_passing: bool = True

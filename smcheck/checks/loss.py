@@ -12,29 +12,16 @@ import numpy as np
 from .. import finite_diff
 from ..ddmath import fsum_rows
 from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Overrides, apply_overrides, compare
+from ..errors_ulp import Comparison, apply_overrides, compare
 from ..exceptions import ImplementationError
-from ..impls import Implementation, builtin_vjp
-from ..reference import (
-    ExactSoftmax,
-    exact_grad_x,
-    exact_loss_grad,
-    exact_softmax,
-    exact_vjp,
-    shifted_softmax,
-    shifted_vjp,
-)
+from ..impls import builtin_vjp
+from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp,
+                         shifted_softmax, shifted_vjp)
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
-from .common import (
-    add_dtype_finding,
-    comparison_result,
-    fmt,
-    shift_invariance,
-    top_entries,
-    worst_failure,
-)
+from .common import (Case, add_dtype_finding, comparison_result, fmt, shift_invariance, top_entries,
+                     worst_failure)
 from .fd import fd_result, row_rng
 
 # --- loss ---------------------------------------------------------------------------------------
@@ -63,15 +50,10 @@ def loss_z(X, T, V, mode: str, info: DtypeInfo, dps: int, engine: str = "auto",
                 exact_s=exact_s, **extra)
 
 
-@dataclass
-class LossCase:
+@dataclass(kw_only=True)
+class LossCase(Case):
     Z: np.ndarray  # z rounded to the dtype, as float64 (what the implementation gets)
     T: np.ndarray
-    rows: np.ndarray
-    info: DtypeInfo
-    impl: Implementation
-    overrides: Overrides | None
-    dps: int
     mode: str  # "vjp" | "given" | "softmax"
     g: np.ndarray  # computed gradient
     z_exact: np.ndarray  # exact z (float64 hi)
@@ -84,11 +66,6 @@ class LossCase:
     exact_s: ExactSoftmax | None = None  # the exact softmax of x (vjp and softmax modes)
     vjp: object = None  # the exact VJP (vjp mode)
     fd_method: str = "auto"
-    top: int = 10
-    seed: int = 0
-    engine: str = "auto"
-    ftz: bool = False  # --allow-ftz: a subnormal z may be read as 0
-    strict_dtype: bool = False  # --strict-dtype
     _cmp: Comparison | None = field(default=None, repr=False)
     _grad_x: Comparison | None = field(default=None, repr=False)
 

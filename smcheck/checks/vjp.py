@@ -8,45 +8,25 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..ddmath import fsum_rows
-from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Overrides, apply_overrides, compare
+from ..errors_ulp import Comparison, apply_overrides, compare
 from ..exceptions import ImplementationError
-from ..impls import Implementation
 from ..reference import shifted_vjp
 from ..results import CheckResult
 from ..tolerance import vjp_tolerance
-from .common import (
-    add_dtype_finding,
-    comparison_result,
-    flushed,
-    fmt,
-    ftz_cause,
-    shift_invariance,
-    top_entries,
-    worst_failure,
-)
+from .common import (Case, add_dtype_finding, comparison_result, flushed, fmt, ftz_cause,
+                     shift_invariance, top_entries, worst_failure)
 from .fd import fd_directional, fd_result, row_rng, sum_check
 
 # --- vjp ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class VjpCase:
+@dataclass(kw_only=True)
+class VjpCase(Case):
     X: np.ndarray
     V: np.ndarray
-    rows: np.ndarray
-    info: DtypeInfo
-    impl: Implementation
-    overrides: Overrides | None
-    dps: int
     exact: "object"  # ExactVJP
     z: np.ndarray  # computed
     fd_method: str
-    top: int = 10
-    seed: int = 0
-    engine: str = "auto"
-    ftz: bool = False  # --allow-ftz
-    strict_dtype: bool = False  # --strict-dtype
     _cmp: Comparison | None = field(default=None, repr=False)
 
     @property
