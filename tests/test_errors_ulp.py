@@ -91,3 +91,30 @@ def test_overrides_replace_their_part():
     cmp = compare(np.array([1.0 + 2 ** -52 * 3]), np.array([1.0]), np.array([0.0]), t, info)
     assert cmp.ulp_err[0] == 3.0 and not cmp.ok[0]
     assert apply_overrides(base, Overrides()) is base
+
+
+def test_error_ratio_has_one_rule_for_a_zero_allowance():
+    """error / allowance everywhere (checks, merges, the sweep): an allowance of 0 (or nan)
+    makes a zero error 0 and any other error, nan included, inf; numbers and arrays agree."""
+    from smcheck.errors_ulp import error_ratio
+
+    err = np.array([0.0, 1e-300, np.nan, 2.0, np.inf, 3.0])
+    allowed = np.array([0.0, 0.0, 0.0, 4.0, 1.0, np.nan])
+    want = [0.0, np.inf, np.inf, 0.5, np.inf, np.inf]
+    np.testing.assert_array_equal(error_ratio(err, allowed), want)
+    assert [error_ratio(e, a) for e, a in zip(err, allowed)] == want
+    assert np.isnan(error_ratio(np.nan, 1.0))  # over a positive allowance nan stays nan
+
+
+def test_a_comparison_ranks_by_error_ratio_with_zero_allowances():
+    """--atol 0 --rtol 0 gives every entry a zero allowance: the exact entries rank 0, the
+    others inf, and the worst is the first inexact one."""
+    from smcheck.errors_ulp import Overrides, Tolerance, apply_overrides, compare, error_ratio
+
+    info = dtype_info("float64")
+    hi = np.array([[0.25, 0.5, 0.25]])
+    computed = np.array([[0.25, 0.5000000000000001, 0.25]])
+    tol = apply_overrides(Tolerance(atol=1e-16, rtol=0.0), Overrides(rtol=0.0, atol=0.0))
+    cmp = compare(computed, hi, np.zeros_like(hi), tol, info)
+    np.testing.assert_array_equal(cmp.ratio, error_ratio(cmp.abs_err, cmp.allowed))
+    assert cmp.ratio.tolist() == [[0.0, np.inf, 0.0]] and cmp.worst_index() == (0, 1)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..ddmath import row_sums_blocked
 from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
+from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding
@@ -260,7 +260,7 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
         err = np.where(np.isnan(totals), np.nan, err)
         err = np.where(np.isnan(err), np.inf, err)
     ok = err <= allowed
-    ratio = np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1), np.inf)
+    ratio = error_ratio(err, allowed)
     r = int(np.argmax(ratio))
     mx = float(np.max(err))
     res = CheckResult(

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..blocks import blocks
 from ..ddmath import fsum_rows
-from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
+from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
@@ -200,7 +200,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             diff = np.abs((p["computed"] - p["hi"]) - p["lo"])
             diff = np.where(np.isnan(diff), np.inf, diff)
         ok = diff <= p["allowed"]
-        ratio = diff / p["allowed"]
+        ratio = error_ratio(diff, p["allowed"])
         pos = np.unravel_index(int(np.argmax(ratio)), diff.shape)
         res = CheckResult(
             name="reference", passed=bool(np.all(ok)), max_abs_err=float(np.max(diff)),
