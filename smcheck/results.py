@@ -97,12 +97,18 @@ def fmt(v: float | None, digits: int = 3) -> str:
 #: the JSON's "result" (the computed values) holds at most this many numbers; a larger one is
 #: left out (the checks cover every entry)
 RESULT_MAX = 4096
+#: per-row failure lines a check lists (e.g. where exp overflows): its first rows in row order
+ROWS_NAMED = 5
 #: lists of entries in a check's details stop at this many (the counts cover every entry)
 LIST_MAX = 100
 #: the details' counts that chunks of a batch add up (other numbers: the worst chunk's)
 SUMMED_DETAILS = ("failing_entries", "condition_count")
 #: the details' lists that are cut at LIST_MAX (the others hold one item per row or per entry)
 CAPPED_LISTS = ("non_finite", "domain_violations", "cancelled", "entries")
+#: the overflow block's lists of indices stop at this many (its counts cover every entry)
+INDEX_LIST_MAX = 1000
+#: the blocks' lists that are cut, and where (chunks of a batch are cut the same way)
+CAPPED_BLOCK_LISTS = {"overflow_indices": INDEX_LIST_MAX, "underflow_indices": INDEX_LIST_MAX}
 
 
 @dataclass
@@ -127,9 +133,9 @@ class CheckResult:
     #: "implementation": the check judges the implementation (a failure is exit 1);
     #: "input": it reports a property of the input (zero_condition, domain: exit 3 if present)
     kind: str = "implementation"
-    # not in the JSON; what merging the reports of chunks of rows needs (parallel.merge):
+    # not in the JSON; what merging the reports of chunks of rows needs (checks.merge):
     score: float | None = None  # what the worst entry was chosen by (its error / allowance)
-    merge_data: dict[str, Any] = field(default_factory=dict)  # counts, lines: see checks.MERGE
+    merge_data: dict[str, Any] = field(default_factory=dict)  # counts, rows: see the merges in checks.TABLE
 
     @property
     def status(self) -> str:

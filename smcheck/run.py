@@ -92,7 +92,7 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     """Check ``impl``'s softmax (or log-softmax) of ``x`` (a vector or a batch of rows).
 
     ``progress(done, total)`` is called as the reference work advances; ``verify``
-    recomputes the reference with more digits (see :mod:`smcheck.verify`); ``allow_ftz``
+    recomputes the reference with more digits (see :mod:`smcheck.reference.verify`); ``allow_ftz``
     accepts subnormal results flushed to zero; ``strict_dtype`` fails an implementation that
     does not compute in ``dtype``.
     """

@@ -320,3 +320,16 @@ def test_reports_larger_than_a_pipe_come_back_whole():
     for k in a.arrays:
         np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
     assert json.dumps(report_json(a, "t")) == json.dumps(report_json(b, "t"))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 16])
+def test_a_failing_batch_lists_the_same_failures_however_it_is_chunked(chunk_rows):
+    """Every row overflows: one chunk of all 40 rows names the first rows (in row order) where
+    exp overflows; chunks of 1, 3 or 16 rows name the same ones, not each chunk's first."""
+    x = np.random.default_rng(8).standard_normal((40, 64)) * 3 + 800.0
+    one = run_rows(run_forward, x, workers=1, chunk_rows=40, impl="naive")
+    parts = run_rows(run_forward, x, workers=2, chunk_rows=chunk_rows, impl="naive")
+    lines = failure_lines(one.checks[0])
+    assert [ln.split(":")[0] for ln in lines[1:]] == [f"row {r}" for r in range(5)]
+    assert failure_lines(parts.checks[0]) == lines
+    assert report_json(parts, "t") == report_json(one, "t")

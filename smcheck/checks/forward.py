@@ -1,8 +1,8 @@
 """The checks of ``forward`` (softmax and log-softmax), and where the naive formula breaks
 (the ``overflow`` block). A check is a function ``case -> CheckResult | None`` listed in the
-table of :mod:`smcheck.checks`; None means it does not apply. Checks never print. The pieces every command shares (the
-comparison's result, its findings, shift invariance) are in :mod:`smcheck.verdicts`; the
-tolerance models in :mod:`smcheck.tolerance`.
+table of :mod:`smcheck.checks`; None means it does not apply. Checks never print. The pieces
+every command shares (the comparison's result, its findings, shift invariance) are in
+:mod:`smcheck.checks.common`; the tolerance models in :mod:`smcheck.tolerance`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from ..dtypes import DtypeInfo
 from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
-from ..results import LIST_MAX, CheckResult, Failure, Finding
+from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure, Finding
 from ..sentences import ilist
 from ..tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
                          softmax_tolerance)
-from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score, shift_invariance,
-                     top_entries, worst_failure)
+from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score,
+                     shift_invariance, top_entries, worst_failure)
 
 # --- forward ---------------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool
     ov = exp_overflows(X, info)
     un = exp_underflows(X, info)
 
-    def idx(mask, limit=1000):
+    def idx(mask, limit=INDEX_LIST_MAX):
         pts = np.argwhere(mask)[:limit]
         return [int(i) for _, i in pts] if not batch else [[int(rows[r]), int(i)] for r, i in pts]
 
@@ -202,8 +202,12 @@ def forward_reference(case: ForwardCase) -> CheckResult:
         w = cmp.worst_index()
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*w)))
         nonfinite_rows = bad.any(axis=-1) & ~np.all(np.isfinite(cmp.computed), axis=-1)
-        for r in np.flatnonzero(nonfinite_rows)[:5]:
+        named = 0  # rows named where exp overflows or underflows: the first ROWS_NAMED
+        for r in np.flatnonzero(nonfinite_rows):
+            if named == ROWS_NAMED:
+                break
             ov = np.flatnonzero(exp_overflows(case.X[r], case.info))
+            named += bool(ov.size) or bool(np.all(exp_underflows(case.X[r], case.info)))
             if ov.size:
                 res.failures.append(Failure("exp_overflow", row=int(case.rows[r]), extra={
                     "indices": ov.tolist(), "log_max": case.info.log_max,

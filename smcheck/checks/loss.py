@@ -154,7 +154,8 @@ class LossCase(Case):
             return []
         w = gx.worst_index()
         return [Failure("grad_x", row=int(self.rows[w[0]]), index=int(w[1]),
-                        computed=float(gx.computed[w]), exact=float(gx.ref[w]))]
+                        computed=float(gx.computed[w]), exact=float(gx.ref[w]),
+                        error=float(gx.abs_err[w]), allowance=float(gx.allowed[w]))]
 
 
 def loss_reference(case: LossCase) -> CheckResult:

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors_ulp import error_ratio
 from ..reference.verify import merge as merge_verification
-from ..results import (CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX, SUMMED_DETAILS, CheckResult,
-                       Failure, Note, Report, fmt, merge_findings)
+from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
+                       ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report, fmt,
+                       merge_findings)
 from .common import entry_order
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
@@ -66,18 +67,9 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
         out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
     out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
     out.notes = _merge_notes([c.notes for c in results], w.notes)
-    # the worst chunk's first record (its worst entry), then every chunk's further lines
-    # (about single rows) in row order
-    out.failures = w.failures[:1] + [f for c in results for f in c.failures[1:]]
-    first = out.failures[0] if out.failures else None
-    if isinstance(first, Failure) and first.kind == "exceed" and "entries" in w.merge_data:
-        # "N of M entries exceed their allowance" counts every chunk's entries
-        out.failures[0] = replace(
-            out.failures[0], count=sum(c.details.get("failing_entries", 0) for c in results),
-            total=sum(c.merge_data.get("entries", 0) for c in results))
+    out.failures = _merge_failures(results, w)
     if "entries" in w.merge_data:
         out.merge_data["entries"] = sum(c.merge_data.get("entries", 0) for c in results)
-    out.failures = out.failures[:20]
     entries = sorted((e for c in results for e in c.entries), key=entry_order)
     out.entries = entries[:max(top, 0)]
     out.details = _merge_details([c.details for c in results], w.details)
@@ -86,6 +78,46 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
     if hook is not None:
         hook(out, results, top)
     return out
+
+
+#: failure records of which a check lists one per row, for the first rows in row order
+ROW_KINDS = ("exp_overflow", "exp_underflow")
+#: failure records of which a check lists its worst entry's, whatever chunk it is in (a
+#: quantity the check judges beside its headline: the loss's gradient in x)
+WORST_KINDS = ("grad_x",)
+
+
+def _merge_failures(results: list[CheckResult], w: CheckResult) -> list:
+    """The failure records of one chunk of all the rows, from the chunks': by kind, in the
+    order the kinds come (the worst chunk's first). ``exceed``: the worst chunk's record with
+    every chunk's counts; one-per-row kinds: the first ROWS_NAMED rows; worst-entry kinds: the
+    largest error / allowance; any other kind: the worst chunk's. Plain lines: every chunk's."""
+    by_kind: dict[str, list] = {}
+    lines: list = []
+    for c in [w] + [c for c in results if c is not w]:
+        for f in c.failures:
+            if isinstance(f, Failure):
+                by_kind.setdefault(f.kind, [])
+            else:
+                lines.append(f)
+    out = []
+    for kind in by_kind:
+        mine = [f for f in w.failures if isinstance(f, Failure) and f.kind == kind]
+        every = [f for c in results for f in c.failures
+                 if isinstance(f, Failure) and f.kind == kind]
+        if kind in ROW_KINDS:
+            out += every[:ROWS_NAMED]
+        elif kind in WORST_KINDS:
+            out.append(max(every, key=lambda f: np.nan_to_num(error_ratio(f.error, f.allowance),
+                                                              nan=np.inf)))
+        elif kind == "exceed" and mine and "entries" in w.merge_data:
+            # "N of M entries exceed their allowance" counts every chunk's entries
+            out.append(replace(mine[0],
+                               count=sum(c.details.get("failing_entries", 0) for c in results),
+                               total=sum(c.merge_data.get("entries", 0) for c in results)))
+        else:
+            out += mine or every[:1]
+    return out + lines
 
 
 def _merge_notes(parts: list[list], worst: list) -> list:
@@ -180,6 +212,9 @@ def merge_blocks(blocks: list[dict]) -> dict:
                 out[k] = out[k] or v
             elif isinstance(v, int) and k.endswith("_count"):
                 out[k] = out[k] + v
+    for k, limit in CAPPED_BLOCK_LISTS.items():
+        if isinstance(out.get(k), list):
+            out[k] = out[k][:limit]
     return out
 
 
