@@ -16,15 +16,17 @@ from typing import Annotated, Optional
 import typer
 
 try:  # typer >= 0.20 carries its own copy of click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import (ClickException, NoArgsIsHelpError, NoSuchOption,
+                                         UsageError)
 except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from . import __version__
 from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt,
-                          Impl, Json, LogOpt, MaxSize, MaxUlp, Metric, PanelCommand, Positional,
-                          PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed, StrictDtype, Top,
-                          Verify, VFile, VText, Workers, XFile, XText)
+                          Impl, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric, PanelCommand,
+                          Positional, PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed,
+                          StrictDtype, SweepSeed, TFile, Top, TText, Verify, VFile, VText,
+                          Workers, XFile, XText, negative_input, no_such_option)
 from .exceptions import SmcheckError
 from .process import keep_freed_memory
 from .progress import Progress, SweepProgress
@@ -61,7 +63,7 @@ def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
         sys.stdout.write(to_json_text(report, __version__, top) + "\n")
     elif not quiet:
         render(report, make_console(), top)
-    raise typer.Exit(report.exit_status(check))
+    raise typer.Exit(report.exit_status(check or quiet))  # --quiet's verdict is its status
 
 
 @app.command(cls=PanelCommand, short_help="Check softmax or log-softmax entry by entry.")
@@ -177,11 +179,7 @@ def loss(
     input: Positional = None,
     x: XText = None, x_file: XFile = None, random: Random = None, rows: Rows = 1,
     seed: Seed = 0, scale: Scale = 1.0, preset: PresetOpt = None, max_size: MaxSize = MAX_SIZE,
-    t: Annotated[Optional[str], typer.Option("--t", help="the targets t",
-                                             show_default=False)] = None,
-    t_file: Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
-                                                  show_default=False)] = None,
-    v: VText = None, v_file: VFile = None,
+    t: TText = None, t_file: TFile = None, v: LossVText = None, v_file: VFile = None,
     z: Annotated[Optional[str], typer.Option("--z", help="z given directly",
                                              show_default=False)] = None,
     z_file: Annotated[Optional[str], typer.Option("--z-file", help="z from a file",
@@ -204,6 +202,10 @@ def loss(
     varr = load_companion("v", v, v_file, max_size=max_size)
     zarr = load_companion("z", z, z_file, max_size=max_size)
     given = any(a is not None for a in (input, x, x_file, random, preset))
+    if given and zarr is not None:
+        raise SmcheckError(f"give x (z = softmax(x), or v J(x) with --v) or "
+                           f"{flag_name('z', z, z_file)} (z given), not both: with "
+                           f"{flag_name('z', z, z_file)} x is not used")
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size) if (
         given or zarr is None) else None
     # z alone: z, not an x the user never gave, fixes the shape
@@ -231,7 +233,7 @@ def claims(
     v: VText = None, v_file: VFile = None,
     t: Annotated[Optional[str], typer.Option("--t", help="targets for the loss claim",
                                              show_default=False)] = None,
-    dps: Dps = 50, check: Check = False, json: Json = False, quiet: Quiet = False,
+    t_file: TFile = None, dps: Dps = 50, check: Check = False, json: Json = False, quiet: Quiet = False,
 ):
     """Verify every identity of the derivation in mpmath at --dps digits (random x by default)."""
     from .claims import run_claims
@@ -247,9 +249,9 @@ def claims(
         src = None
         arr = inputs.random_input(5, 1, seed, 1.0)
     varr = load_companion("v", v, v_file, max_size=max_size)
-    tarr = load_companion("t", t, None, max_size=max_size)
+    tarr = load_companion("t", t, t_file, max_size=max_size)
     same_shape(flag_name("v", v, v_file), varr, "x", arr)
-    same_shape("--t", tarr, "x", arr)
+    same_shape(flag_name("t", t, t_file), tarr, "x", arr)
     report = run_claims(arr, claim=claim or None, dps=dps, v=varr, t=tarr, seed=seed)
     report.options["input"] = src.description if src else f"random n=5 seed={seed}"
     emit(report, json_out=json, quiet=quiet, check=check, top=10)
@@ -269,7 +271,7 @@ def sweep(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw the matrix as an image (needs matplotlib)",
         show_default=False)] = None,
-    dps: Dps = 50, seed: Seed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
+    dps: Dps = 50, seed: SweepSeed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
     check: Check = False, json: Json = False, quiet: Quiet = False,
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
@@ -298,7 +300,7 @@ def sweep(
         from .report import make_console, render_sweep
 
         render_sweep(res, make_console())
-    raise typer.Exit(1 if check and not res.passed else 0)
+    raise typer.Exit(1 if (check or quiet) and not res.passed else 0)
 
 
 def _write(path: str, text: str, option: str) -> None:
@@ -344,13 +346,16 @@ def main(argv: list[str] | None = None) -> None:
     # overflow and underflow are what smcheck studies: numpy's warnings about them are noise
     warnings.simplefilter("ignore", RuntimeWarning)
     try:
-        rv = _app_for(sys.argv[1:] if argv is None else argv)(
-            args=argv, prog_name="smcheck", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        one = _app_for(args)
+        rv = one(args=negative_input(args, one), prog_name="smcheck", standalone_mode=False)
     except SmcheckError as exc:
         _fail(str(exc))
     except NoArgsIsHelpError as exc:
         sys.stdout.write(exc.format_message() + "\n")
         sys.exit(0)
+    except NoSuchOption as exc:
+        _fail(no_such_option(exc))
     except UsageError as exc:
         msg = exc.format_message()
         _fail(msg.splitlines()[0] if msg else str(exc))

@@ -6,10 +6,13 @@ Light to import (typer and the standard library only): ``smcheck --help`` loads 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperCommand
+
+from .exceptions import InputError
 
 
 class PanelCommand(TyperCommand):
@@ -47,9 +50,18 @@ Random = Annotated[Optional[int], typer.Option(
     "--random", help="N random normal entries (see --rows, --seed, --scale)",
     rich_help_panel=INPUT, show_default=False)]
 Rows = Annotated[int, typer.Option("--rows", help="rows of --random", rich_help_panel=INPUT)]
-Seed = Annotated[int, typer.Option("--seed", help="seed of --random and of every random choice "
-                                   "(v, probes, directions)", rich_help_panel=INPUT,
-                                   min=0)]
+def _seed(value: int) -> int:
+    """--seed: a whole number >= 0 (numpy's generators take no negative seed)."""
+    if value is not None and value < 0:
+        raise InputError(f"--seed {value}: must be a whole number >= 0")
+    return value
+
+
+SEED_HELP = "seed of --random and of every random choice (v, probes, directions)"
+Seed = Annotated[int, typer.Option("--seed", help=SEED_HELP, rich_help_panel=INPUT,
+                                   callback=_seed)]
+SweepSeed = Annotated[int, typer.Option("--seed", help="seed of the random choices (v, probes, "
+                                        "directions)", rich_help_panel=COMMON, callback=_seed)]
 Scale = Annotated[float, typer.Option("--scale", help="scale of --random",
                                       rich_help_panel=INPUT)]
 PresetOpt = Annotated[Optional[str], typer.Option(
@@ -69,8 +81,8 @@ Impl = Annotated[str, typer.Option(
     "current directory or sys.path), never other code", rich_help_panel=COMMON)]
 Dtype = Annotated[str, typer.Option(
     "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
-Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference",
-                                  rich_help_panel=COMMON)]
+Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference, 20 "
+                                  "to 100000", rich_help_panel=COMMON)]
 Rtol = Annotated[Optional[float], typer.Option(
     "--rtol", help="relative tolerance (overrides the derived one)", rich_help_panel=COMMON,
     show_default=False)]
@@ -85,8 +97,8 @@ Check = Annotated[bool, typer.Option(
     "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
                                     rich_help_panel=COMMON)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; exit status only",
-                                     rich_help_panel=COMMON)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the verdict is the "
+                                     "exit status (implies --check)", rich_help_panel=COMMON)]
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
                                   rich_help_panel=COMMON)]
 Engine = Annotated[str, typer.Option(
@@ -120,6 +132,62 @@ FdOpt = Annotated[str, typer.Option(
     "available)")]
 VText = Annotated[Optional[str], typer.Option("--v", help="the vector v of v J (default: random "
                                               "from --seed)", show_default=False)]
+LossVText = Annotated[Optional[str], typer.Option(
+    "--v", help="the vector v: z = v J(x) (without --v or --z: z = softmax(x))",
+    show_default=False)]
+TText = Annotated[Optional[str], typer.Option("--t", help="the targets t", show_default=False)]
+TFile = Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
+                                              show_default=False)]
 VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
                                               show_default=False)]
 LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
+
+
+def no_such_option(exc) -> str:
+    """An unknown option, with the command's options that look like it (difflib, stricter
+    than click's 0.6, which offered --rows for --verbose), or where to find them."""
+    import difflib
+
+    ctx = exc.ctx
+    names = [o for p in (ctx.command.params if ctx else []) for o in getattr(p, "opts", [])
+             if o.startswith("--")]
+    close = difflib.get_close_matches(exc.option_name, names, n=3, cutoff=0.75)
+    where = f"smcheck {ctx.info_name} --help" if ctx and ctx.info_name != "smcheck" else (
+        "smcheck --help")
+    return (f"no such option: {exc.option_name}"
+            + (f" (did you mean {' or '.join(close)}?)" if close else f"; see '{where}'"))
+
+
+#: a word that is a number (or numbers: "-1,2") beginning with a minus sign
+_NEGATIVE = re.compile(r"^-(\d|\.\d|inf(\b|,)|nan(\b|,))", re.IGNORECASE)
+
+
+def negative_input(args: list[str], app) -> list[str]:
+    """``smcheck forward -1,2``: click reads a word that begins with '-' as an option. A word
+    that is a number there, and is not the value of an option before it, is the positional
+    INPUT: it is passed as ``--x=WORD``, which is what numbers given as INPUT mean."""
+    if not any(_NEGATIVE.match(str(a)) for a in args):
+        return args  # the common case: no command is built here
+    import typer.main
+
+    group = typer.main.get_command(app)
+    name = next((a for a in args if not str(a).startswith("-")), None)
+    cmd = getattr(group, "commands", {}).get(name)
+    if cmd is None:
+        return args
+    takes_value = {o for p in cmd.params if p.param_type_name == "option" and not p.is_flag
+                   for o in p.opts}
+    out, after_name, value_next = [], False, False
+    for a in map(str, args):
+        if value_next:
+            value_next = False
+        elif not after_name:
+            after_name = a == name
+        elif a in takes_value:
+            value_next = True
+        elif _NEGATIVE.match(a):
+            if any(b == "--x" or b.startswith("--x=") for b in map(str, args)):
+                raise InputError(f"give exactly one source for x, got INPUT '{a}' and --x")
+            a = "--x=" + a
+        out.append(a)
+    return out

@@ -111,6 +111,8 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"{where}: cannot read stdin ({_one_line(exc)})") from None
         check_size(where, max_size, text=len(text), unit="characters")
+        if text.lstrip().startswith("["):  # a JSON array, as --x takes one
+            return _from_json(_json_loads(text, where), where, max_size)
         return _parse_text_file(text, ".txt", where, max_size)
 
     where = f"--{name}-file {spec}"

@@ -326,9 +326,10 @@ def test_quiet_prints_nothing_and_exit_is_the_verdict(cli, impl, code):
     assert r.err == ""
 
 
-def test_quiet_wins_over_json_and_without_check_exits_0(cli):
+def test_quiet_wins_over_json_and_implies_check(cli):
+    """--quiet prints nothing, not even --json's document; its verdict is the exit status."""
     r = cli("forward", "--x", "1000,999,990", "--impl", "naive", "--quiet", "--json")
-    assert r.code == 0
+    assert r.code == 1
     assert r.out == ""
 
 
