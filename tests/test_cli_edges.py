@@ -107,3 +107,15 @@ def test_negative_numbers_as_the_input(cli, word):
     assert cli("vjp", word, "--seed", "2", "--quiet").code == 0
     both = cli("forward", word, "--x", "3,4")
     assert both.code == 2 and "exactly one source" in both.err
+
+
+def test_metric_applies_to_log_softmax_not_softmax(cli):
+    """--metric strict without --log was silently ignored, and the JSON said "relative", a
+    value --metric does not take: it is refused, and the JSON's metric is null for softmax."""
+    r = cli("forward", "--x", "1,2,3", "--metric", "strict")
+    assert r.code == 2 and r.err.startswith("error: --metric strict applies to log-softmax")
+    assert cli("forward", "--x", "1,2,3", "--json").json()["metric"] is None
+    assert cli("forward", "--x", "1,2,3", "--log", "--metric", "strict",
+               "--json").json()["metric"] == "strict"
+    assert cli("jacobian", "--x", "1,2,3", "--metric", "strict", "--json").json()[
+        "metric"] == "strict"
