@@ -4,6 +4,7 @@
   maxima, the worst entry with its allowance, and the counted findings that hold for any
   command (entries the dtype cannot resolve, results flushed to zero);
 * :func:`dtype_finding` — an implementation that did not compute in the dtype it was asked for;
+* :func:`warnings_finding` — the warnings an implementation (a user's callable) issued;
 * :func:`shift_invariance` — the SPEC's shift check for every command: the implementation at
   the rounded x + c against the exact value there, for an overflow and an underflow shift;
 * :func:`merge_shifts` — how a merged batch finishes shift_invariance (the table's merge).
@@ -304,8 +305,35 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
 
 
 def add_dtype_finding(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:
-    """The finding of :func:`dtype_finding`, failing ``res`` if strict."""
+    """What the reference check says about how ``impl`` ran: the finding of
+    :func:`dtype_finding` (failing ``res`` if strict), and that of :func:`warnings_finding`
+    (a note: warnings never change the verdict)."""
     f = dtype_finding(impl, computed, info, strict)
     if f is not None:
         res.findings.append(f)
         res.passed = res.passed and not f.fails
+    w = warnings_finding(impl)
+    if w is not None:
+        res.findings.append(w)
+
+
+WARNINGS_TEMPLATE = ("the implementation warned {count} time{s} while computing the checked "
+                     "values (calls made: {total}): {example}")
+
+
+def warnings_finding(impl) -> Finding | None:
+    """A note when ``impl`` issued warnings in this run so far (a user's callable records
+    them in ``warned``, {(category, message): times}; numpy's floating-point warnings are
+    off while it runs): how many, the first message, and how many distinct ones. The
+    reference check adds it, so it counts the calls that computed the values it judges."""
+    warned = getattr(impl, "warned", None)
+    if not warned:
+        return None
+    more = int(getattr(impl, "warned_more", 0))
+    (category, message), _ = next(iter(warned.items()))
+    example = f"{category}: {message}"
+    if len(warned) > 1 or more:
+        example += (f" (and {len(warned) - 1}{'+' if more else ''} other distinct "
+                    f"message{'' if len(warned) == 2 and not more else 's'})")
+    calls = max(int(getattr(impl, "calls", 0)), 1)
+    return Finding("warnings", sum(warned.values()) + more, calls, WARNINGS_TEMPLATE, example)

@@ -10,7 +10,8 @@ do. They work on a batch at once (rows along the last axis).
   (x - max) - log1p(sum over the non-maximal entries), so the largest entry keeps its digits.
 * ``naive``   — exp(x) / sum exp(x), no shift: overflows above log(realmax); log of it for --log.
 * ``divfree`` — exp(x - logsumexp(x)) with a shifted logsumexp; x - logsumexp(x) for --log.
-* ``module.path:function`` — a user's callable, called once per row (see :class:`UserCallable`).
+* ``module.path:function`` or ``path/to/file.py:function`` — a user's callable, called once per
+  row (see :class:`UserCallable`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def get_implementation(spec) -> Implementation:
         return Builtin(spec)
     if spec in ADAPTER_NAMES:
         return make_adapter(spec)
-    if ":" in spec:
+    if ":" in spec:  # module.path:function, or path/to/file.py:function
         return UserCallable(spec, load_callable(spec))
     raise ImplementationError(
         f"unknown implementation '{spec}' (built in: {', '.join(BUILTIN_NAMES)}; adapters: "
-        f"{', '.join(ADAPTER_NAMES)}; or module.path:function for your own)")
+        f"{', '.join(ADAPTER_NAMES)}; or module.path:function or path/to/file.py:function "
+        "for your own)")

@@ -41,6 +41,11 @@ class Implementation:
     #: callable may ignore --dtype); None where smcheck's own code fixed it
     returned_dtype: str | None = None
 
+    #: the warnings it issued in this run, {(category name, message): times}, where it
+    #: records them (a user's callable, see :class:`~smcheck.impls.user.UserCallable`); the
+    #: reference check turns them into a "warnings" note (checks.common.warnings_finding)
+    warned: dict | None = None
+
     #: whether every value it returns is a number of the requested dtype by construction (the
     #: built-ins and adapters round into it); otherwise its results are checked for the dtype
     honours_dtype: bool = False

@@ -1,17 +1,30 @@
-"""A user's own callable (``--impl module.path:function``, or a function from Python)."""
+"""A user's own callable (``--impl module.path:function``, ``--impl path/to/file.py:function``,
+or a function from Python)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import importlib.util
+import inspect
 import os
+import re
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..exceptions import ImplementationError
 from .base import Implementation
+
+#: what each command calls the callable with, and what it expects back (for messages)
+SIGNATURES = {"forward": "f(x) -> s", "forward_log": "f(x) -> log s",
+              "jacobian": "f(x) -> J (n x n)", "vjp": "f(x, v) -> z", "loss": "f(z, t) -> -t/z"}
+
+#: distinct (category, message) pairs of warnings kept per run; more are only counted
+WARNINGS_KEPT = 100
 
 
 def to_numpy(value, what: str) -> np.ndarray:
@@ -33,31 +46,61 @@ def to_numpy(value, what: str) -> np.ndarray:
                                   f"numbers ({type(value).__name__}: {exc})") from None
 
 
+def _cannot_bind(func, args) -> bool:
+    """Whether ``func`` cannot take ``args`` (its signature does not bind them); False where
+    the signature cannot be read (a builtin): then nothing is claimed."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(*args)
+    except TypeError:
+        return True
+    return False
+
+
+def _warning_key(w: warnings.WarningMessage) -> tuple[str, str]:
+    text = " ".join(str(w.message).split())
+    return w.category.__name__, text if len(text) <= 200 else text[:197] + "..."
+
+
 @dataclass
 class UserCallable(Implementation):
-    """``module.path:function``, imported from the current directory or sys.path.
+    """``module.path:function`` or ``path/to/file.py:function``, or a function from Python.
 
-    Called once per row with 1-D numpy arrays in the dtype (bfloat16 as ml_dtypes): forward
-    ``f(x) -> s`` (or log s with --log).
+    Called once per row with 1-D numpy arrays in the dtype (bfloat16 as ml_dtypes), as
+    :data:`SIGNATURES` says: forward ``f(x) -> s`` (or log s with --log), jacobian
+    ``f(x) -> J``, vjp ``f(x, v) -> z``, loss ``f(z, t) -> -t/z``. While it runs, what it
+    prints goes to stderr (never into --json on stdout), numpy's floating-point warnings are
+    off (its arithmetic is what smcheck judges), and the warnings it issues are recorded in
+    :attr:`warned` for the reference check's "warnings" finding.
     """
 
     name: str
     func: object
 
-    def call(self, *args, expect_shape, row: int):
+    def call(self, *args, expect_shape, row: int, signature: str | None = None):
+        """The callable on one row's arrays; ``signature`` (see :data:`SIGNATURES`) names
+        what the command expected, for messages."""
+        hint = f"; expected {signature}" if signature else ""
         try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the callable's own warnings are not ours
+            with np.errstate(all="ignore"), warnings.catch_warnings(record=True) as caught, \
+                    contextlib.redirect_stdout(sys.stderr):
+                warnings.simplefilter("always")  # every warning, counted (not once per place)
                 out = self.func(*args)
         except (Exception, SystemExit) as exc:  # a callable's sys.exit() is not a verdict
+            wrong_args = isinstance(exc, TypeError) and _cannot_bind(self.func, args)
             raise ImplementationError(
-                f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}") from None
+                f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}"
+                + (hint if wrong_args else "")) from None
+        self._note_warnings(caught)
         self._note_dtype(out)
         arr = to_numpy(out, f"--impl {self.name}")
         if arr.shape != tuple(expect_shape):
             raise ImplementationError(
                 f"--impl {self.name} returned shape {arr.shape} for row {row}: expected "
-                f"{tuple(expect_shape)}")
+                f"{tuple(expect_shape)}" + (f", from {signature}" if signature else ""))
         return arr
 
     #: the input's row numbers of the rows being checked (see :meth:`for_rows`), for messages
@@ -65,8 +108,24 @@ class UserCallable(Implementation):
     dense_jacobian_only = True
     one_function = True
 
+    #: the warnings the callable issued in this run: {(category name, message): times}
+    warned: dict = field(default_factory=dict, repr=False, compare=False)
+    #: rows computed (calls made) in this run, and warnings beyond WARNINGS_KEPT distinct ones
+    calls: int = field(default=0, repr=False, compare=False)
+    warned_more: int = field(default=0, repr=False, compare=False)
+
     def for_rows(self, labels) -> "UserCallable":
-        return replace(self, row_labels=labels)
+        """A copy for one run, with its own record of warnings (this object is unchanged)."""
+        return replace(self, row_labels=labels, warned={}, calls=0, warned_more=0)
+
+    def _note_warnings(self, caught) -> None:
+        self.calls += 1
+        for w in caught:
+            key = _warning_key(w)
+            if key in self.warned or len(self.warned) < WARNINGS_KEPT:
+                self.warned[key] = self.warned.get(key, 0) + 1
+            else:
+                self.warned_more += 1
 
     def _note_dtype(self, out) -> None:
         """Remember the dtype of what the callable returned (numpy, torch or jax), keeping
@@ -80,7 +139,7 @@ class UserCallable(Implementation):
 
     _asked: str | None = None  # the dtype of the current call (set by _rows)
 
-    def _rows(self, arrays, shape):
+    def _rows(self, arrays, shape, signature: str):
         self._asked = np.asarray(arrays[0]).dtype.name
         self.returned_dtype = None  # of this call's rows
         rows = arrays[0].shape[0]
@@ -90,45 +149,101 @@ class UserCallable(Implementation):
         out = np.empty((rows,) + tuple(shape), dtype=np.float64)
         for r in range(rows):
             out[r] = self.call(*(a[r].copy() for a in arrays), expect_shape=shape,
-                               row=int(labels[r]))
+                               row=int(labels[r]), signature=signature)
         return out
 
     def softmax(self, X, info, log=False):
-        return self._rows([X], X.shape[1:])
+        return self._rows([X], X.shape[1:], SIGNATURES["forward_log" if log else "forward"])
 
     def jacobian(self, X, info, log=False):
         n = X.shape[1]
-        return self._rows([X], (n, n))
+        return self._rows([X], (n, n), SIGNATURES["jacobian"])
 
     def vjp(self, X, V, info):
-        return self._rows([X, V.astype(info.np_dtype)], X.shape[1:])
+        return self._rows([X, V.astype(info.np_dtype)], X.shape[1:], SIGNATURES["vjp"])
 
     def loss_grad(self, Z, T, info):
-        return self._rows([Z.astype(info.np_dtype), T.astype(info.np_dtype)], Z.shape[1:])
+        return self._rows([Z.astype(info.np_dtype), T.astype(info.np_dtype)], Z.shape[1:],
+                          SIGNATURES["loss"])
 
 
-def load_callable(spec: str):
-    """Import ``module.path:function``; only the module the user named is imported."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise ImplementationError(f"--impl '{spec}': expected module.path:function")
-    added = os.getcwd() not in sys.path and "" not in sys.path
-    if added:  # the current directory, for this import only
-        sys.path.insert(0, os.getcwd())
+def _is_path(where: str) -> bool:
+    """Whether the part before ':' names a file (``dir/impl.py``, ``impl.py``), not a module."""
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    return (where.endswith(".py") or any(s in where for s in seps + ["/"])
+            or os.path.isfile(where))
+
+
+@contextlib.contextmanager
+def _on_path(directory: str):
+    """``directory`` first on sys.path for the import only (unless it is there already)."""
+    added = directory not in sys.path and not (directory == os.getcwd() and "" in sys.path)
+    if added:
+        sys.path.insert(0, directory)
     try:
-        module = importlib.import_module(mod_name)
-    except Exception as exc:
+        yield
+    finally:
+        if added and directory in sys.path:
+            sys.path.remove(directory)
+
+
+def _import_file(spec: str, where: str):
+    """The module of the Python file ``where`` (relative to the current directory, or
+    absolute), under a name of its own: one per file and modification time, so a second run
+    reuses it and an edited file is read afresh. Its directory is on sys.path for the import,
+    as ``python file.py`` would have it."""
+    full = os.path.abspath(where)
+    if not os.path.isfile(full):
+        what = (f"'{where}' is a directory, not a file" if os.path.isdir(full) else
+                f"no such file '{where}'")
+        raise ImplementationError(f"--impl {spec}: {what} (a path is relative to the current "
+                                  f"directory, {os.getcwd()})")
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(full))[0])
+    digest = hashlib.sha1(f"{full}\0{os.stat(full).st_mtime_ns}".encode()).hexdigest()[:12]
+    name = f"_smcheck_impl_{stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    found = importlib.util.spec_from_file_location(name, full)
+    if found is None or found.loader is None:
+        raise ImplementationError(f"--impl {spec}: '{where}' is not a Python file (expected "
+                                  "path/to/file.py:function)")
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module  # as import does: dataclasses and pickling look it up
+    try:
+        with _on_path(os.path.dirname(full)), contextlib.redirect_stdout(sys.stderr):
+            found.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
+        raise ImplementationError(f"--impl {spec}: importing the file '{where}' failed "
+                                  f"({type(exc).__name__}: {exc})") from None
+    return module
+
+
+def _import_module(spec: str, mod_name: str):
+    """``mod_name`` imported from the current directory or sys.path."""
+    try:
+        with _on_path(os.getcwd()), contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(mod_name)
+    except (Exception, SystemExit) as exc:
         raise ImplementationError(
             f"--impl {spec}: cannot import module '{mod_name}' ({type(exc).__name__}: {exc}); "
             "it is imported from the current directory or sys.path") from None
-    finally:
-        if added and sys.path and sys.path[0] == os.getcwd():
-            del sys.path[0]
+
+
+def load_callable(spec: str):
+    """Import ``module.path:function`` or ``path/to/file.py:function`` (split at the last
+    ':'); only the module or file the user named is imported, printing to stderr."""
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ImplementationError(f"--impl '{spec}': expected module.path:function or "
+                                  "path/to/file.py:function")
+    is_file = _is_path(where)
+    module = _import_file(spec, where) if is_file else _import_module(spec, where)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ImplementationError(f"--impl {spec}: module '{mod_name}' has no attribute "
-                                      f"'{attr}'")
+            what = f"the file '{where}'" if is_file else f"module '{where}'"
+            raise ImplementationError(f"--impl {spec}: {what} has no attribute '{attr}'")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ImplementationError(f"--impl {spec}: '{attr}' is not callable")
