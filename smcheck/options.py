@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,4 @@ class Options:
     @classmethod
     def of(cls, options: "Options | None" = None, **kw) -> "Options":
         """``options`` with the keywords ``kw`` changed (a TypeError names an unknown one)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kw) - names)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
         return replace(options or cls(), **kw)

@@ -99,25 +99,20 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     o = Options.of(options, **kw)
     dps, log, metric, top, verify = o.dps, o.log, o.metric, o.top, o.verify
     allow_ftz, strict_dtype = o.allow_ftz, o.strict_dtype
-    overrides = Overrides(o.rtol, o.atol, o.max_ulp)
-    validate_common(dps, overrides, top, metric)
-    if metric != "scaled" and not log:
+    if metric != "scaled" and not log and metric in METRICS:
         raise InputError(f"--metric {metric} applies to log-softmax (--log) and to the Jacobian: "
                          "softmax entries are judged by their relative error")
-    info = dtype_info(o.dtype)
-    x = np.asarray(x, dtype=np.float64)
+    info, implementation, overrides, engine, x, Xr, rows, undefined = _prepare(
+        x, o, "forward", row_offset)
     batch = x.ndim == 2
-    Xr, rows, undefined = split_rows(x, info, row_offset)
     X = defined_rows(Xr, rows)
     labels = rows + row_offset
-    implementation = get_implementation(o.impl).for_rows(labels)
-    engine = choose_engine(Xr, o.engine, info.name, "forward")
     tick = _ticker(progress, 3 * X.size)
     if X.shape[0]:
         case = ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
-                                  metric=metric, overrides=overrides, dps=dps, computed=None,
-                                  exact=None, top=top, progress=tick, engine=engine,
-                                  ftz=allow_ftz, strict_dtype=strict_dtype)
+                           metric=metric, overrides=overrides, dps=dps, computed=None,
+                           exact=None, top=top, progress=tick, engine=engine,
+                           ftz=allow_ftz, strict_dtype=strict_dtype)
         case.computed = case.evaluate(X)
         case.exact = exact_softmax(X, dps, tick, engine=engine)
         results = checks.run_checks("forward", case)

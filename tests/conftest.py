@@ -42,3 +42,29 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("=", "mutation corpus: smcheck verdicts")
         for line in mutants.format_tables(results):
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """``write({relative path: source})``: a user's Python files in a fresh directory that is
+    the cwd and on sys.path (for ``--impl module:function`` and ``--impl file.py:function``);
+    the top-level modules they define are forgotten before and after the test."""
+    import sys
+
+    names = []
+
+    def write(files: dict):
+        for rel, source in files.items():
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            if "/" not in rel:
+                names.append(rel.removesuffix(".py"))
+                sys.modules.pop(names[-1], None)
+        return tmp_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)

@@ -468,14 +468,9 @@ def exits(x):
 
 
 @pytest.fixture
-def wrongsm(tmp_path, monkeypatch):
+def wrongsm(user_modules):
     """``wrongsm.py`` in a fresh directory that is the cwd and on sys.path."""
-    (tmp_path / "wrongsm.py").write_text(USER_MODULE)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("wrongsm", None)
-    yield tmp_path
-    sys.modules.pop("wrongsm", None)
+    return user_modules({"wrongsm.py": USER_MODULE})
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -79,16 +79,9 @@ def assert_one_error_line(r, *words):
 
 
 @pytest.fixture
-def userdir(tmp_path, monkeypatch):
+def userdir(user_modules):
     """``impls/kernels.py`` and ``ukern.py`` (a module) in a fresh cwd that is on sys.path."""
-    (tmp_path / "impls").mkdir()
-    (tmp_path / "impls" / "kernels.py").write_text(IMPLS)
-    (tmp_path / "ukern.py").write_text(IMPLS)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("ukern", None)
-    yield tmp_path
-    sys.modules.pop("ukern", None)
+    return user_modules({"impls/kernels.py": IMPLS, "ukern.py": IMPLS})
 
 
 # --- 1. a function from a file path ---------------------------------------------------------------

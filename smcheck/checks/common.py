@@ -304,7 +304,7 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.failures = _shift_lines(out)
 
 
-def add_dtype_finding(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:
+def add_run_findings(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:
     """What the reference check says about how ``impl`` ran: the finding of
     :func:`dtype_finding` (failing ``res`` if strict), and that of :func:`warnings_finding`
     (a note: warnings never change the verdict)."""

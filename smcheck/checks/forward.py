@@ -22,7 +22,7 @@ from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure
 from ..sentences import ilist
 from ..tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
                          softmax_tolerance)
-from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score,
+from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
                      shift_invariance, top_entries, worst_failure)
 
 # --- forward ---------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def forward_reference(case: ForwardCase) -> CheckResult:
             elif np.all(exp_underflows(case.X[r], case.info)):
                 res.failures.append(Failure("exp_underflow", row=int(case.rows[r]), extra={
                     "log_eta": case.info.log_eta, "dtype": case.info.name}))
-    add_dtype_finding(res, case.impl, case.computed, case.info, case.strict_dtype)
+    add_run_findings(res, case.impl, case.computed, case.info, case.strict_dtype)
     user_tol = case.overrides is not None and case.overrides.any
     if case.log and case.metric == "scaled" and not user_tol:
         strict = case.compare(case.computed, case.exact, "strict")

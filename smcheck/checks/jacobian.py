@@ -15,7 +15,7 @@ from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
-from .common import (Case, add_dtype_finding, comparison_result, fmt, ftz_cause, score, shift_invariance,
+from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score, shift_invariance,
                      top_entries, worst_failure)
 from .fd import _Ok, fd_directional, fd_jacobian, fd_result, row_rng, sum_check
 
@@ -226,7 +226,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
     res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
-    add_dtype_finding(res, case.impl, case.J, case.info, case.strict_dtype)
+    add_run_findings(res, case.impl, case.J, case.info, case.strict_dtype)
     lost = ~case.strict.ok
     if lost.any():
         idx = np.argwhere(lost)

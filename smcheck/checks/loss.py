@@ -20,7 +20,7 @@ from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_soft
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
-from .common import (Case, add_dtype_finding, comparison_result, fmt, shift_invariance, top_entries,
+from .common import (Case, add_run_findings, comparison_result, fmt, shift_invariance, top_entries,
                      worst_failure)
 from .fd import fd_result, row_rng
 
@@ -166,7 +166,7 @@ def loss_reference(case: LossCase) -> CheckResult:
     res.entries = top_entries(cmp, case.Z, case.rows, case.top, case.cause)
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
-    add_dtype_finding(res, case.impl, case.g, case.info, case.strict_dtype)
+    add_run_findings(res, case.impl, case.g, case.info, case.strict_dtype)
     daz = ~cmp.ok & ~np.isfinite(cmp.computed) & (np.abs(case.Z) > 0) & (
         np.abs(case.Z) < case.info.tiny)
     if daz.any():

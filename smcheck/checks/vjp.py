@@ -13,7 +13,7 @@ from ..exceptions import ImplementationError
 from ..reference import shifted_vjp
 from ..results import CheckResult
 from ..tolerance import vjp_tolerance
-from .common import (Case, add_dtype_finding, comparison_result, flushed, fmt, ftz_cause,
+from .common import (Case, add_run_findings, comparison_result, flushed, fmt, ftz_cause,
                      shift_invariance, top_entries, worst_failure)
 from .fd import fd_directional, fd_result, row_rng, sum_check
 
@@ -88,7 +88,7 @@ def vjp_reference(case: VjpCase) -> CheckResult:
     res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
-    add_dtype_finding(res, case.impl, case.z, case.info, case.strict_dtype)
+    add_run_findings(res, case.impl, case.z, case.info, case.strict_dtype)
     return res
 
 
