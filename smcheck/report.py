@@ -9,9 +9,11 @@ import json
 import math
 
 from .console import make_console  # noqa: F401 - the CLI takes it from here
+from .causes import cause_kind
+from .errors_ulp import error_ratio
 from .reference.verify import note
 from .results import NO_RESULT, RESULT_MAX, CheckResult, Entry, Finding, Report, jnum, jsonable
-from .sentences import failure_lines, finding_line, note_lines
+from .sentences import failure_lines, finding_line, note_lines, plural, rows_words
 
 PASS, FAIL = "[green]✓ pass[/]", "[bold red]✗ FAIL[/]"
 INPUT = "[bold yellow]! INPUT[/]"  # an input check that found its condition (exit 3)
@@ -52,7 +54,7 @@ def check_json(c: CheckResult, top: int | None = None) -> dict:
     out = {"name": c.name, "passed": c.passed, "status": c.status, "kind": c.kind,
            "statement": c.statement, "max_abs_err": jnum(c.max_abs_err),
            "max_rel_err": jnum(c.max_rel_err), "max_ulp": jnum(c.max_ulp),
-           "tolerance": jsonable(c.tolerance), "worst": c.worst, "measured": c.measured,
+           "tolerance": jsonable(c.tolerance), "worst": jsonable(c.worst), "measured": c.measured,
            "allowed": c.allowed, "failures": failure_lines(c), "notes": note_lines(c),
            "findings": [finding_json(f) for f in c.findings]}
     if c.entries:
@@ -97,7 +99,6 @@ def render(report: Report, console, top: int = 10) -> None:
     """The human report: header, checks with measured vs allowed, failures and notes, worst
     entries, command-specific findings, small vectors, and the verdict."""
     from rich.markup import escape as esc
-    from rich.table import Table
 
     rows, n = report.shape
     console.print(f"[bold]smcheck {report.command}[/]  impl [cyan]{report.impl}[/]  dtype "
@@ -107,17 +108,7 @@ def render(report: Report, console, top: int = 10) -> None:
     if "reference_verification" in report.blocks:
         _verification(report.blocks["reference_verification"], console)
     if report.checks:
-        claims = report.command == "claims"
-        t = Table(title=None, show_lines=claims, header_style="bold")
-        cols = ("claim", "statement", "discrepancy", "allowed", "verdict") if claims else (
-            "check", "measured", "allowed", "verdict")
-        for col in cols:
-            t.add_column(col, overflow="fold")
-        for c in report.checks:
-            cells = [c.name] + ([esc(c.statement)] if claims else []) + [esc(c.measured),
-                                                                          esc(c.allowed)]
-            t.add_row(*cells, VERDICT_CELL[c.status])
-        console.print(t)
+        _summary(report, console, rows > 1)
     for c in report.checks:
         mark = "[yellow]! " if c.kind == "input" else "[red]✗ "
         for line in failure_lines(c):
@@ -133,7 +124,8 @@ def render(report: Report, console, top: int = 10) -> None:
     shown = [c for c in report.checks if c.entries and (not c.passed or (
         c.name == "reference" and not report.vectors))]
     for c in shown:
-        _entries_table(c, console, top, batch=rows > 1, x_label=report.options.get("x_label", "x_i"))
+        _entries_table(c, console, top, batch=rows > 1, x_label=report.options.get("x_label", "x_i"),
+                       dtype=report.dtype)
     if "overflow" in report.blocks:
         _overflow(report.blocks["overflow"], console)
     if "zero_condition" in report.blocks:
@@ -158,23 +150,116 @@ def render(report: Report, console, top: int = 10) -> None:
         console.print(f"[bold green]PASSED[/]: {tail}")
 
 
-def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i") -> None:
+def _summary(report: Report, console, batch: bool) -> None:
+    """One line per check: what was measured and what was allowed, both at the entry where
+    error / allowance is largest (that entry, and the ratio, beside them)."""
+    from rich.markup import escape as esc
+    from rich.table import Table
+
+    claims = report.command == "claims"
+    t = Table(title=None, show_lines=claims, header_style="bold", box=_box(console))
+    cols = (("claim", "statement", "discrepancy", "allowed", "verdict") if claims else
+            ("check", "at", "measured", "allowed", "ratio", "verdict"))
+    for col in cols:
+        t.add_column(col, overflow="fold", no_wrap=col in ("check", "claim", "at", "ratio", "verdict"),
+                     justify="right" if col == "ratio" else "left")
+    for c in report.checks:
+        if claims:
+            t.add_row(c.name, esc(c.statement), esc(c.measured), esc(c.allowed),
+                      VERDICT_CELL[c.status])
+        else:
+            t.add_row(c.name, _at(c.worst, batch), esc(c.measured), esc(c.allowed),
+                      "" if c.score is None or c.kind == "input" else num(c.score, 2),
+                      VERDICT_CELL[c.status])
+    console.print(t)
+    if not claims:
+        console.print("measured and allowed: at the entry where error / allowance (the ratio; "
+                      "> 1 fails) is largest; the JSON has the maxima over all entries",
+                      style="dim")
+
+
+def _at(worst: dict | None, batch: bool) -> str:
+    """Where a check's headline was measured: "row 2, i 5", "i 5", "(i, k) (0, 1)"."""
+    if not worst:
+        return ""
+    idx = worst.get("index")
+    if isinstance(idx, list):
+        where = f"({', '.join(map(str, idx))})"
+    elif idx is not None:
+        where = f"i {idx}"
+    elif worst.get("probe") is not None:
+        where = f"probe {worst['probe']}"
+    else:
+        where = ""
+    row = f"row {worst['row']}" if batch or not where else ""
+    return ", ".join(p for p in (row, where) if p)
+
+
+def _box(console):
+    """Lines between columns where the terminal is wide; at 80 columns, none (the numbers
+    keep the room)."""
+    from rich import box
+
+    return box.HEAVY_HEAD if console.width >= 100 else box.SIMPLE_HEAD
+
+
+#: significant digits that tell a dtype's numbers apart (computed), and two more (exact)
+DIGITS = {"float64": 17, "float32": 9, "float16": 5, "bfloat16": 4}
+
+
+def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i",
+                   dtype: str = "float64") -> None:
+    """The entries of ``c`` with the largest error / allowance, largest first: a table, or
+    where the terminal is too narrow to keep every number whole, one line per entry. Causes
+    are named by their kind in the table and written out once below it."""
     from rich.table import Table
 
     if top <= 0:
         return
-    t = Table(title=f"worst entries: {c.name}", title_justify="left", header_style="bold")
-    cols = (["row"] if batch else []) + ["i", x_label, "computed", "exact", "abs err", "rel err",
-                                         "ULP", "allowed", "cause"]
+    entries = c.entries[:top]
+    d = DIGITS.get(dtype, 17)
+    title = f"worst entries of {c.name}, by error / allowance (ratio)"
+    t = Table(title=title, title_justify="left", header_style="bold", box=_box(console))
+    pair_index = bool(entries) and isinstance(entries[0].index, tuple)
+    cols = (["row"] if batch else []) + ["i, k" if pair_index else "i", x_label, "computed", "exact", "ULP", "allowed ULP",
+                                         "ratio", "cause"]
     for col in cols:
-        t.add_column(col, justify="left" if col == "cause" else "right", overflow="fold")
-    for e in c.entries[:top]:
-        style = "red" if e.abs_err > e.allowed or math.isnan(e.computed) else None
+        t.add_column(col, justify="left" if col == "cause" else "right",
+                     no_wrap=col != "cause", overflow="fold")
+    lines, widths = [], [len(col) for col in cols]
+    for e in entries:
+        ratio = error_ratio(e.abs_err, e.allowed)
+        style = "red" if not ratio <= 1 else None
+        a_ulp = e.allowed / e.ulp if e.ulp > 0 else None
         cells = ([str(e.row)] if batch else []) + [
-            str(e.index), num(e.x), num(e.computed, 10), num(e.reference, 10), num(e.abs_err, 3),
-            num(e.rel_err, 3), num(e.ulp_err, 3), num(e.allowed, 3), _esc(e.cause)]
+            _index(e.index), num(e.x), num(e.computed, d), num(e.reference, min(d + 2, 17)),
+            num(e.ulp_err, 3), num(a_ulp, 3), num(ratio, 2), cause_kind(e.cause) or
+            ("" if not e.cause else "see below")]
         t.add_row(*cells, style=style)
-    console.print(t)
+        widths = [max(w, len(cell)) for w, cell in zip(widths, cells)]
+        where = f"entry ({_index(e.index)})" if isinstance(e.index, tuple) else f"i {e.index}"
+        lines.append(("row " + str(e.row) + ", " if batch else "") + f"{where}: "
+                     f"x {num(e.x)}, computed {cells[-6]}, exact {cells[-5]}, "
+                     f"{cells[-4]} ULP (allowed {cells[-3]}), ratio {cells[-2]}"
+                     + (f", {cells[-1]}" if cells[-1] else ""))
+    # every number whole, and room for the cause's kind: else one line per entry
+    if sum(widths) + 3 * len(cols) + 1 <= console.width:
+        console.print(t)
+    else:
+        console.print(title)
+        for line in lines:
+            console.print("  " + _esc(line))
+    seen: dict[str, str] = {}
+    for e in entries:
+        kind = cause_kind(e.cause) or e.cause
+        if e.cause and kind not in seen:
+            seen[kind] = e.cause
+    for text in seen.values():
+        console.print(f"  cause: {_esc(text)}", style="dim")
+
+
+def _index(index) -> str:
+    return ", ".join(map(str, index)) if isinstance(index, tuple) else str(index)
 
 
 def _verification(b: dict, console) -> None:
@@ -200,16 +285,15 @@ def _overflow(b: dict, console) -> None:
         f"underflows to 0 below about {b['log_min_subnormal']:.2f} (subnormal below "
         f"{b['log_min_normal']:.2f})", style="dim")
     if b["overflow_count"]:
-        console.print(f"  [red]exp overflows at {b['overflow_count']} "
-                      f"entr{'y' if b['overflow_count'] == 1 else 'ies'}:[/] "
-                      f"{_short(b['overflow_indices'])}")
+        console.print(f"  [red]exp overflows at {plural(b['overflow_count'], 'entry', 'entries')}"
+                      f":[/] {_short(b['overflow_indices'])}")
     if b["every_exp_underflows"]:
-        console.print(f"  [red]every exp underflows[/] in rows "
-                      f"{_short(b['rows_every_exp_underflows'])}")
+        console.print(f"  [red]every exp underflows[/] in "
+                      f"{rows_words(b['rows_every_exp_underflows'], 10)}")
     elif b["underflow_count"]:
-        console.print(f"  exp underflows to 0 at {b['underflow_count']} entries")
+        console.print(f"  exp underflows to 0 at {plural(b['underflow_count'], 'entry', 'entries')}")
     if b["sum_overflows"]:
-        console.print(f"  [red]sum of exp overflows[/] in rows {_short(b['rows_sum_overflows'])}")
+        console.print(f"  [red]sum of exp overflows[/] in {rows_words(b['rows_sum_overflows'], 10)}")
 
 
 def _zero_condition(b: dict, console) -> None:

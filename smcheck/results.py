@@ -22,6 +22,7 @@ class Entry:
     ulp_err: float
     allowed: float
     cause: str = ""
+    ulp: float = math.nan  # the spacing of the dtype at the exact value (allowed / ulp: ULPs)
 
 
 @dataclass

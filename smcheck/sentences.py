@@ -5,6 +5,7 @@ rendered (its tables, its JSON). Checks and merges hand over records (:class:`Fa
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from .results import CheckResult, Failure, Finding, Note, fmt
@@ -17,16 +18,76 @@ def ilist(idx, limit: int = 8) -> str:
     return s + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
 
 
+def pair(a: float, b: float, digits: int = 3) -> tuple[str, str]:
+    """Two numbers shown side by side (a measure and its allowance), with as many digits as
+    it takes for different numbers to read differently ("1.0004 exceeds 1", never "1
+    exceeds 1")."""
+    for d in range(digits, 18):
+        sa, sb = fmt(a, d), fmt(b, d)
+        if sa != sb or a == b or a != a or b != b:
+            return sa, sb
+    return fmt(a, 17), fmt(b, 17)
+
+
+def measured_allowed(at: dict, unit: str = "ULP") -> tuple[str, str]:
+    """The summary table's "measured" and "allowed" cells of a comparison, both at the entry
+    whose error / allowance is largest (``at``: computed, exact, error, allowance, ulp and
+    allowed_ulp there). A figure that would mean nothing is written as what it means: a
+    relative error of a zero exact value, an error larger than the value itself, an
+    allowance that reaches the value (the dtype cannot resolve the entry)."""
+    c, x, err, a = at["computed"], at["exact"], at["error"], at["allowance"]
+    ulp, aulp = pair(at["ulp"], at["allowed_ulp"])
+    ax = abs(x)
+    if not math.isfinite(c):
+        measured = f"computed {fmt(c)} (exact {fmt(x)})"
+    elif ax == 0:
+        measured = f"{ulp} {unit} (exact 0)"
+    elif err > ax:
+        measured = f"error > |exact| (computed {fmt(c)}, exact {fmt(x)})"
+    else:
+        measured = f"{ulp} {unit}, rel {pair(err / ax, a / ax)[0]}"
+    if ax == 0 or not math.isfinite(ax):
+        allowed = f"{aulp} {unit}"
+    elif a >= ax:
+        allowed = f"{aulp} {unit} >= |exact| (unresolvable)"
+    else:
+        allowed = f"{aulp} {unit}, rel {pair(err / ax, a / ax)[1]}"
+    return measured, allowed
+
+
 def _where(f: Failure) -> str:
     idx = (f"index {f.index}" if not isinstance(f.index, tuple) else
            "entry (" + ", ".join(map(str, f.index)) + ")")
     return f"row {f.row}, {idx}"
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """"1 entry", "3 entries", "1 row", "2 rows"."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def rows_words(rows, limit: int = 8) -> str:
+    """"row 3" or "rows 0, 4, 7" (the first ``limit``, and how many in all)."""
+    rows = list(rows)
+    return ("row " if len(rows) == 1 else "rows ") + ilist(rows, limit)
+
+
+def _error_words(f: Failure) -> str:
+    """An entry's error next to its allowance, or what its numbers mean when an error
+    figure would not (a non-finite result, an error larger than the value)."""
+    c, x = fmt(f.computed, 10), fmt(f.exact, 10)
+    if not math.isfinite(f.computed):
+        return f"computed {c}, exact {x} (allowed ±{fmt(f.allowance)})"
+    err, allowed = pair(f.error, f.allowance)
+    if f.exact != 0 and f.error > abs(f.exact):
+        return f"computed {c}, exact {x}: error {err} > |exact| (allowed {allowed})"
+    return f"computed {c}, exact {x}, error {err} (allowed {allowed}, {fmt(f.ulp)} ULP)"
+
+
 def _exceed(f: Failure) -> str:
-    return (f"{f.count} of {f.total} entries exceed their allowance; worst: {_where(f)}: "
-            f"computed {fmt(f.computed, 10)}, exact {fmt(f.exact, 10)}, error {fmt(f.error)} "
-            f"(allowed {fmt(f.allowance)}, {fmt(f.ulp)} ULP)" + (f" — {f.cause}" if f.cause else ""))
+    return (f"{f.count} of {plural(f.total, 'entry', 'entries')} "
+            f"{'exceeds its' if f.count == 1 else 'exceed their'} allowance; "
+            f"worst: {_where(f)}: {_error_words(f)}" + (f" — {f.cause}" if f.cause else ""))
 
 
 def _exp_overflow(f: Failure) -> str:
@@ -45,26 +106,32 @@ def _normalization(f: Failure) -> str:
     e = f.extra
     stall = (f" — the normaliser is off (a sum accumulated in {e['stall_dtype']} stalls once it "
              "outgrows its terms: accumulate in float32 or pairwise)" if e["stall_dtype"] else "")
-    return (f"row {f.row}: {e['what']} = {fmt(f.error)} exceeds {fmt(f.allowance)} (sum = "
+    err, allowed = pair(f.error, f.allowance)
+    return (f"row {f.row}: {e['what']} = {err} exceeds {allowed} (sum = "
             f"{fmt(e['sum'], 17)}){stall}")
 
 
 def _non_finite(f: Failure) -> str:
     e = f.extra
     kinds = ", ".join(f"{e[k]} {k}" for k in ("nan", "inf") if e[k])
-    return f"{f.count} non-finite entries ({kinds}); first: {e['first']}"
+    return f"{plural(f.count, 'non-finite entry', 'non-finite entries')} ({kinds}); first: {e['first']}"
 
 
 def _fd(f: Failure) -> str:
     e = f.extra
-    return (f"row {f.row}{'' if f.index is None else ', entry ' + str(f.index)}: computed "
-            f"{fmt(f.computed, 10)}, finite difference {fmt(f.exact, 10)} ± {fmt(e['fd_error'])} "
-            f"({e['method']}), difference {fmt(f.error)} > allowed {fmt(f.allowance)}")
+    where = f"row {f.row}{'' if f.index is None else ', entry ' + str(f.index)}"
+    if not math.isfinite(f.exact):
+        return (f"{where}: computed {fmt(f.computed, 10)}; the finite difference ({e['method']}) "
+                f"is {fmt(f.exact)}: the implementation is not finite near x")
+    diff, allowed = pair(f.error, f.allowance)
+    return (f"{where}: computed {fmt(f.computed, 10)}, finite difference {fmt(f.exact, 10)} ± "
+            f"{fmt(e['fd_error'])} ({e['method']}), difference {diff} > allowed {allowed}")
 
 
 def _sum(f: Failure) -> str:
+    err, allowed = pair(f.error, f.allowance)
     return (f"row {f.row}{'' if f.index is None else ', index ' + str(f.index)}: "
-            f"|{f.extra['label']}| = {fmt(f.error)} exceeds {fmt(f.allowance)}")
+            f"|{f.extra['label']}| = {err} exceeds {allowed}")
 
 
 def _probe(f: Failure) -> str:
@@ -74,15 +141,25 @@ def _probe(f: Failure) -> str:
 
 def _symmetry(f: Failure) -> str:
     i, k = f.index
+    if i == k or not (math.isfinite(f.computed) and math.isfinite(f.exact)):
+        bad = [f"J[{a}, {b}] = {fmt(v, 10)}" for a, b, v in ((i, k, f.computed), (k, i, f.exact))
+               if not math.isfinite(v)][:1 if i == k else 2]
+        return f"row {f.row}: {' and '.join(bad)} is not a number: J cannot be symmetric"
     return (f"row {f.row}: J[{i}, {k}] = {fmt(f.computed, 10)} but J[{k}, {i}] = "
             f"{fmt(f.exact, 10)}")
 
 
 def _shift(f: Failure) -> str:
     e = f.extra
+    rel = e["max_rel_err"]
+    if not (math.isfinite(f.ulp) and math.isfinite(rel)):
+        what = "results that are not finite"
+    elif rel > 1:
+        what = f"errors larger than the values (max rel {fmt(rel)})"
+    else:
+        what = f"max {fmt(f.ulp)} ULP, rel {fmt(rel)}"
     return (f"at the {e['shift']} shift (max(x + c) = {fmt(e['max_of_shifted_x'], 4)}): "
-            f"max {fmt(f.ulp)} ULP, rel {fmt(e['max_rel_err'])}"
-            + (f" — {f.cause}" if f.cause else ""))
+            f"{what}" + (f" — {f.cause}" if f.cause else ""))
 
 
 def _grad_x(f: Failure) -> str:
@@ -126,7 +203,8 @@ NOTES: dict[str, Callable[[Note], str]] = {
 
 def finding_line(f: Finding) -> str:
     return f.template.format(count=f.count, total=f.total, example=f.example,
-                             ies="y" if f.count == 1 else "ies", s="" if f.count == 1 else "s")
+                             ies="y" if f.count == 1 else "ies", s="" if f.count == 1 else "s",
+                             its="its" if f.count == 1 else "their")
 
 
 def line(item) -> str:

@@ -106,7 +106,7 @@ def test_the_logsumexp_family_fails_where_x_is_large(x, dtype):
             continue
         rep = smcheck.check(cmd, x, impl=f, dtype=dtype)
         assert "reference" in failed(rep)
-        assert "magnitude of x" in rep.checks[0].entries[0].cause
+        assert "rounding at |x|: |x| up to" in rep.checks[0].entries[0].cause
         if log and x == [1e8, 1e8]:  # README: [0, 0] for -log 2, 11.6 million ULP off
             assert rep.result == [0.0, 0.0]
             assert rep.checks[0].max_ulp == pytest.approx(1.163e7, rel=1e-3)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..results import CheckResult, Report
-from . import common, fd, forward, jacobian, loss, merge, vjp
+from . import common, forward, jacobian, loss, merge, vjp
 
 CheckFn = Callable[[object], "CheckResult | None"]
 
@@ -31,20 +31,20 @@ TABLE: dict[str, list[tuple[str, CheckFn, merge.Hook | None]]] = {
     ],
     "jacobian": [
         ("reference", jacobian.jacobian_reference, None),
-        ("finite_difference", jacobian.jacobian_fd, fd.merge_fd),
+        ("finite_difference", jacobian.jacobian_fd, None),
         ("symmetry", jacobian.jacobian_symmetry, None),
         ("zero_sums", jacobian.jacobian_zero_sums, jacobian.merge_zero_sums),
         ("shift_invariance", jacobian.jacobian_shift_invariance, common.merge_shifts),
     ],
     "vjp": [
         ("reference", vjp.vjp_reference, None),
-        ("finite_difference", vjp.vjp_fd, fd.merge_fd),
+        ("finite_difference", vjp.vjp_fd, None),
         ("zero_sum", vjp.vjp_zero_sum, None),
         ("shift_invariance", vjp.vjp_shift_invariance, common.merge_shifts),
     ],
     "loss": [
         ("reference", loss.loss_reference, None),
-        ("finite_difference", loss.loss_fd, fd.merge_fd),
+        ("finite_difference", loss.loss_fd, None),
         ("zero_condition", loss.loss_zero_condition, loss.merge_zero_condition),
         ("domain", loss.loss_domain, loss.merge_domain),
         ("shift_invariance", loss.loss_shift_invariance, common.merge_shifts),

@@ -20,10 +20,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..causes import cause
 from ..dtypes import DtypeInfo
 from ..errors_ulp import Comparison, Overrides, error_ratio
 from ..impls import Implementation
 from ..results import CheckResult, Entry, Failure, Finding, fmt, merge_findings
+from ..sentences import measured_allowed
 
 
 @dataclass(kw_only=True)
@@ -92,8 +94,17 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
                          computed=float(cmp.computed[pos]), reference=float(cmp.ref[pos]),
                          abs_err=float(cmp.abs_err[pos]), rel_err=cmp.rel_err_at(pos),
                          ulp_err=cmp.ulp_err_at(pos), allowed=float(cmp.allowed[pos]),
-                         cause=cause(r, *rest)))
+                         cause=cause(r, *rest), ulp=float(cmp.ulp[pos])))
     return out
+
+
+def at_entry(cmp: Comparison, pos) -> dict:
+    """The numbers of one entry of a comparison that a headline shows: computed, exact, the
+    error and its allowance, both in ULPs, and their ratio."""
+    err, a, ulp = float(cmp.abs_err[pos]), float(cmp.allowed[pos]), float(cmp.ulp[pos])
+    return {"computed": float(cmp.computed[pos]), "exact": float(cmp.ref[pos]), "error": err,
+            "allowance": a, "ulp": cmp.ulp_err_at(pos), "allowed_ulp": a / ulp if ulp else math.inf,
+            "ratio": score(cmp.ratio, pos)}
 
 
 def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> Failure:
@@ -125,8 +136,8 @@ FTZ_TEMPLATE = ("flush-to-zero: {count} entr{ies} whose exact value is subnormal
 
 def ftz_cause(c: float, ref: float, info: DtypeInfo) -> str:
     if flushed(np.float64(c), np.float64(ref), info):
-        return (f"flush-to-zero: exact {fmt(ref)} is subnormal in {info.name}, computed 0 "
-                "(--allow-ftz accepts it)")
+        return cause("flush-to-zero", f"exact {fmt(ref)} is subnormal in {info.name}, computed "
+                     "0 (--allow-ftz accepts it)")
     return ""
 
 
@@ -145,18 +156,13 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
     results flushed to zero (the failure's cause; ``flushed_mask`` where a command knows more
     entries that a flush explains, e.g. a VJP entry whose s_i is subnormal)."""
     w = cmp.worst_index()
+    at = None if w is None else at_entry(cmp, w)
     worst = None if w is None else {"row": int(rows[w[0]]),
-                                    "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]]}
+                                    "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]],
+                                    "ratio": at["ratio"]}
     m = cmp.maxima()
     bad = int(np.count_nonzero(~cmp.ok))
-    measured = f"max {fmt(m['max_ulp'])} ULP, rel {fmt(m['max_rel_err'])}"
-    if w is not None:
-        a, ref = float(cmp.allowed[w]), abs(float(cmp.ref[w]))
-        with np.errstate(over="ignore", invalid="ignore"):
-            rel = fmt(a / ref) if 0 < ref < np.inf else "-"
-            allowed = f"{fmt(a / float(cmp.ulp[w]))} ULP, rel {rel} (entry {worst['index']})"
-    else:
-        allowed = "-"
+    measured, allowed = measured_allowed(at) if at is not None else ("-", "-")
     res = CheckResult(name=name, passed=cmp.passed, max_abs_err=m["max_abs_err"],
                       max_rel_err=m["max_rel_err"], max_ulp=m["max_ulp"],
                       tolerance=cmp.tolerance.to_json(info), worst=worst, measured=measured,
@@ -273,18 +279,20 @@ def shift_invariance(case, quantity: str) -> CheckResult:
     res.entries = by_shift[worst_label]["entries"]
     res.merge_data.update(worst_shift=worst_label, by_shift=by_shift)
     res.findings = by_shift[worst_label]["findings"]
-    res.failures = _shift_lines(res)
+    res.failures = _shift_lines(res, {k: _first_cause(v["entries"]) for k, v in by_shift.items()})
     return res
 
 
-def _shift_lines(res: CheckResult) -> list[Failure]:
-    """One record per failing shift, the worst entry's cause with the worst shift's; then
-    what else failed (the command's extra failures)."""
-    cause = res.entries[0].cause if res.entries else ""
-    return [Failure("shift", ulp=p["max_ulp"],
-                    cause=cause if p["shift"] == res.merge_data["worst_shift"] else "",
+def _shift_lines(res: CheckResult, causes: dict[str, str]) -> list[Failure]:
+    """One record per failing shift, each with the cause of its own worst entry (``causes``:
+    shift -> cause); then what else failed (the command's extra failures)."""
+    return [Failure("shift", ulp=p["max_ulp"], cause=causes.get(p["shift"], ""),
                     extra={k: p[k] for k in ("shift", "max_of_shifted_x", "max_rel_err")})
             for p in res.details["shifts"] if not p["passed"]] + res.merge_data.get("extra", [])
+
+
+def _first_cause(entries) -> str:
+    return next((e.cause for e in entries if e.cause), "")
 
 
 def entry_order(e):
@@ -301,7 +309,11 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.details["failing_entries"] = sum(s["failing"] for s in shift)
     out.findings = merge_findings([s["findings"] for s in shift])
     out.merge_data["extra"] = [line for p in parts for line in p.merge_data.get("extra", [])]
-    out.failures = _shift_lines(out)
+    causes = {}
+    for key in out.merge_data["by_shift"]:
+        each = [p.merge_data["by_shift"][key]["entries"] for p in parts]
+        causes[key] = _first_cause(sorted((e for s in each for e in s), key=entry_order)[:top])
+    out.failures = _shift_lines(out, causes)
 
 
 def add_run_findings(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:

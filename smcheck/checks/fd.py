@@ -13,6 +13,7 @@ from ..errors_ulp import error_ratio
 from ..exceptions import InputError
 from ..impls import Implementation
 from ..results import CheckResult, Failure
+from ..sentences import pair
 from .common import fmt, score
 
 
@@ -48,15 +49,17 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
     passed = m["passed"]
     # the method and step of the worst entry's estimate (one estimate per row, or one in all)
     f0 = fd[int(pos[0])] if len(fd) > 1 and len(fd) == computed.shape[0] else fd[0]
-    worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None}
+    worst = {"row": int(rows[pos[0]]), "index": index_of(pos) if index_of else None,
+             "ratio": m["ratio_at"]}
+    shown, allow_shown = pair(diff_at, allow_at)
     res = CheckResult(
         name="finite_difference", passed=passed, max_abs_err=m["max_diff"],
         max_rel_err=m["max_rel"], max_ulp=None,
         tolerance={"formula": "|computed - FD| <= FD error bound + the computed value's allowance",
                    "method": f0.method, "step": float(np.max(f0.step)),
                    "expected_accuracy": f0.expected_accuracy, "atol": m["max_allow"]},
-        worst=worst, measured=_fd_words(m["max_diff"], f0.method),
-        allowed=f"{fmt(allow_at)} (FD error {fmt(err_at)})", statement=statement,
+        worst=worst, measured=f"|c - FD| = {shown} ({f0.method})",
+        allowed=f"{allow_shown} (FD error {fmt(err_at)})", statement=statement,
         score=m["ratio_at"])
     res.details["fd"] = {"method": f0.method, "expected_accuracy": f0.expected_accuracy,
                          "max_fd_error_bound": m["max_err"]}
@@ -68,14 +71,6 @@ def fd_result(name: str, statement: str, measured_vals, fd: "list[finite_diff.FD
             exact=float(e_at), error=float(diff_at), allowance=float(allow_at),
             extra={"fd_error": float(err_at), "method": f0.method}))
     return res
-
-
-def merge_fd(out: CheckResult, parts: list[CheckResult], top: int) -> None:
-    out.measured = _fd_words(out.max_abs_err, out.tolerance["method"])
-
-
-def _fd_words(max_diff: float, method: str) -> str:
-    return f"max |c - FD| = {fmt(max_diff)} ({method})"
 
 
 
@@ -163,12 +158,14 @@ def sum_check(name: str, statement: str, sums: np.ndarray, allowed: np.ndarray, 
     ok = sums <= allowed
     ratio = error_ratio(sums, allowed)
     pos = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    shown, allow_shown = pair(float(sums[pos]), float(allowed[pos]))
     res = CheckResult(
         name=name, passed=bool(np.all(ok)), max_abs_err=float(np.max(sums)),
         max_rel_err=None, max_ulp=None,
         tolerance={"formula": "sum of the summed entries' allowances", "atol": float(np.max(allowed))},
-        worst={"row": int(rows[pos[0]]), "index": int(pos[1]) if len(pos) > 1 else None},
-        measured=f"max |{label}| = {fmt(sums[pos])}", allowed=fmt(allowed[pos]),
+        worst={"row": int(rows[pos[0]]), "index": int(pos[1]) if len(pos) > 1 else None,
+               "ratio": score(ratio, pos)},
+        measured=f"|{label}| = {shown}", allowed=allow_shown,
         statement=statement, score=score(ratio, pos))
     if not res.passed:
         res.failures.append(Failure(

@@ -13,13 +13,14 @@ from typing import Callable
 
 import numpy as np
 
+from ..causes import cause
 from ..ddmath import row_sums_blocked
 from ..dtypes import DtypeInfo
 from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure, Finding
-from ..sentences import ilist
+from ..sentences import ilist, pair
 from ..tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
                          softmax_tolerance)
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
@@ -147,47 +148,48 @@ class ForwardCase(Case):
         if np.isnan(c):
             ov = np.flatnonzero(exp_overflows(X[r], info))
             if ov.size:
-                return (f"nan: exp(x_j) overflows for x_j > log(realmax) = {info.log_max:.2f} "
-                        f"(indices {ilist(ov)}), inf/inf = nan")
+                return cause("overflow", f"exp(x_j) overflows for x_j > log(realmax) = "
+                             f"{info.log_max:.2f} (indices {ilist(ov)}), inf/inf = nan")
             if np.all(exp_underflows(X[r], info)):
-                return (f"nan: every exp(x_j) underflows (x_j < log(min subnormal) = "
-                        f"{info.log_eta:.2f}), division by a zero sum: 0/0 = nan")
-            return "nan"
+                return cause("zero sum", f"every exp(x_j) underflows (x_j < log(min "
+                             f"subnormal) = {info.log_eta:.2f}), 0/0 = nan")
+            return ""
         if cmp.ok[r, i]:
             return ""
         if np.isinf(c):
-            return f"overflow: computed {c}, exact {fmt(ref)}"
+            return cause("overflow", f"computed {c}, exact {fmt(ref)}")
         if not self.log:
             ftz = ftz_cause(c, ref, info)
             if ftz:
                 return ftz
             if c == 0 and exp_overflows(X[r], info).any():
-                return ("division by an infinite sum: exp(x_j) overflows (x_j > log(realmax) = "
-                        f"{info.log_max:.2f}), so every finite term / inf = 0")
+                return cause("infinite sum", f"exp(x_j) overflows (x_j > log(realmax) = "
+                             f"{info.log_max:.2f}), so every finite term / inf = 0")
             if c == 0 and abs(ref) >= info.tiny:
-                return f"underflow: computed 0, exact {fmt(ref)} is a normal number"
+                return cause("underflow", f"computed 0, exact {fmt(ref)} is a normal number")
             if 0 < abs(c) < info.tiny <= abs(ref):
-                return "gradual underflow: computed a subnormal, exact is normal"
+                return cause("underflow", "computed a subnormal, exact is normal")
         if self.log and self.metric == "strict":
             if self._scaled_ok is None:
                 self._scaled_ok = self.compare(self.computed, self.exact, "scaled").ok
             if self._scaled_ok[r, i]:
-                return "cancellation: relative digits lost (within the scaled bound)"
+                return cause("cancellation", "relative digits lost (within the scaled bound)")
         m = float(np.max(np.abs(X[r][np.isfinite(X[r])])))
         scale = abs(ref) if not self.log else 1.0
         # rounding at |x| (logsumexp formed at the magnitude of max(x)) errs by up to u |x|
         if info.u * m * scale > cmp.allowed[r, i] and cmp.abs_err[r, i] <= 2 * info.u * m * scale:
-            return (f"rounding at the magnitude of x (|x| up to {fmt(m)}), not of the gaps "
-                    "x_i - max(x): e.g. x - logsumexp(x) without the shift")
+            return cause("rounding at |x|", f"|x| up to {fmt(m)}, not the gaps x_i - max(x): "
+                         "e.g. x - logsumexp(x) without the shift")
         total = self.row_total(r)
         allowed = normalization_allowance(self.exact.d[r:r + 1], self.exact.s_hi[r:r + 1],
                                           info, self.log, self.ftz)[0]
         if abs(total - 1) > allowed:
-            stall = (f" (a sum accumulated in {info.name} stalls once it outgrows its terms: "
-                     "accumulate in float32 or pairwise)" if info.p < 24 and total > 1 else "")
-            return (f"the normaliser is off: the row sums to 1 {'+' if total > 1 else '-'} "
-                    f"{fmt(abs(total - 1))}{stall}")
-        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+            off = f"the row sums to 1 {'+' if total > 1 else '-'} {fmt(abs(total - 1))}"
+            if info.p < 24 and total > 1:
+                return cause("stall", f"{off}: a sum accumulated in {info.name} stops growing "
+                             "once it outgrows its terms (accumulate in float32 or pairwise)")
+            return cause("normaliser", off)
+        return ""
 
 
 def forward_reference(case: ForwardCase) -> CheckResult:
@@ -267,12 +269,14 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
     ratio = error_ratio(err, allowed)
     r = int(np.argmax(ratio))
     mx = float(np.max(err))
+    shown, allow_shown = pair(float(err[r]), float(allowed[r]))
     res = CheckResult(
         name="normalization", passed=bool(np.all(ok)), max_abs_err=mx, max_rel_err=mx,
-        max_ulp=mx / info.eps, worst={"row": int(case.rows[r]), "index": None},
+        max_ulp=mx / info.eps,
+        worst={"row": int(case.rows[r]), "index": None, "ratio": score(ratio, r)},
         tolerance={"source": cmp.tolerance.source, "formula": NORMALIZATION_FORMULA[case.log],
                    "unit_roundoff": info.u, "atol": float(np.max(allowed))},
-        measured=f"{what} = {fmt(err[r])} (row {case.rows[r]})", allowed=fmt(allowed[r]),
+        measured=f"{what} = {shown}", allowed=allow_shown,
         statement=f"each row of the computed {case.quantity} sums to 1"
         + (" after exp" if case.log else "") + " within the error of a correct sum",
         score=score(ratio, r))

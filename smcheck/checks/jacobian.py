@@ -8,12 +8,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..causes import cause
 from ..blocks import blocks
 from ..ddmath import fsum_rows
 from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
+from ..sentences import pair
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score, shift_invariance,
                      top_entries, worst_failure)
@@ -109,11 +111,11 @@ class JacobianCase(Case):
         if k is None:  # a probe (n > --max-dense)
             c = cmp.computed[r, i]
             if np.isnan(c):
-                return "nan: the softmax it is built from is not finite"
-            return "" if cmp.ok[r, i] else f"error {fmt(cmp.ratio[r, i])} x its allowance"
+                return cause("non-finite softmax", "computed nan")
+            return ""
         c = cmp.computed[r, i, k]
         if np.isnan(c):
-            return "nan: the softmax it is built from is not finite"
+            return cause("non-finite softmax", "computed nan")
         if cmp.ok[r, i, k] and (self.metric == "strict" or not self.explain_passing
                                 or self.strict.ok[r, i, k]):
             return ""
@@ -123,12 +125,10 @@ class JacobianCase(Case):
         om = self.exact.om_hi[r]
         if i == k and not self.strict.ok[r, i, k]:
             if self.log:
-                return (f"cancellation: 1 - s_{k} with s_{k} = 1 - {fmt(om[k])}; sum the other "
-                        "entries instead")
-            return (f"cancellation: s_{i} - s_{i}^2 with s_{i} = 1 - {fmt(om[i])}; use "
-                    f"s_{i} * (sum of the other s_j)")
-        if not cmp.ok[r, i, k]:
-            return f"error {fmt(cmp.ratio[r, i, k])} x its allowance"
+                return cause("cancellation", f"1 - s_{k} with s_{k} = 1 - {fmt(om[k])}; sum "
+                             "the other entries instead")
+            return cause("cancellation", f"s_{i} - s_{i}^2 with s_{i} = 1 - {fmt(om[i])}; use "
+                         f"s_{i} * (sum of the other s_j)")
         return ""
 
     # probes (n > --max-dense): v^T J u, never forming J
@@ -207,9 +207,11 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             max_rel_err=float(np.max(diff / np.maximum(np.abs(p["hi"]), 1e-300))), max_ulp=None,
             tolerance={"formula": "|c - v^T J u| <= rho * natural size of v^T J u (README)",
                        "atol": float(np.max(p["allowed"]))},
-            worst={"row": int(case.rows[pos[0]]), "index": None, "probe": int(pos[1])},
-            measured=f"max |c - v^T J u| = {fmt(diff[pos])} ({case.probes} probes)",
-            allowed=fmt(p["allowed"][pos]),
+            worst={"row": int(case.rows[pos[0]]), "index": None, "probe": int(pos[1]),
+                   "ratio": score(ratio, pos)},
+            measured=f"|c - v^T J u| = {pair(diff[pos], p['allowed'][pos])[0]} (probe "
+            f"{int(pos[1])} of {case.probes})",
+            allowed=pair(diff[pos], p["allowed"][pos])[1],
             statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
             "--max-dense) agrees with the exact value", score=score(ratio, pos))
         res.notes.append(Note("probes", {"n": int(case.X.shape[1]), "probes": case.probes}))
@@ -239,7 +241,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             res.findings = [f for f in res.findings if f.kind != "unresolvable"]
             res.findings.append(Finding(
                 "cancelled", len(idx), int(cmp.ok.size),
-                "{count} entr{ies} lost their relative accuracy to cancellation in " + what
+                "{count} entr{ies} lost {its} relative accuracy to cancellation in " + what
                 + " (s near 1), e.g. {example}"
                 + ("" if strict else "; within the scaled bound, --metric strict fails them"),
                 f"row {case.rows[r]}, entry ({i}, {k})", fails=strict))
@@ -282,11 +284,11 @@ SYM_TILE = 128
 def _symmetry(J: np.ndarray, a: np.ndarray):
     """|J - J^T| against a + a^T, a strip of rows at a time (the columns it meets are read as
     contiguous runs), without forming the n x n differences. Returns (passed, max |J - J^T|,
-    worst position (row, i, k) by excess over the allowance, its allowance, max allowance,
-    that excess)."""
+    worst position (row, i, k) by |J - J^T| / allowance, its |J - J^T| and allowance, max
+    allowance, that ratio)."""
     rows, n, _ = J.shape
     passed, max_asym, max_allowed = True, 0.0, 0.0
-    best = (-np.inf, (0, 0, 0), 0.0)
+    best = (-np.inf, (0, 0, 0), 0.0, 0.0)
     for r in range(rows):
         for i0 in range(0, n, SYM_TILE):
             i1 = min(i0 + SYM_TILE, n)
@@ -297,13 +299,13 @@ def _symmetry(J: np.ndarray, a: np.ndarray):
             passed = passed and bool(np.all(asym <= allowed))
             max_asym = max(max_asym, float(np.max(asym)))
             max_allowed = max(max_allowed, float(np.max(allowed)))
-            with np.errstate(invalid="ignore"):
-                excess = asym - allowed
-            k = int(np.argmax(excess))
-            if excess.flat[k] > best[0]:
+            ratio = error_ratio(asym, allowed)
+            k = int(np.argmax(ratio))
+            if ratio.flat[k] > best[0]:  # the first largest in row-major order
                 i, j = divmod(k, n)
-                best = (float(excess.flat[k]), (r, i0 + i, j), float(allowed.flat[k]))
-    return passed, max_asym, best[1], best[2], max_allowed, best[0]
+                best = (float(ratio.flat[k]), (r, i0 + i, j), float(asym.flat[k]),
+                        float(allowed.flat[k]))
+    return passed, max_asym, best[1], best[2], best[3], max_allowed, best[0]
 
 
 def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
@@ -317,15 +319,17 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
                          "v^T J u - u^T J v")
     J = case.J
     a = case.cmp.allowed
-    passed, max_asym, pos, allowed_at, max_allowed, excess = _symmetry(J, a)
+    passed, max_asym, pos, asym_at, allowed_at, max_allowed, ratio = _symmetry(J, a)
+    shown, allow_shown = pair(asym_at, allowed_at)
     res = CheckResult(
         name="symmetry", passed=passed, max_abs_err=max_asym,
         max_rel_err=None, max_ulp=None,
         tolerance={"formula": "|J_ik - J_ki| <= allowance_ik + allowance_ki",
                    "atol": max_allowed},
-        worst={"row": int(case.rows[pos[0]]), "index": [int(pos[1]), int(pos[2])]},
-        measured=f"max |J - J^T| = {fmt(max_asym)}", allowed=fmt(allowed_at),
-        statement="the computed softmax Jacobian is symmetric", score=excess)
+        worst={"row": int(case.rows[pos[0]]), "index": [int(pos[1]), int(pos[2])],
+               "ratio": ratio},
+        measured=f"|J_ik - J_ki| = {shown}", allowed=allow_shown,
+        statement="the computed softmax Jacobian is symmetric", score=ratio)
     if not res.passed:
         res.failures.append(Failure("symmetry", row=int(case.rows[pos[0]]),
                                     index=(int(pos[1]), int(pos[2])), computed=float(J[pos]),
@@ -350,22 +354,25 @@ def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
     if not case.log:
         cols = fsum_rows(case.J, axis=1)
         resc = sum_check("zero_sums", "", cols, np.sum(a, axis=1), case.rows, "1^T J")
-        res.merge_data = {"rows": (res.passed, res.max_abs_err, res.measured, res.failures),
-                          "cols": (resc.passed, resc.max_abs_err, resc.score, resc.failures)}
+        res.merge_data = {"rows": _sums_part(res), "cols": _sums_part(resc)}
         _zero_sums_cols(res)
     return res
 
 
+def _sums_part(res: CheckResult) -> tuple:
+    return (res.passed, res.max_abs_err, res.score, res.failures, res.measured, res.allowed,
+            res.worst)
+
+
 def _zero_sums_cols(res: CheckResult) -> None:
-    """The columns' sums (softmax: 1^T J = 0) joined to the rows' result."""
-    passed, max_abs, measured, failures = res.merge_data["rows"]
-    c_passed, c_max, _, c_failures = res.merge_data["cols"]
-    res.passed, res.max_abs_err, res.measured, res.failures = passed, max_abs, measured, failures
-    if not c_passed or c_max > max_abs:
-        res.failures = failures + c_failures
-        res.passed = passed and c_passed
-        res.max_abs_err = max(max_abs, c_max)
-        res.measured = measured + f"; max |1^T J| = {fmt(c_max)}"
+    """The rows' sums (J 1 = 0) and the columns' (softmax: 1^T J = 0) as one check: the
+    headline is the worse of the two by error / allowance."""
+    rows, cols = res.merge_data["rows"], res.merge_data["cols"]
+    w = cols if cols[2] > rows[2] else rows
+    res.passed = rows[0] and cols[0]
+    res.max_abs_err = max(rows[1], cols[1])
+    res.score, res.measured, res.allowed, res.worst = w[2], w[4], w[5], w[6]
+    res.failures = rows[3] + cols[3]
 
 
 def merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> None:
@@ -373,14 +380,10 @@ def merge_zero_sums(out: CheckResult, parts: list[CheckResult], top: int) -> Non
         return  # log-softmax (rows only) or probes: merged as any check
     rows = [p.merge_data["rows"] for p in parts]
     cols = [p.merge_data["cols"] for p in parts]
-    w = max(range(len(parts)), key=lambda i: parts[i].score)  # the rows' worst chunk
-    wc = max(range(len(parts)), key=lambda i: cols[i][2])  # the columns' worst chunk
-    out.merge_data = {
-        "rows": (all(r[0] for r in rows), max(r[1] for r in rows), rows[w][2], rows[w][3]),
-        "cols": (all(c[0] for c in cols), max(c[1] for c in cols), cols[wc][2], cols[wc][3])}
+    out.merge_data = {key: (all(q[0] for q in qs), max(q[1] for q in qs),
+                            *max(qs, key=lambda q: q[2])[2:])
+                      for key, qs in (("rows", rows), ("cols", cols))}
     _zero_sums_cols(out)
-
-
 
 
 def jacobian_shift_invariance(case: JacobianCase) -> CheckResult:

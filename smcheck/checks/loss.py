@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..causes import cause
 from .. import finite_diff
 from ..ddmath import fsum_rows
 from ..dtypes import DtypeInfo
@@ -113,9 +114,9 @@ class LossCase(Case):
             return ""
         z, c = self.Z[r, i], cmp.computed[r, i]
         if not np.isfinite(c) and 0 < abs(z) < self.info.tiny:
-            return (f"flush-to-zero: z_i = {fmt(z)} is subnormal in {self.info.name} and was "
-                    "read as 0 (denormals-are-zero; --allow-ftz accepts it)")
-        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+            return cause("flush-to-zero", f"z_i = {fmt(z)} is subnormal in {self.info.name} "
+                         "and was read as 0 (denormals-are-zero; --allow-ftz accepts it)")
+        return ""
 
     @property
     def grad_x(self) -> Comparison | None:

@@ -15,8 +15,7 @@ import numpy as np
 from ..errors_ulp import error_ratio
 from ..reference.verify import merge as merge_verification
 from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
-                       ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report, fmt,
-                       merge_findings)
+                       ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report, merge_findings)
 from .common import entry_order
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
@@ -63,8 +62,6 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
         max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
         measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
         merge_data=dict(w.merge_data))
-    if w.max_ulp is not None and out.max_ulp is not None and w.measured.startswith("max "):
-        out.measured = f"max {fmt(out.max_ulp)} ULP, rel {fmt(out.max_rel_err)}"
     out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
     out.notes = _merge_notes([c.notes for c in results], w.notes)
     out.failures = _merge_failures(results, w)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..causes import cause
 from ..ddmath import fsum_rows
 from ..errors_ulp import Comparison, apply_overrides, compare
 from ..exceptions import ImplementationError
@@ -70,14 +71,15 @@ class VjpCase(Case):
     def cause(self, r: int, i: int) -> str:
         cmp = self.cmp
         if np.isnan(cmp.computed[r, i]):
-            return "nan: the softmax it is built from is not finite"
+            return cause("non-finite softmax", "computed nan")
         if cmp.ok[r, i]:
             return ""
         if self.flushed[r, i]:
             return (ftz_cause(cmp.computed[r, i], cmp.ref[r, i], self.info) or
-                    f"flush-to-zero: s_{i} = {fmt(self.exact.softmax.s_hi[r, i])} is subnormal "
-                    f"in {self.info.name}, so z_{i} came out 0 (--allow-ftz accepts it)")
-        return f"error {fmt(cmp.ratio[r, i])} x its allowance"
+                    cause("flush-to-zero", f"s_{i} = {fmt(self.exact.softmax.s_hi[r, i])} is "
+                          f"subnormal in {self.info.name}, so z_{i} came out 0 (--allow-ftz "
+                          "accepts it)"))
+        return ""
 
 
 def vjp_reference(case: VjpCase) -> CheckResult:
