@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand
 
 from .exceptions import InputError
+from .output import output_path
 
 
 class PanelCommand(TyperCommand):
@@ -97,6 +98,13 @@ Check = Annotated[bool, typer.Option(
     "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
                                     rich_help_panel=COMMON)]
+Output = Annotated[Optional[str], typer.Option(
+    "--output", "-o", help="write the report (the JSON with --json) to this file instead of "
+    "stdout, whole or not at all; plain text, no colour; - is stdout", rich_help_panel=COMMON,
+    show_default=False, callback=output_path)]
+NoColor = Annotated[bool, typer.Option(
+    "--no-color", help="no colour or other styling in the report, as with $NO_COLOR",
+    rich_help_panel=COMMON)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the verdict is the "
                                      "exit status (implies --check)", rich_help_panel=COMMON)]
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",

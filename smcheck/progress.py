@@ -14,8 +14,9 @@ class Progress:
 
     THRESHOLD = 30_000  # reference entries: about a second of mpmath work
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, no_color: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
+        self.no_color = no_color
         self.bar = None
         self.task = None
 
@@ -25,7 +26,8 @@ class Progress:
         if self.bar is None:
             from rich.progress import Progress as RichProgress
 
-            self.bar = RichProgress(console=make_console(stderr=True), transient=True)
+            self.bar = RichProgress(console=make_console(stderr=True, no_color=self.no_color),
+                                    transient=True)
             self.task = self.bar.add_task("exact reference", total=total)
             self.bar.start()
         self.bar.advance(self.task, done)
@@ -38,8 +40,9 @@ class Progress:
 class SweepProgress:
     """A rich progress bar on stderr (terminal only) that counts sweep cases."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, no_color: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
+        self.no_color = no_color
         self.bar = None
         self.task = None
 
@@ -52,7 +55,8 @@ class SweepProgress:
 
             self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                    console=make_console(stderr=True), transient=True)
+                                    console=make_console(stderr=True, no_color=self.no_color),
+                                    transient=True)
             self.task = self.bar.add_task("sweep", total=None)
             self.bar.start()
         else:
