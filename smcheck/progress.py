@@ -38,11 +38,14 @@ class Progress:
 
 
 class SweepProgress:
-    """A rich progress bar on stderr (terminal only) that counts sweep cases."""
+    """A rich progress bar on stderr (terminal only) that counts sweep cases: "done/total",
+    the total set by :func:`smcheck.sweep.run_sweep` before the first case (``None`` shows
+    "done/?")."""
 
     def __init__(self, enabled: bool, no_color: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
         self.no_color = no_color
+        self.total: int | None = None
         self.bar = None
         self.task = None
 
@@ -57,7 +60,7 @@ class SweepProgress:
                                     MofNCompleteColumn(), TimeElapsedColumn(),
                                     console=make_console(stderr=True, no_color=self.no_color),
                                     transient=True)
-            self.task = self.bar.add_task("sweep", total=None)
+            self.task = self.bar.add_task("sweep", total=self.total)
             self.bar.start()
         else:
             self.bar.advance(self.task, 1)

@@ -1,17 +1,22 @@
-"""The command line's features of issue 17: ``--output FILE`` and ``--no-color``. Each through
-the CLI, the exit status first, then the text."""
+"""The command line's features of issue 17: ``--output FILE``, ``--no-color`` and the sweep's
+progress total. Each through the CLI, the exit status first, then the text."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from smcheck.exceptions import SmcheckError
 from smcheck.output import write_file
+from smcheck.progress import SweepProgress
+from smcheck.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 ESC = "\x1b["
@@ -228,3 +233,87 @@ def test_output_file_is_plain_on_a_forced_terminal(cli, forced_terminal, tmp_pat
 def test_no_color_leaves_json_alone(cli, forced_terminal):
     assert cli(*RUNS["forward"], "--json", "--no-color").out == cli(*RUNS["forward"],
                                                                       "--json").out
+
+
+# --- the sweep's progress total ------------------------------------------------------------------
+
+class Recorder:
+    """A progress callable with a ``total``, as the CLI's SweepProgress."""
+
+    def __init__(self):
+        self.total = None
+        self.seen = []
+
+    def __call__(self, label):
+        self.seen.append((label, self.total))
+
+
+def test_sweep_gives_its_progress_the_number_of_cases():
+    rec = Recorder()
+    res = run_sweep("stable", ["float64", "float32"], ["benign", "overflow"],
+                    commands=("forward", "log_softmax"), dps=20, progress=rec)
+    assert rec.total == len(res.cases) == 2 * 2 * 2
+    assert [t for _, t in rec.seen] == [8] * 8  # known before the first case
+    calls = []
+    run_sweep("stable", ["float64"], ["benign"], commands=("forward",), dps=20,
+              progress=calls.append)  # a plain callable (no total) still works
+    assert calls == ["benign float64 forward"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_sweep_bar_shows_done_of_total(monkeypatch):
+    """The bar on a (fake) terminal: 'done/5', never 'done/?'."""
+    err = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("COLUMNS", "120")
+    bar = SweepProgress(enabled=True)
+    try:
+        run_sweep("stable", ["float64"], ["benign"], dps=20, progress=bar)
+    finally:
+        bar.close()
+    counts = re.findall(r"(\d+)/([0-9?]+)", err.getvalue())
+    assert counts and {total for _, total in counts} == {"5"}, err.getvalue()[-400:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux pseudo-terminal")
+def test_sweep_command_bar_has_a_total_on_a_real_terminal():
+    """`smcheck sweep` with stderr on a pseudo-terminal: the bar counts 'k/5'; --no-color
+    takes its colours away."""
+    import pty
+    import select
+
+    def bar_of(*extra):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([sys.executable, "-m", "smcheck", *RUNS["sweep"], "--json",
+                              *extra], stdout=subprocess.PIPE, stderr=slave, cwd=REPO,
+                             env=dict(os.environ, TERM="xterm", COLUMNS="120"))
+        os.close(slave)
+        buf = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+            elif p.poll() is not None:
+                break
+        os.close(master)
+        assert p.wait(timeout=120) == 0
+        assert b'"command": "sweep"' in p.stdout.read()
+        p.stdout.close()
+        return buf.decode("utf-8", "replace")
+
+    text = bar_of()
+    counts = re.findall(r"(\d+)/([0-9?]+)", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))
+    assert ("0", "5") in counts and {t for _, t in counts} == {"5"}, text[-400:]
+    assert re.search(r"\x1b\[(3\d|9\d)m", text)  # coloured
+    plain = bar_of("--no-color")
+    assert "0/5" in plain and not re.search(r"\x1b\[[0-9;]*m", plain), plain[-400:]
