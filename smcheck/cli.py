@@ -23,9 +23,9 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from . import __version__
 from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt, Impl,
-                          Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
+                          InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
                           NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
-                          Rtol, Scale, Seed, StrictDtype, SweepSeed, TFile, Top,
+                          Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
                           TText, Verify, VFile, VText, Workers, XFile, XText, negative_input,
                           no_such_option)
 from .exceptions import SmcheckError
@@ -53,7 +53,8 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False):
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+        install_completion: InstallCompletion = None, show_completion: ShowCompletion = None):
     """Verify softmax, log-softmax and their derivatives against an mpmath reference."""
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Optional
 
 import typer
+from typer import completion
 from typer.core import TyperCommand
 
 from .exceptions import InputError
@@ -149,6 +150,45 @@ TFile = Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
 VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
                                               show_default=False)]
 LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
+
+
+# --- shell completion (the root's options) -----------------------------------------------------
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion(action: str):
+    """The callback of --install-completion / --show-completion SHELL: typer's own (the script
+    for ``SHELL``, with ``_SMCHECK_COMPLETE`` as its variable), the shell named rather than
+    guessed."""
+
+    def callback(ctx: typer.Context, value: Optional[str]):
+        if value is None or ctx.resilient_parsing:
+            return None
+        if value not in SHELLS:
+            raise InputError(f"--{action}-completion {value}: not a shell smcheck completes "
+                             f"(use {', '.join(SHELLS)})")
+        from typer import completion
+
+        getattr(completion, f"{action}_callback")(ctx, None, value)  # prints, then exits
+
+    return callback
+
+
+def _completion_option(action: str, help: str):
+    return typer.Option(f"--{action}-completion", metavar="SHELL", help=help, is_eager=True,
+                        expose_value=False, show_default=False, callback=_completion(action))
+
+
+# typer's completion classes (what answers `_SMCHECK_COMPLETE=complete_bash smcheck`), as
+# Typer(add_completion=True) registers them: typer.main has imported them already, so this
+# costs microseconds and loads nothing
+completion.completion_init()
+InstallCompletion = Annotated[Optional[str], _completion_option(
+    "install", "install completion of smcheck's commands and options for SHELL (bash, zsh, "
+    "fish, powershell, pwsh) in its start-up file, and exit")]
+ShowCompletion = Annotated[Optional[str], _completion_option(
+    "show", "print the completion script for SHELL (to install it yourself), and exit")]
 
 
 def no_such_option(exc) -> str:

@@ -1,11 +1,12 @@
-"""The command line's features of issue 17: ``--output FILE``, ``--no-color`` and the sweep's
-progress total. Each through the CLI, the exit status first, then the text."""
+"""The command line's features of issue 17: ``--output FILE``, ``--no-color``, shell completion
+and the sweep's progress total. Each through the CLI, the exit status first, then the text."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -233,6 +234,103 @@ def test_output_file_is_plain_on_a_forced_terminal(cli, forced_terminal, tmp_pat
 def test_no_color_leaves_json_alone(cli, forced_terminal):
     assert cli(*RUNS["forward"], "--json", "--no-color").out == cli(*RUNS["forward"],
                                                                       "--json").out
+
+
+# --- shell completion ----------------------------------------------------------------------------
+
+def test_help_start_up_loads_nothing_new_for_output_and_completion():
+    """``smcheck --help`` in a fresh interpreter: the completion options and --output add no
+    module to its start-up (tempfile, which loads random, comes only to write a file; typer's
+    rich help only for a completion request) beside the heavy ones of test_cli."""
+    script = ("import sys\nfrom smcheck.cli import main\ntry:\n    main(['--help'])\n"
+              "except SystemExit:\n    pass\nprint('@@', *sorted(sys.modules))")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    loaded = set(p.stdout.rsplit("@@", 1)[1].split())
+    assert {"smcheck.output", "smcheck.console"} <= loaded  # the control: it ran
+    assert loaded.isdisjoint({"tempfile", "random", "typer.rich_utils", "rich", "numpy",
+                              "mpmath", "smcheck.report", "smcheck.sweep"})
+
+
+def test_show_completion_bash_prints_the_script(cli):
+    r = cli("--show-completion", "bash")
+    assert (r.code, r.err) == (0, "")
+    assert "_SMCHECK_COMPLETE=complete_bash" in r.out
+    assert "complete -o default -F _smcheck_completion smcheck" in r.out
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish", "powershell", "pwsh"])
+def test_show_completion_other_shells(cli, shell):
+    r = cli("--show-completion", shell)
+    assert (r.code, r.err) == (0, "")
+    assert "_SMCHECK_COMPLETE" in r.out and "smcheck" in r.out
+
+
+def test_completion_needs_a_known_shell(cli):
+    one_error_line(cli("--show-completion", "tcsh"), "--show-completion tcsh", "bash")
+    one_error_line(cli("--install-completion", "cmd.exe"), "--install-completion", "zsh")
+    one_error_line(cli("--show-completion"), "--show-completion", "requires an argument")
+
+
+def test_root_help_lists_the_completion_options(cli):
+    out = cli("--help").out
+    assert "--install-completion SHELL" in out and "--show-completion SHELL" in out
+    assert "--install-completion" not in cli("forward", "--help").out
+
+
+@pytest.mark.parametrize("words, cword, expected", [
+    ("smcheck fo", 1, ["forward"]),
+    ("smcheck forward --no-c", 2, ["--no-color"]),
+    ("smcheck sweep --out", 2, ["--output"]),
+    ("smcheck --show", 1, ["--show-completion"]),
+])
+def test_the_completion_protocol_answers(cli, monkeypatch, words, cword, expected):
+    """What the bash script asks (``_SMCHECK_COMPLETE=complete_bash`` with COMP_WORDS): the
+    commands and options that complete the word, one a line."""
+    monkeypatch.setenv("_SMCHECK_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(cword))
+    r = cli()
+    assert (r.code, r.err) == (0, "")
+    assert r.out.split() == expected
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_bash_script_completes_in_bash(tmp_path):
+    """The script of --show-completion bash, sourced in a real bash, completes 'smcheck fo'
+    through a `smcheck` program on PATH (a wrapper of this interpreter); nothing is installed
+    into any shell's start-up file."""
+    script = subprocess.run([sys.executable, "-m", "smcheck", "--show-completion", "bash"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "completion.sh").write_text(script.stdout)
+    program = tmp_path / "bin" / "smcheck"
+    program.parent.mkdir()
+    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m smcheck "$@"\n')
+    program.chmod(0o755)
+    probe = ('source "$1"; COMP_WORDS=(smcheck fo); COMP_CWORD=1; _smcheck_completion smcheck; '
+             'printf "%s\\n" "${COMPREPLY[@]}"')
+    env = dict(os.environ, PATH=f"{program.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
+                                          if p))
+    p = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe, "bash",
+                        str(tmp_path / "completion.sh")], capture_output=True, text=True,
+                       cwd=REPO, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["forward"]
+
+
+def test_install_completion_writes_only_into_the_home_it_is_given(cli, tmp_path, monkeypatch):
+    """--install-completion bash with HOME a fresh directory: the script and the line that
+    sources it land there (never in the real home of whoever runs the tests)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    r = cli("--install-completion", "bash")
+    assert r.code == 0, r.err
+    script = tmp_path / ".bash_completions" / "smcheck.sh"
+    assert "_SMCHECK_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+    assert "bash completion installed" in r.out
 
 
 # --- the sweep's progress total ------------------------------------------------------------------
