@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from smcheck import cli as cli_module
 from smcheck.exceptions import SmcheckError
 from smcheck.output import write_file
 from smcheck.progress import SweepProgress
@@ -192,6 +193,18 @@ def test_write_file_mode_links_and_devices(tmp_path):
     if os.path.exists("/dev/null"):
         write_file("/dev/null", "nothing", "--output")
         assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_output_width_follows_columns_and_a_bad_columns_is_ignored(cli, tmp_path, monkeypatch):
+    """The file's text report is as wide as $COLUMNS (120 without it); a $COLUMNS that is not
+    a positive number is ignored (it used to end in an internal error)."""
+    widths = {}
+    for columns in ("60", "abc", "0"):
+        monkeypatch.setenv("COLUMNS", columns)
+        r = cli(*NAIVE_FAILS, "-o", tmp_path / "r.txt")
+        assert (r.code, r.err) == (0, "")
+        widths[columns] = max(map(len, (tmp_path / "r.txt").read_text().splitlines()))
+    assert widths["60"] <= 60 < widths["abc"] == widths["0"] <= 120
 
 
 def test_output_is_in_help_of_each_command(cli):
@@ -415,3 +428,25 @@ def test_sweep_command_bar_has_a_total_on_a_real_terminal():
     assert re.search(r"\x1b\[(3\d|9\d)m", text)  # coloured
     plain = bar_of("--no-color")
     assert "0/5" in plain and not re.search(r"\x1b\[[0-9;]*m", plain), plain[-400:]
+
+
+# --- README ----------------------------------------------------------------------------------------
+
+def help_options(text: str) -> set[str]:
+    """The long options a help text lists (each at the start of its line)."""
+    return set(re.findall(r"^ {2}(?:-\w, )?(--[a-z][a-z-]*)", text, re.MULTILINE))
+
+
+def test_readme_common_options_table_matches_help(cli):
+    """Every option of the README's "Common options" table is an option of some command, and
+    every option in forward's "Common options" panel is in the table."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Common options", 1)[1].split("\n### ", 1)[0]
+    firsts = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| `")]
+    table = {o for cell in firsts for o in re.findall(r"`(--[a-z][a-z-]*)", cell)}
+    everywhere = set().union(*(help_options(cli(c.callback.__name__, "--help").out)
+                               for c in cli_module.app.registered_commands))
+    assert {"--output", "--no-color"} <= table
+    assert table <= everywhere, table - everywhere
+    common = help_options(cli("forward", "--help").out.split("Common options:")[1])
+    assert common <= table, common - table
