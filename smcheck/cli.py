@@ -22,12 +22,14 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from . import __version__
-from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt,
-                          Impl, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric, PanelCommand,
-                          Positional, PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed,
-                          StrictDtype, SweepSeed, TFile, Top, TText, Verify, VFile, VText,
-                          Workers, XFile, XText, negative_input, no_such_option)
+from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt, Impl,
+                          InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
+                          NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
+                          Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
+                          TText, Verify, VFile, VText, Workers, XFile, XText, negative_input,
+                          no_such_option)
 from .exceptions import SmcheckError
+from .output import Destination, show, write_file
 from .process import keep_freed_memory
 from .progress import Progress, SweepProgress
 
@@ -51,18 +53,18 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False):
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+        install_completion: InstallCompletion = None, show_completion: ShowCompletion = None):
     """Verify softmax, log-softmax and their derivatives against an mpmath reference."""
 
 
-def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int) -> None:
-    """Render the report as asked and leave with the right exit status."""
-    from .report import make_console, render, to_json_text
+def emit(report, *, json_out: bool, quiet: bool, check: bool, top: int, to: Destination) -> None:
+    """Render the report as asked, on stdout or into the file of --output, and leave with the
+    right exit status."""
+    from .report import render, to_json_text
 
-    if json_out and not quiet:
-        sys.stdout.write(to_json_text(report, __version__, top) + "\n")
-    elif not quiet:
-        render(report, make_console(), top)
+    show(to, quiet=quiet, draw=lambda console: render(report, console, top),
+         text=(lambda: to_json_text(report, __version__, top) + "\n") if json_out else None)
     raise typer.Exit(report.exit_status(check or quiet))  # --quiet's verdict is its status
 
 
@@ -81,12 +83,13 @@ def forward(
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+    output: Output = None, no_color: NoColor = False,
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
     from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run("forward", src, not quiet, x=src.array, workers=workers,
+    report = _run("forward", src, Progress(not quiet, no_color), x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
                   metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
                   verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype)
@@ -94,18 +97,18 @@ def forward(
         from .plot import plot_forward
 
         plot_forward(report, plot)
-    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
-def _run(command, src, progress_enabled, *, x, workers=None, companions=None, keep_arrays=False,
-         **kw):
+def _run(command, src, progress: Progress, *, x, workers=None, companions=None,
+         keep_arrays=False, **kw):
     """``command`` over the rows of x, in chunks on ``workers`` processes (see
-    smcheck.run.check_rows); ``kw`` are the options (smcheck.options.Options)."""
+    smcheck.run.check_rows), ``progress`` drawing the bar; ``kw`` are the options
+    (smcheck.options.Options)."""
     from .options import Options
     from .run import check_rows
 
     keep_freed_memory()
-    progress = Progress(enabled=progress_enabled)
     try:
         report = check_rows(command, x, Options(**kw), workers=workers,
                             companions=companions or {}, progress=progress,
@@ -134,17 +137,18 @@ def jacobian(
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+    output: Output = None, no_color: NoColor = False,
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
     from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run("jacobian", src, not quiet, x=src.array, workers=workers, impl=impl,
-                  dtype=dtype, dps=dps,
-                  log=log, metric=metric, fd=fd, max_dense=max_dense, seed=seed, rtol=rtol,
-                  atol=atol, max_ulp=max_ulp, top=top, engine=engine, verify=verify_reference,
-                  allow_ftz=allow_ftz, strict_dtype=strict_dtype)
-    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+    report = _run("jacobian", src, Progress(not quiet, no_color), x=src.array, workers=workers,
+                  impl=impl, dtype=dtype, dps=dps, log=log, metric=metric, fd=fd,
+                  max_dense=max_dense, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp,
+                  top=top, engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
+                  strict_dtype=strict_dtype)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
 @app.command(cls=PanelCommand, short_help="Check the VJP z = s * (v - <v, s>), computed in O(n).")
@@ -158,6 +162,7 @@ def vjp(
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+    output: Output = None, no_color: NoColor = False,
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
     from .sources import flag_name, load_companion, load_x, same_shape
@@ -165,12 +170,12 @@ def vjp(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     varr = load_companion("v", v, v_file, max_size=max_size)
     same_shape(flag_name("v", v, v_file), varr, "x", src.array)
-    report = _run("vjp", src, not quiet, x=src.array, workers=workers,
+    report = _run("vjp", src, Progress(not quiet, no_color), x=src.array, workers=workers,
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
                   strict_dtype=strict_dtype)
-    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
 @app.command(cls=PanelCommand,
@@ -190,6 +195,7 @@ def loss(
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
+    output: Output = None, no_color: NoColor = False,
 ):
     """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
 
@@ -214,13 +220,13 @@ def loss(
     if src is not None:
         same_shape(flag_name("v", v, v_file), varr, "x", src.array)
         same_shape(flag_name("z", z, z_file), zarr, "x", src.array)
-    report = _run("loss", src, not quiet,
+    report = _run("loss", src, Progress(not quiet, no_color),
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
                   dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
                   strict_dtype=strict_dtype)
-    emit(report, json_out=json, quiet=quiet, check=check, top=top)
+    emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
 @app.command(cls=PanelCommand, short_help="Verify every identity of the derivation in mpmath.")
@@ -233,7 +239,8 @@ def claims(
     v: VText = None, v_file: VFile = None,
     t: Annotated[Optional[str], typer.Option("--t", help="targets for the loss claim",
                                              show_default=False)] = None,
-    t_file: TFile = None, dps: Dps = 50, check: Check = False, json: Json = False, quiet: Quiet = False,
+    t_file: TFile = None, dps: Dps = 50, check: Check = False, json: Json = False,
+    quiet: Quiet = False, output: Output = None, no_color: NoColor = False,
 ):
     """Verify every identity of the derivation in mpmath at --dps digits (random x by default)."""
     from .claims import run_claims
@@ -254,7 +261,7 @@ def claims(
     same_shape(flag_name("t", t, t_file), tarr, "x", arr)
     report = run_claims(arr, claim=claim or None, dps=dps, v=varr, t=tarr, seed=seed)
     report.options["input"] = src.description if src else f"random n=5 seed={seed}"
-    emit(report, json_out=json, quiet=quiet, check=check, top=10)
+    emit(report, json_out=json, quiet=quiet, check=check, top=10, to=Destination(output, no_color))
 
 
 @app.command(cls=PanelCommand, short_help="Run every preset x dtype x command on one impl.")
@@ -272,13 +279,14 @@ def sweep(
         "--plot", help="draw the matrix as an image (needs matplotlib)",
         show_default=False)] = None,
     dps: Dps = 50, seed: SweepSeed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
-    check: Check = False, json: Json = False, quiet: Quiet = False,
+    check: Check = False, json: Json = False, quiet: Quiet = False, output: Output = None,
+    no_color: NoColor = False,
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
     from .sweep import resolve_dtypes, run_sweep
 
     dts = resolve_dtypes(dtype or ["float64"])
-    bar = SweepProgress(enabled=not quiet)
+    bar = SweepProgress(not quiet, no_color)
     try:
         res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar,
                         allow_ftz=allow_ftz)
@@ -287,30 +295,17 @@ def sweep(
     if junit:
         from .sweep import junit_xml
 
-        _write(junit, junit_xml(res), "--junit")
+        write_file(junit, junit_xml(res), "--junit")
     if plot:
         from .plot import plot_sweep
 
         plot_sweep(res.cases, plot)
-    if json and not quiet:
-        from .report import dumps
+    from .report import dumps, render_sweep
 
-        sys.stdout.write(dumps(res.to_json(__version__)) + "\n")
-    elif not quiet:
-        from .report import make_console, render_sweep
-
-        render_sweep(res, make_console())
+    show(Destination(output, no_color), quiet=quiet,
+         draw=lambda console: render_sweep(res, console),
+         text=(lambda: dumps(res.to_json(__version__)) + "\n") if json else None)
     raise typer.Exit(1 if (check or quiet) and not res.passed else 0)
-
-
-def _write(path: str, text: str, option: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise SmcheckError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
-    except ValueError:  # open() itself, on a path with a NUL byte
-        raise SmcheckError(f"{option} {path!r}: not a valid file path") from None
 
 
 @app.command(cls=PanelCommand, short_help="List the named adversarial inputs.")

@@ -10,9 +10,11 @@ import re
 from typing import Annotated, Optional
 
 import typer
+from typer import completion
 from typer.core import TyperCommand
 
 from .exceptions import InputError
+from .output import output_path
 
 
 class PanelCommand(TyperCommand):
@@ -97,6 +99,13 @@ Check = Annotated[bool, typer.Option(
     "fails, else 3 if the input leaves something unjudgeable, else 0", rich_help_panel=COMMON)]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout",
                                     rich_help_panel=COMMON)]
+Output = Annotated[Optional[str], typer.Option(
+    "--output", "-o", help="write the report (the JSON with --json) to this file instead of "
+    "stdout, whole or not at all; plain text, no colour; - is stdout", rich_help_panel=COMMON,
+    show_default=False, callback=output_path)]
+NoColor = Annotated[bool, typer.Option(
+    "--no-color", help="no colour or other styling in the report, as with $NO_COLOR",
+    rich_help_panel=COMMON)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the verdict is the "
                                      "exit status (implies --check)", rich_help_panel=COMMON)]
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
@@ -141,6 +150,45 @@ TFile = Annotated[Optional[str], typer.Option("--t-file", help="t from a file",
 VFile = Annotated[Optional[str], typer.Option("--v-file", help="v from a file",
                                               show_default=False)]
 LogOpt = Annotated[bool, typer.Option("--log", help="log-softmax instead of softmax")]
+
+
+# --- shell completion (the root's options) -----------------------------------------------------
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion(action: str):
+    """The callback of --install-completion / --show-completion SHELL: typer's own (the script
+    for ``SHELL``, with ``_SMCHECK_COMPLETE`` as its variable), the shell named rather than
+    guessed."""
+
+    def callback(ctx: typer.Context, value: Optional[str]):
+        if value is None or ctx.resilient_parsing:
+            return None
+        if value not in SHELLS:
+            raise InputError(f"--{action}-completion {value}: not a shell smcheck completes "
+                             f"(use {', '.join(SHELLS)})")
+        from typer import completion
+
+        getattr(completion, f"{action}_callback")(ctx, None, value)  # prints, then exits
+
+    return callback
+
+
+def _completion_option(action: str, help: str):
+    return typer.Option(f"--{action}-completion", metavar="SHELL", help=help, is_eager=True,
+                        expose_value=False, show_default=False, callback=_completion(action))
+
+
+# typer's completion classes (what answers `_SMCHECK_COMPLETE=complete_bash smcheck`), as
+# Typer(add_completion=True) registers them: typer.main has imported them already, so this
+# costs microseconds and loads nothing
+completion.completion_init()
+InstallCompletion = Annotated[Optional[str], _completion_option(
+    "install", "install completion of smcheck's commands and options for SHELL (bash, zsh, "
+    "fish, powershell, pwsh) in its start-up file, and exit")]
+ShowCompletion = Annotated[Optional[str], _completion_option(
+    "show", "print the completion script for SHELL (to install it yourself), and exit")]
 
 
 def no_such_option(exc) -> str:

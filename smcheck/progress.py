@@ -14,8 +14,9 @@ class Progress:
 
     THRESHOLD = 30_000  # reference entries: about a second of mpmath work
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, no_color: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
+        self.no_color = no_color
         self.bar = None
         self.task = None
 
@@ -25,7 +26,8 @@ class Progress:
         if self.bar is None:
             from rich.progress import Progress as RichProgress
 
-            self.bar = RichProgress(console=make_console(stderr=True), transient=True)
+            self.bar = RichProgress(console=make_console(stderr=True, no_color=self.no_color),
+                                    transient=True)
             self.task = self.bar.add_task("exact reference", total=total)
             self.bar.start()
         self.bar.advance(self.task, done)
@@ -36,10 +38,14 @@ class Progress:
 
 
 class SweepProgress:
-    """A rich progress bar on stderr (terminal only) that counts sweep cases."""
+    """A rich progress bar on stderr (terminal only) that counts sweep cases: "done/total",
+    the total set by :func:`smcheck.sweep.run_sweep` before the first case (``None`` shows
+    "done/?")."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, no_color: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
+        self.no_color = no_color
+        self.total: int | None = None
         self.bar = None
         self.task = None
 
@@ -52,8 +58,9 @@ class SweepProgress:
 
             self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                    console=make_console(stderr=True), transient=True)
-            self.task = self.bar.add_task("sweep", total=None)
+                                    console=make_console(stderr=True, no_color=self.no_color),
+                                    transient=True)
+            self.task = self.bar.add_task("sweep", total=self.total)
             self.bar.start()
         else:
             self.bar.advance(self.task, 1)

@@ -123,8 +123,9 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
               seed: int = 0, engine: str = "auto",
               progress: Callable[[str], None] | None = None,
               allow_ftz: bool = False) -> SweepResult:
-    """Run the battery. ``progress(label)`` is called before each case; ``allow_ftz``
-    accepts subnormal results flushed to zero."""
+    """Run the battery. ``progress(label)`` is called before each case (a ``progress`` with a
+    ``total`` attribute gets the number of cases there first); ``allow_ftz`` accepts
+    subnormal results flushed to zero."""
     implementation = get_implementation(impl)  # fail early on an unknown or missing impl
     if implementation.one_function:
         # one callable computes one quantity: a user's function is swept as a softmax
@@ -135,6 +136,8 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
         if c not in COMMANDS:
             raise InputError(f"unknown sweep command '{c}' (use {', '.join(COMMANDS)})")
     res = SweepResult(implementation.name, dts, names, list(commands), dps)
+    if hasattr(progress, "total"):
+        progress.total = len(names) * len(dts) * len(commands)
     for name in names:
         x = get_preset(name).make()
         for dt in dts:

@@ -116,7 +116,8 @@ def test_python_m_smcheck_version():  # subprocess: the module entry point
 HEAVY = ("mpmath", "torch", "jax", "numpy", "rich")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["forward", "--help"], ["--version"], []])
+@pytest.mark.parametrize("argv", [["--help"], ["forward", "--help"], ["--version"], [],
+                                  ["--show-completion", "bash"]])
 def test_help_does_not_import_heavy_modules(argv):  # subprocess: a fresh interpreter
     script = textwrap.dedent(f"""
         import json, sys
