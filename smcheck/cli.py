@@ -25,8 +25,8 @@ from . import __version__
 from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt,
                           Impl, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric, PanelCommand,
                           Positional, PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed,
-                          StrictDtype, SweepSeed, TFile, Top, TText, Verify, VFile, VText,
-                          Workers, XFile, XText, negative_input, no_such_option)
+                          StrictDtype, SweepSeed, TFile, Top, TText, Validate, Verify, VFile,
+                          VText, Workers, XFile, XText, negative_input, no_such_option)
 from .exceptions import SmcheckError
 from .process import keep_freed_memory
 from .progress import Progress, SweepProgress
@@ -337,6 +337,14 @@ def presets(json: Json = False):
     for it in items:
         t.add_row(it["name"], " x ".join(map(str, it["shape"])), it["description"])
     make_console().print(t)
+
+
+@app.command(cls=PanelCommand, short_help="Print the JSON Schema of --json, or validate one.")
+def schema(validate: Validate = None):
+    """Print the JSON Schema that every command's --json document follows (or validate one)."""
+    from .schema import command
+
+    raise typer.Exit(command(validate))
 
 
 def main(argv: list[str] | None = None) -> None:
