@@ -79,7 +79,7 @@ def _zero_condition_json(zc: dict) -> dict:
     is not a VJP."""
     return {**zc, "<v,s>": zc.get("<v,s>"),
             "entries": [{**e, "v_i": e.get("v_i"), "<v,s>": e.get("<v,s>")}
-                                      for e in zc["entries"]]}
+                        for e in zc["entries"]]}
 
 
 def report_json(report: Report, version: str, top: int | None = None) -> dict:
