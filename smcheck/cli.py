@@ -26,8 +26,8 @@ from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, E
                           InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
                           NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
                           Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
-                          TText, Verify, VFile, VText, Workers, XFile, XText, negative_input,
-                          no_such_option)
+                          TText, Validate, Verify, VFile, VText, Workers, XFile, XText,
+                          negative_input, no_such_option)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
 from .process import keep_freed_memory
@@ -332,6 +332,14 @@ def presets(json: Json = False):
     for it in items:
         t.add_row(it["name"], " x ".join(map(str, it["shape"])), it["description"])
     make_console().print(t)
+
+
+@app.command(cls=PanelCommand, short_help="Print the JSON Schema of --json, or validate one.")
+def schema(validate: Validate = None):
+    """Print the JSON Schema that every command's --json document follows (or validate one)."""
+    from .schema import command
+
+    raise typer.Exit(command(validate))
 
 
 def main(argv: list[str] | None = None) -> None:

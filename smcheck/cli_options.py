@@ -239,3 +239,8 @@ def negative_input(args: list[str], app) -> list[str]:
             a = "--x=" + a
         out.append(a)
     return out
+
+
+Validate = Annotated[Optional[str], typer.Option(
+    "--validate", help="validate this --json document (a file, or - for stdin) instead: "
+    "exit 0 valid, 1 not (needs the jsonschema package)", show_default=False)]

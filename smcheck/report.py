@@ -12,7 +12,8 @@ from .console import make_console  # noqa: F401 - the CLI takes it from here
 from .causes import cause_kind
 from .errors_ulp import error_ratio
 from .reference.verify import note
-from .results import NO_RESULT, RESULT_MAX, CheckResult, Entry, Finding, Report, jnum, jsonable
+from .results import (NO_RESULT, RESULT_MAX, CheckResult, Entry, Finding, Report, jnum, jsonable,
+                      result_size)
 from .sentences import failure_lines, finding_line, note_lines, plural, rows_words
 
 PASS, FAIL = "[green]✓ pass[/]", "[bold red]✗ FAIL[/]"
@@ -51,30 +52,61 @@ def finding_json(f: Finding) -> dict:
 
 
 def check_json(c: CheckResult, top: int | None = None) -> dict:
+    """One check's JSON: every key always there (smcheck/schema.json). ``worst_entries`` is a
+    list (at most ``top``; empty when ``top`` is 0) for a check that compares entry by entry
+    (it counts ``failing_entries``), null for one that has no entries."""
     out = {"name": c.name, "passed": c.passed, "status": c.status, "kind": c.kind,
            "statement": c.statement, "max_abs_err": jnum(c.max_abs_err),
            "max_rel_err": jnum(c.max_rel_err), "max_ulp": jnum(c.max_ulp),
            "tolerance": jsonable(c.tolerance), "worst": jsonable(c.worst), "measured": c.measured,
            "allowed": c.allowed, "failures": failure_lines(c), "notes": note_lines(c),
-           "findings": [finding_json(f) for f in c.findings]}
-    if c.entries:
-        out["worst_entries"] = [entry_json(e) for e in c.entries[:top]]
+           "findings": [finding_json(f) for f in c.findings],
+           "worst_entries": [entry_json(e) for e in c.entries[:top]] if (
+               c.entries or "failing_entries" in c.details) else None}
     out.update(jsonable(c.details))
+    if isinstance(out.get("zero_condition"), dict):
+        out["zero_condition"] = _zero_condition_json(out["zero_condition"])
     return out
 
 
+#: the blocks of each command, null when the run has none (no defined row; not asked for)
+BLOCKS = {"forward": ("overflow", "reference_verification"),
+          "jacobian": ("reference_verification",),
+          "vjp": ("dot", "v_values", "reference_verification"),
+          "loss": ("zero_condition", "loss_value", "reference_verification")}
+
+
+def _zero_condition_json(zc: dict) -> dict:
+    """The zero condition's keys of z = v J(x) (``<v,s>``, an entry's ``v_i``), null when z
+    is not a VJP."""
+    return {**zc, "<v,s>": zc.get("<v,s>"),
+            "entries": [{**e, "v_i": e.get("v_i"), "<v,s>": e.get("<v,s>")}
+                        for e in zc["entries"]]}
+
+
 def report_json(report: Report, version: str, top: int | None = None) -> dict:
-    """The JSON document of a report (SPEC's keys), as plain Python data."""
-    size = math.prod(report.shape) if report.shape else 0
+    """The JSON document of a report (SPEC's keys, smcheck/schema.json), as plain Python
+    data: every key of the command there, null where it has no value."""
     out = {"smcheck": version, "command": report.command, "impl": report.impl,
            "dtype": report.dtype, "dps": report.dps, "shape": report.shape,
            "passed": report.passed, "input_conditions": jsonable(input_conditions(report)),
-           "reference_engine": report.reference, **jsonable(report.options),
+           "reference_engine": report.reference,
+           **jsonable({**report.options, "input": report.options.get("input")}),
            "checks": [check_json(c, top) for c in report.checks],
            "undefined_rows": report.undefined_rows, "notes": report.notes}
+    out.update({k: None for k in BLOCKS.get(report.command, ())})
     out.update(jsonable(report.blocks))
-    if report.result is not NO_RESULT and size <= RESULT_MAX:
-        out["result"] = jsonable(report.result)
+    if isinstance(out.get("zero_condition"), dict):
+        out["zero_condition"] = _zero_condition_json(out["zero_condition"])
+    if report.command in BLOCKS:  # the commands that compute values (not claims)
+        size = result_size(report.command, report.shape)
+        if report.result is not NO_RESULT and size <= RESULT_MAX:
+            out["result"], out["result_omitted"] = jsonable(report.result), None
+        else:
+            why = (f"{size} numbers, more than the limit" if size > RESULT_MAX else
+                   "the Jacobian is not formed for n > --max-dense (checked on probes)")
+            out["result"] = None
+            out["result_omitted"] = {"reason": why, "limit": RESULT_MAX}
     return out
 
 

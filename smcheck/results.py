@@ -96,20 +96,31 @@ def fmt(v: float | None, digits: int = 3) -> str:
 
 
 #: the JSON's "result" (the computed values) holds at most this many numbers; a larger one is
-#: left out (the checks cover every entry)
+#: null, with "result_omitted" saying why (the checks cover every entry)
 RESULT_MAX = 4096
 #: per-row failure lines a check lists (e.g. where exp overflows): its first rows in row order
 ROWS_NAMED = 5
 #: lists of entries in a check's details stop at this many (the counts cover every entry)
 LIST_MAX = 100
 #: the details' counts that chunks of a batch add up (other numbers: the worst chunk's)
-SUMMED_DETAILS = ("failing_entries", "condition_count")
+SUMMED_DETAILS = ("failing_entries", "condition_count", "exact_zero_count", "unreliable_count")
 #: the details' lists that are cut at LIST_MAX (the others hold one item per row or per entry)
 CAPPED_LISTS = ("non_finite", "domain_violations", "cancelled", "entries")
-#: the overflow block's lists of indices stop at this many (its counts cover every entry)
+#: the blocks' lists of indices stop at this many (overflow, zero condition; their counts
+#: cover every entry)
 INDEX_LIST_MAX = 1000
-#: the blocks' lists that are cut, and where (chunks of a batch are cut the same way)
-CAPPED_BLOCK_LISTS = {"overflow_indices": INDEX_LIST_MAX, "underflow_indices": INDEX_LIST_MAX}
+#: the blocks' lists that are cut, and where (chunks of a batch are cut the same way; the
+#: zero condition's lists are also a check's details)
+CAPPED_BLOCK_LISTS = {"overflow_indices": INDEX_LIST_MAX, "underflow_indices": INDEX_LIST_MAX,
+                      "exact_zero_indices": INDEX_LIST_MAX,
+                      "unreliable_indices": INDEX_LIST_MAX, "entries": LIST_MAX}
+
+
+def result_size(command: str, shape: list[int]) -> int:
+    """How many numbers the JSON's "result" of ``command`` on ``shape`` = [rows, n] holds:
+    rows x n x n for the Jacobian, rows x n otherwise."""
+    size = math.prod(shape) if shape else 0
+    return size * shape[-1] if command == "jacobian" and shape else size
 
 
 @dataclass

@@ -123,7 +123,7 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     result = np.full(Xr.shape, np.nan)
     if case is not None:
         result[rows] = case.computed
-    result_list = _result_list(result, rows, True)
+    result_list = _result_list(result, rows)
     notes = []
     if not X.shape[0]:
         notes.append("no row has a defined softmax: nothing to check")
@@ -137,7 +137,7 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
         options={"log": log, "metric": metric if log else None, "allow_ftz": allow_ftz,
                  "strict_dtype": strict_dtype},
         reference_bound=None if case is None else case.exact.rel_bound,
-        result=result_list if batch else result_list[0])
+        result=result_list)
     if case is not None:
         cmp = case.main
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -189,14 +189,14 @@ def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) ->
     return r
 
 
-def _result_list(full: np.ndarray, rows: np.ndarray, batch: bool):
-    """The computed values as lists (None for undefined rows), or the array itself (nan rows)
-    when it is too big for the JSON."""
+def _result_list(full: np.ndarray, rows: np.ndarray):
+    """The computed values as nested lists shaped like the report's ``shape`` (a list of
+    rows, a 1-D input one row; None for an undefined row), or NO_RESULT when they are too
+    many for the JSON."""
     if full.size > RESULT_MAX:
-        return full if batch else full[0]
+        return NO_RESULT
     keep = set(rows.tolist())
-    out = [row if r in keep else None for r, row in enumerate(full.tolist())]
-    return out if batch else out[0]
+    return [row if r in keep else None for r, row in enumerate(full.tolist())]
 
 
 def _check_fd(fd: str) -> str:
@@ -219,9 +219,10 @@ def run_jacobian(x, options: Options | None = None, *, row_offset=0, progress=No
     X = defined_rows(Xr, rows)
     n = Xr.shape[1]
     dense = n <= max_dense
-    batch = x.ndim == 2
     tick = _ticker(progress, X.size)
     checks_out, result, vectors, blocks = [], NO_RESULT, {}, {}
+    full = np.full((Xr.shape[0], n, n), np.nan) if dense and Xr.shape[0] * n * n <= RESULT_MAX \
+        else None  # the JSON's "result"
     if X.shape[0]:
         exact = exact_softmax(X, dps, tick, one_minus=True, engine=engine)
         case = JacobianCase(X=X, rows=rows + row_offset, info=info, impl=implementation, log=log,
@@ -230,10 +231,8 @@ def run_jacobian(x, options: Options | None = None, *, row_offset=0, progress=No
                             engine=engine, ftz=o.allow_ftz, strict_dtype=o.strict_dtype)
         if dense:
             case.J = case.evaluate(X)
-            if Xr.shape[0] * n * n <= RESULT_MAX:  # the JSON's "result"
-                full = np.full((Xr.shape[0], n, n), np.nan)
+            if full is not None:
                 full[rows] = case.J
-                result = _result_list(full, rows, batch)
         checks_out = checks.run_checks("jacobian", case)
         precision = exact.precision
         if o.verify:
@@ -243,6 +242,8 @@ def run_jacobian(x, options: Options | None = None, *, row_offset=0, progress=No
             vectors = {"matrix": case.J[0].tolist(), "failing": (~case.cmp.ok[0]).tolist()}
     else:
         precision = f"mpmath, {dps} significant digits"
+    if full is not None:
+        result = _result_list(full, rows)
     return Report(
         command="jacobian", impl=implementation.name, dtype=info.name, dps=dps,
         shape=list(Xr.shape), checks=checks_out, reference=precision,
@@ -270,8 +271,9 @@ def run_vjp(x, v=None, options: Options | None = None, *, row_offset=0, progress
                       for r in range(Xr.shape[0])])
     V = _companion("v", v, Xr.shape, info)
     X = defined_rows(Xr, rows)
-    batch = x.ndim == 2
-    checks_out, result, blocks = [], None, {}
+    full = np.full(Xr.shape, np.nan)
+    # the v used (rounded to the dtype; drawn when not given), when small enough for the JSON
+    checks_out, blocks = [], {"v_values": V.tolist() if V.size <= RESULT_MAX else None}
     if X.shape[0]:
         ex = exact_vjp(X, V[rows], dps, _ticker(progress, X.size), engine=engine)
         case = VjpCase(X=X, V=V[rows], rows=rows + row_offset, info=info, impl=implementation,
@@ -279,9 +281,7 @@ def run_vjp(x, v=None, options: Options | None = None, *, row_offset=0, progress
                        seed=seed, engine=engine, ftz=allow_ftz, strict_dtype=strict_dtype)
         case.z = case.evaluate(X)
         checks_out = checks.run_checks("vjp", case)
-        full = np.full(Xr.shape, np.nan)
         full[rows] = case.z
-        result = _result_list(full, rows, batch)
         blocks["dot"] = [{"row": int(r) + row_offset, "<v,s>": d}
                          for r, d in zip(rows, ex.dot_str)]
         precision = ex.softmax.precision
@@ -295,7 +295,7 @@ def run_vjp(x, v=None, options: Options | None = None, *, row_offset=0, progress
                   notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
                   options={"fd": fd, "v": "given" if v_given else f"random (seed {seed})",
                            "allow_ftz": allow_ftz, "strict_dtype": strict_dtype},
-                  result=result)
+                  result=_result_list(full, rows))
 
 
 def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, row_offset=0,
@@ -331,7 +331,8 @@ def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, 
     elif X.shape[0]:
         V = _companion("v", v, Xr.shape, info)[rows] if mode == "vjp" else None
         parts = loss_z(X, T, V, mode, info, dps, engine, _ticker(progress, X.size))
-    checks_out, result, blocks = [], None, {}
+    checks_out, blocks = [], {}
+    full = np.full(Xr.shape, np.nan)
     if X.shape[0]:
         case = LossCase(T=T, rows=rows + row_offset, info=info, impl=implementation,
                         overrides=overrides, dps=dps, mode=mode, g=None, fd_method=fd, top=top,
@@ -339,9 +340,7 @@ def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, 
                         **parts)
         case.g = case.evaluate(case.Z)
         checks_out = checks.run_checks("loss", case)
-        full = np.full(Xr.shape, np.nan)
         full[rows] = case.g
-        result = _result_list(full, rows, x.ndim == 2)
         zc = next(c for c in checks_out if c.name == "zero_condition").details["zero_condition"]
         if mode == "vjp":
             zc["<v,s>"] = [{"row": int(r) + row_offset, "value": d}
@@ -362,7 +361,7 @@ def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, 
                   options={"z": mode, "fd": fd, "x_label": "z_i", "allow_ftz": allow_ftz,
                            "strict_dtype": strict_dtype},
                   notes=[] if X.shape[0] else ["no row has a defined softmax: nothing to check"],
-                  result=result)
+                  result=_result_list(full, rows))
 
 
 #: the commands' functions, by name

@@ -173,7 +173,7 @@ def test_app_for_keeps_the_whole_app_unless_a_command_is_named():
     assert cli._app_for([]) is cli.app
     one = cli._app_for(["--version", "vjp", "--x", "1,2"])
     assert [c.callback.__name__ for c in one.registered_commands] == ["vjp"]
-    assert len(cli.app.registered_commands) == 7  # the app itself is untouched
+    assert len(cli.app.registered_commands) == 8  # the app itself is untouched
 
 
 @pytest.mark.parametrize("args, code", [
@@ -198,7 +198,7 @@ def test_program_output_piped_in_full():
     assert p.returncode == 0, p.stderr
     assert len(p.stdout) > 65536  # more than a pipe's buffer and Python's
     doc = json.loads(p.stdout)
-    assert len(doc["result"]) == 3000
+    assert len(doc["result"][0]) == 3000  # one row, as shape [1, 3000]
 
 
 def test_program_into_a_closed_pipe_is_quiet():
@@ -270,8 +270,8 @@ def test_json_document(cli, dtype):
     assert ov["overflow_indices"] == [0, 1, 2]  # 990 > 709.78 > 88.72 > 11.09
     assert ov["every_exp_underflows"] is False
     # inf/inf: non-finite values are the strings "nan", "inf", "-inf"
-    assert "nan" in doc["result"]
-    assert all(v in ("nan", "inf", "-inf") or isinstance(v, float) for v in doc["result"])
+    assert "nan" in doc["result"][0]
+    assert all(v in ("nan", "inf", "-inf") or isinstance(v, float) for v in doc["result"][0])
     assert check(doc, "reference")["max_ulp"] == "inf"
     assert check(doc, "finite")["passed"] is False
 
@@ -280,14 +280,14 @@ def test_json_underflow_block(cli):
     _, doc = run_json(cli, "forward", "--preset", "underflow", "--impl", "naive")
     assert doc["overflow"]["every_exp_underflows"] is True
     assert doc["overflow"]["overflow_indices"] == []
-    assert "nan" in doc["result"]  # 0/0
+    assert "nan" in doc["result"][0]  # 0/0
 
 
 def test_json_stable_small_result_and_worst(cli):
     r, doc = run_json(cli, "forward", "--x", "1,2,3", "--check")
     assert r.code == 0 and doc["passed"] is True
     s = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
-    np.testing.assert_allclose(doc["result"], s, rtol=1e-15)
+    np.testing.assert_allclose(doc["result"], [s], rtol=1e-15)
     w = check(doc, "reference")["worst"]
     assert w["row"] == 0 and 0 <= w["index"] < 3
 
@@ -301,7 +301,7 @@ def test_json_check_names_in_order(cli, log):
 
 def test_json_masked_log_result_has_minus_inf_strings(cli):
     _, doc = run_json(cli, "forward", "--preset", "masked", "--log")
-    assert doc["result"][1] == "-inf" and doc["result"][3] == "-inf"
+    assert doc["result"][0][1] == "-inf" and doc["result"][0][3] == "-inf"
 
 
 def test_json_is_deterministic(cli):

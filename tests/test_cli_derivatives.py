@@ -65,7 +65,7 @@ def test_jacobian_json_and_log_has_no_symmetry(cli):
     assert r.code == 0 and doc["command"] == "jacobian"
     assert [c["name"] for c in doc["checks"]] == ["reference", "finite_difference", "zero_sums",
                                                   "shift_invariance"]
-    assert len(doc["result"]) == 3 and len(doc["result"][0]) == 3
+    assert len(doc["result"]) == 1 and len(doc["result"][0]) == 3  # [rows][n][n]
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -123,4 +123,4 @@ def test_the_readme_tour():
     assert batch.passed and batch.checks[0].max_ulp == pytest.approx(17.1, abs=0.05)
     log = run_forward(PRESETS["one-hot"].make(), impl="divfree", dtype="float32", log=True)
     ref = log.checks[0]
-    assert ref.passed and log.result[0] == 0.0 and "strict bound 4.72e-06" in note_lines(ref)[0]
+    assert ref.passed and log.result[0][0] == 0.0 and "strict bound 4.72e-06" in note_lines(ref)[0]

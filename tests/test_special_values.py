@@ -43,15 +43,15 @@ def test_minus_inf_is_a_masked_entry_with_probability_zero(cli, command, extra):
     d = doc(cli, command, "--x", "1,-inf,2,0.5", *extra)
     assert d["passed"] and d["undefined_rows"] == [] and d["checks"]
     if command == "forward" and not extra:
-        assert d["result"][1] == 0.0
-        close([d["result"][i] for i in (0, 2, 3)], [exact_softmax(x)[i] for i in (0, 2, 3)])
+        assert d["result"][0][1] == 0.0  # one row, as shape [1, 4]
+        close([d["result"][0][i] for i in (0, 2, 3)], [exact_softmax(x)[i] for i in (0, 2, 3)])
     if command == "forward" and extra:
-        assert d["result"][1] == "-inf"
+        assert d["result"][0][1] == "-inf"
     if command == "jacobian":
-        J = np.array(d["result"], dtype=float)
+        J = np.array(d["result"][0], dtype=float)
         assert np.all(J[1] == 0) and np.all(J[:, 1] == 0)  # d s / d x of a masked entry: 0
     if command == "vjp":
-        assert d["result"][1] == 0.0
+        assert d["result"][0][1] == 0.0
 
 
 # --- a fully masked row, +inf, nan: undefined rows, reported, not deciding the verdict --------
@@ -97,10 +97,10 @@ def test_n_zero_from_a_file_is_an_input_error(cli, tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 def test_n_one_is_softmax_one_and_zero_derivatives(cli, dtype):
-    assert doc(cli, "forward", "--x", "7.25", "--dtype", dtype)["result"] == [1.0]
-    assert doc(cli, "forward", "--x", "-300", "--dtype", dtype, "--log")["result"] == [0.0]
-    assert doc(cli, "jacobian", "--x", "3", "--dtype", dtype)["result"] == [[0.0]]
-    assert doc(cli, "vjp", "--x", "3", "--v", "5", "--dtype", dtype)["result"] == [0.0]
+    assert doc(cli, "forward", "--x", "7.25", "--dtype", dtype)["result"] == [[1.0]]
+    assert doc(cli, "forward", "--x", "-300", "--dtype", dtype, "--log")["result"] == [[0.0]]
+    assert doc(cli, "jacobian", "--x", "3", "--dtype", dtype)["result"] == [[[0.0]]]
+    assert doc(cli, "vjp", "--x", "3", "--v", "5", "--dtype", dtype)["result"] == [[0.0]]
 
 
 # --- subnormal inputs and |x| up to 1e308 ------------------------------------------------------
@@ -108,16 +108,16 @@ def test_n_one_is_softmax_one_and_zero_derivatives(cli, dtype):
 def test_subnormal_inputs_are_exact_numbers(cli):
     x = [5e-324, 0.0, -5e-324, 2.5e-310]
     d = doc(cli, "forward", "--x", ",".join(repr(v) for v in x))
-    close(d["result"], exact_softmax(x))
-    assert all(abs(r - 0.25) < 1e-15 for r in d["result"])
+    close(d["result"][0], exact_softmax(x))
+    assert all(abs(r - 0.25) < 1e-15 for r in d["result"][0])
 
 
 def test_huge_magnitudes_up_to_1e308(cli):
     d = doc(cli, "forward", "--x", "1e308,-1e308,0,1e307")
     # x - max overflows to -inf in float64 arithmetic: the exact softmax is still [1, 0, 0, 0]
-    assert d["result"] == [1.0, 0.0, 0.0, 0.0]
+    assert d["result"] == [[1.0, 0.0, 0.0, 0.0]]
     d = doc(cli, "forward", "--x", "1e308,-1e308,0,1e307", "--log")
-    assert d["result"][0] == 0.0 and d["result"][2] == -1e308
+    assert d["result"][0][0] == 0.0 and d["result"][0][2] == -1e308
     # in float16 1e308 rounds to +inf: the row is undefined there, and says why
     d = doc(cli, "forward", "--x", "1e308,-1e308,0", "--dtype", "float16", code=3)
     assert d["undefined_rows"] and "inf" in d["undefined_rows"][0]["reason"]
@@ -129,7 +129,7 @@ def test_beyond_float64_reads_as_infinity(cli):
     assert [u["row"] for u in d["undefined_rows"]] == [0]
     assert "+inf" in d["undefined_rows"][0]["reason"]
     d = doc(cli, "forward", "--x", "-1e400,0")  # -inf: a masked entry
-    assert d["result"] == [0.0, 1.0]
+    assert d["result"] == [[0.0, 1.0]]
 
 
 # --- integer and boolean arrays, big-endian files ----------------------------------------------
@@ -141,7 +141,7 @@ def test_integer_and_boolean_arrays_are_their_float_values(cli, tmp_path, dtype)
     p = tmp_path / f"x_{dtype}.npy"
     np.save(p, a)
     d = doc(cli, "forward", "--x-file", p)
-    close(d["result"], exact_softmax(a.astype(float)))
+    close(d["result"][0], exact_softmax(a.astype(float)))
     assert d == doc(cli, "forward", "--x", ",".join(str(float(v)) for v in a))
 
 
@@ -171,4 +171,4 @@ def test_integers_beyond_2_to_the_53_are_refused(cli, tmp_path, dtype, value):
 def test_integers_up_to_2_to_the_53_are_exact(cli, tmp_path):
     p = tmp_path / "ok.npy"
     np.save(p, np.array([2 ** 53, 0], dtype=np.int64))
-    assert doc(cli, "forward", "--x-file", p)["result"] == [1.0, 0.0]
+    assert doc(cli, "forward", "--x-file", p)["result"] == [[1.0, 0.0]]

@@ -219,9 +219,12 @@ def forward_reference(case: ForwardCase) -> CheckResult:
                     "log_eta": case.info.log_eta, "dtype": case.info.name}))
     add_run_findings(res, case.impl, case.computed, case.info, case.strict_dtype)
     user_tol = case.overrides is not None and case.overrides.any
+    # entries within the scaled bound that lost relative accuracy: looked for with --log
+    res.details["cancelled"] = None
     if case.log and case.metric == "scaled" and not user_tol:
         strict = case.compare(case.computed, case.exact, "strict")
         lost = cmp.ok & ~strict.ok
+        res.details["cancelled"] = []
         if lost.any():
             idx = np.argwhere(lost)
             res.details["cancelled"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
@@ -320,8 +323,8 @@ def forward_finite(case: ForwardCase) -> CheckResult:
         res.worst = {"row": int(case.rows[r]), "index": int(i)}
         res.merge_data["first"] = f"row {case.rows[r]}, index {i} = {case.computed[r, i]}"
         res.failures.append(_finite_record(res.merge_data))
-        res.details["non_finite"] = [[int(case.rows[r]), int(i)]
-                                     for r, i in np.argwhere(bad)[:LIST_MAX]]
+    res.details["non_finite"] = [[int(case.rows[r]), int(i)]
+                                 for r, i in np.argwhere(bad)[:LIST_MAX]]
     return res
 
 

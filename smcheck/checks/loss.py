@@ -18,7 +18,7 @@ from ..exceptions import ImplementationError
 from ..impls import builtin_vjp
 from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_softmax, exact_vjp,
                          shifted_softmax, shifted_vjp)
-from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
+from ..results import INDEX_LIST_MAX, LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .common import (Case, add_run_findings, comparison_result, fmt, shift_invariance, top_entries,
@@ -188,6 +188,7 @@ def loss_reference(case: LossCase) -> CheckResult:
             "hardware reads them as 0), e.g. {example}",
             f"row {case.rows[r]}, index {i}: z = {fmt(case.Z[r, i])}"))
     gx = case.grad_x
+    res.details["grad_x"] = None  # z = softmax(x) only
     if gx is not None:
         res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
                                  "passed": gx.passed, **gx.maxima()}
@@ -268,8 +269,12 @@ def loss_zero_condition(case: LossCase) -> CheckResult:
             allowance=e["floor"], extra={k: e[k] for k in ("kind", "t_i", "v_i", "<v,s>")
                                          if k in e}))
     res.details["condition_count"] = len(bad)
-    res.details["zero_condition"] = {"exact_zero_indices": exact0,
-                                     "unreliable_indices": unreliable,
+    # the lists of [row, index] are cut (a batch can have an exact zero in every entry); the
+    # counts cover every entry
+    res.details["zero_condition"] = {"exact_zero_indices": exact0[:INDEX_LIST_MAX],
+                                     "exact_zero_count": len(exact0),
+                                     "unreliable_indices": unreliable[:INDEX_LIST_MAX],
+                                     "unreliable_count": len(unreliable),
                                      "entries": entries[:LIST_MAX]}
     return res
 
@@ -284,7 +289,7 @@ def _zero_words(exact: int, unreliable: int) -> str:
 
 def merge_zero_condition(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     zc = out.details["zero_condition"]
-    out.measured = _zero_words(len(zc["exact_zero_indices"]), len(zc["unreliable_indices"]))
+    out.measured = _zero_words(zc["exact_zero_count"], zc["unreliable_count"])
     first = next((p for p in parts if not p.passed), None)
     out.worst = None if first is None else first.worst
     out.failures = [f for p in parts for f in p.failures][:ZERO_LINES]
@@ -305,9 +310,9 @@ def loss_domain(case: LossCase) -> CheckResult:
         (int(case.rows[r]), int(i), float(case.Z[r, i]), float(case.T[r, i]))
         for r, i in idx[:DOMAIN_ITEMS]]}
     res.details["condition_count"] = len(idx)
+    res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
     if idx.size:
         res.failures.append(_domain_record(res.merge_data))
-        res.details["domain_violations"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
     return res
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors_ulp import error_ratio
 from ..reference.verify import merge as merge_verification
 from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
-                       ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report, merge_findings)
+                       ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report,
+                       merge_findings, result_size)
 from .common import entry_order
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
@@ -156,6 +157,9 @@ def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict
     for k in CAPPED_LISTS:
         if isinstance(out.get(k), list):
             out[k] = out[k][:LIST_MAX]
+    for k, limit in CAPPED_BLOCK_LISTS.items():  # the zero condition's lists, as a detail
+        if isinstance(out.get(k), list):
+            out[k] = out[k][:limit]
     if "shifts" in out:
         out["shifts"] = _merge_by(out["shifts"], "shift")
     return out
@@ -215,13 +219,23 @@ def merge_blocks(blocks: list[dict]) -> dict:
     return out
 
 
-def _merged_blocks(reports: list[Report]) -> dict:
+#: blocks of values per entry, kept like the JSON's "result": while they are small enough
+RESULT_SIZED_BLOCKS = ("v_values",)
+
+
+def _merged_blocks(reports: list[Report], shape: list[int]) -> dict:
     ver = [r.blocks["reference_verification"] for r in reports
            if "reference_verification" in r.blocks]
-    out = merge_blocks([{k: v for k, v in r.blocks.items() if k != "reference_verification"}
+    apart = ("reference_verification", *RESULT_SIZED_BLOCKS)
+    out = merge_blocks([{k: v for k, v in r.blocks.items() if k not in apart}
                         for r in reports])
     if ver:
         out["reference_verification"] = merge_verification(ver)
+    for k in RESULT_SIZED_BLOCKS:
+        parts = [r.blocks[k] for r in reports if k in r.blocks]
+        if parts:
+            small = all(p is not None for p in parts) and np.prod(shape) <= RESULT_MAX
+            out[k] = [row for p in parts for row in p] if small else None
     return out
 
 
@@ -237,7 +251,8 @@ def merge(reports: list[Report], shape: list[int], top: int = 10,
         parts = [c for r in reports for c in r.checks if c.name == name]
         checks.append(merge_checks(parts, top, hooks.get(name)))
     result = NO_RESULT
-    if all(r.result is not NO_RESULT for r in reports) and np.prod(shape) <= RESULT_MAX:
+    if all(r.result is not NO_RESULT for r in reports) and result_size(
+            first.command, shape) <= RESULT_MAX:
         result = [row for r in reports for row in r.result]
     arrays = {}
     if all(r.arrays for r in reports):
@@ -254,6 +269,6 @@ def merge(reports: list[Report], shape: list[int], top: int = 10,
     return Report(command=first.command, impl=first.impl, dtype=first.dtype, dps=first.dps,
                   shape=shape, checks=checks, reference=stated.reference,
                   undefined_rows=[u for r in reports for u in r.undefined_rows], notes=notes,
-                  blocks=_merged_blocks(reports), options=first.options,
+                  blocks=_merged_blocks(reports, shape), options=first.options,
                   vectors={}, result=result, arrays=arrays,
                   reference_bound=stated.reference_bound)
