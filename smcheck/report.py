@@ -265,7 +265,7 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
         a_ulp = e.allowed / e.ulp if e.ulp > 0 else None
         cells = ([str(e.row)] if batch else []) + [
             _index(e.index), num(e.x), num(e.computed, d), num(e.reference, min(d + 2, 17)),
-            num(e.ulp_err, 3), num(a_ulp, 3), num(ratio, 2), cause_kind(e.cause) or
+            _finite(e.ulp_err), _finite(a_ulp), num(ratio, 2), cause_kind(e.cause) or
             ("" if not e.cause else "see below")]
         t.add_row(*cells, style=style)
         widths = [max(w, len(cell)) for w, cell in zip(widths, cells)]
@@ -288,6 +288,11 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
             seen[kind] = e.cause
     for text in seen.values():
         console.print(f"  cause: {_esc(text)}", style="dim")
+
+
+def _finite(v) -> str:
+    """A ULP figure, or "-" where none means anything (a non-finite result, an exact 0)."""
+    return num(v, 3) if v is not None and math.isfinite(v) else "-"
 
 
 def _index(index) -> str:
@@ -407,13 +412,19 @@ def render_sweep(res, console) -> None:
             ratios = [float(c["scaled"]) if not isinstance(c["scaled"], str) else float("inf")
                       for c in cs if c["scaled"] is not None]
             worst = num(max(ratios), 2) if ratios else "-"
-            ok = all(c["passed"] for c in cs)
-            cells.append(f"[green]✓[/] {worst}" if ok else f"[bold red]✗[/] {worst}")
+            failed = [f"{c['command']}/{name}" for c in cs if not c["passed"]
+                      for name, ok in c["checks"].items() if not ok]
+            if not failed:
+                cells.append(f"[green]✓[/] {worst}")
+            else:  # the failing command / check, not a ratio that reads as a pass
+                more = f" +{len(failed) - 1}" if len(failed) > 1 else ""
+                cells.append(f"[bold red]✗[/] {esc(failed[0])}{more}")
         t.add_row(p, *cells)
     console.print(t)
-    console.print("cells: the verdict over " + ", ".join(res.commands) + "; the number is the "
-                  "worst error of the reference checks as a fraction of its allowance (<= 1 "
-                  "passes); the JSON has the ULPs", style="dim")
+    console.print("cells: the verdict over " + ", ".join(res.commands) + "; ✓ with the worst "
+                  "error of the reference checks as a fraction of its allowance (<= 1 passes), "
+                  "✗ with the first failing command/check (+N: how many more); the JSON has "
+                  "the ULPs", style="dim")
     failed = [c for c in res.cases if not c["passed"]]
     for c in failed:
         console.print(f"  [red]✗ {c['preset']} / {c['dtype']} / {c['command']}[/]")

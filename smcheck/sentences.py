@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .results import CheckResult, Failure, Finding, Note, fmt
+from .results import ROWS_NAMED, CheckResult, Failure, Finding, Note, fmt
 
 
 def ilist(idx, limit: int = 8) -> str:
@@ -39,15 +39,17 @@ def measured_allowed(at: dict, unit: str = "ULP") -> tuple[str, str]:
     ulp, aulp = pair(at["ulp"], at["allowed_ulp"])
     ax = abs(x)
     if not math.isfinite(c):
-        measured = f"computed {fmt(c)} (exact {fmt(x)})"
+        measured = f"computed {fmt(c)} (exact {fmt(x + 0.0)})"
     elif ax == 0:
-        measured = f"{ulp} {unit} (exact 0)"
+        measured = f"error {pair(err, a)[0]} (exact 0)"
     elif err > ax:
         measured = f"error > |exact| (computed {fmt(c)}, exact {fmt(x)})"
     else:
         measured = f"{ulp} {unit}, rel {pair(err / ax, a / ax)[0]}"
-    if ax == 0 or not math.isfinite(ax):
-        allowed = f"{aulp} {unit}"
+    if ax == 0:  # no ULP of 0 means anything: the allowance itself
+        allowed = f"±{fmt(a)} (exact 0)"
+    elif not math.isfinite(ax) or not math.isfinite(at["allowed_ulp"]):
+        allowed = f"±{fmt(a)}"
     elif a >= ax:
         allowed = f"{aulp} {unit} >= |exact| (unresolvable)"
     else:
@@ -75,7 +77,7 @@ def rows_words(rows, limit: int = 8) -> str:
 def _error_words(f: Failure) -> str:
     """An entry's error next to its allowance, or what its numbers mean when an error
     figure would not (a non-finite result, an error larger than the value)."""
-    c, x = fmt(f.computed, 10), fmt(f.exact, 10)
+    c, x = fmt(f.computed, 10), fmt(f.exact + 0.0, 10)  # -0 reads as 0
     if not math.isfinite(f.computed):
         return f"computed {c}, exact {x} (allowed ±{fmt(f.allowance)})"
     err, allowed = pair(f.error, f.allowance)
@@ -100,6 +102,15 @@ def _exp_underflow(f: Failure) -> str:
     e = f.extra
     return (f"row {f.row}: every exp(x_i) underflows (x_i < log(min subnormal) = "
             f"{e['log_eta']:.2f} in {e['dtype']}): shift by max(x)")
+
+
+def _more_rows(f: Failure) -> str:
+    """After the first ROWS_NAMED rows where exp overflows or underflows: how many more."""
+    if f.count <= ROWS_NAMED:
+        return ""
+    return (f"and {plural(f.count - ROWS_NAMED, 'more row')} where exp overflows or every exp "
+            f"underflows ({plural(f.total, 'entry', 'entries')} in the "
+            f"{f.count} rows)")
 
 
 def _normalization(f: Failure) -> str:
@@ -163,7 +174,8 @@ def _shift(f: Failure) -> str:
 
 
 def _grad_x(f: Failure) -> str:
-    return (f"gradient in x (s * sum(t) - t), row {f.row}, index {f.index}: computed "
+    at = f" at the {f.extra['shift']} shift" if f.extra.get("shift") else ""
+    return (f"gradient in x (s * sum(t) - t){at}, row {f.row}, index {f.index}: computed "
             f"{fmt(f.computed, 10)}, exact {fmt(f.exact, 10)}")
 
 
@@ -188,6 +200,7 @@ def _domain(f: Failure) -> str:
 #: the sentence of each kind of failure record
 FAILURES: dict[str, Callable[[Failure], str]] = {
     "exceed": _exceed, "exp_overflow": _exp_overflow, "exp_underflow": _exp_underflow,
+    "more_rows": _more_rows,
     "normalization": _normalization, "non_finite": _non_finite, "fd": _fd, "sum": _sum,
     "probe": _probe, "symmetry": _symmetry, "shift": _shift, "grad_x": _grad_x,
     "zero_condition": _zero_condition, "domain": _domain,
@@ -220,7 +233,8 @@ def line(item) -> str:
 
 def failure_lines(c: CheckResult) -> list[str]:
     """Why ``c`` failed: its failure records, then the findings that fail it."""
-    return [line(f) for f in c.failures] + [finding_line(f) for f in c.findings if f.fails]
+    return [s for s in (line(f) for f in c.failures) if s] + [
+        finding_line(f) for f in c.findings if f.fails]
 
 
 def note_lines(c: CheckResult) -> list[str]:

@@ -330,6 +330,8 @@ def test_a_failing_batch_lists_the_same_failures_however_it_is_chunked(chunk_row
     one = run_rows(run_forward, x, workers=1, chunk_rows=40, impl="naive")
     parts = run_rows(run_forward, x, workers=2, chunk_rows=chunk_rows, impl="naive")
     lines = failure_lines(one.checks[0])
-    assert [ln.split(":")[0] for ln in lines[1:]] == [f"row {r}" for r in range(5)]
+    assert [ln.split(":")[0] for ln in lines[1:6]] == [f"row {r}" for r in range(5)]
+    assert lines[6].startswith("and 35 more rows where exp overflows")  # the rest, counted
+    assert "(2560 entries in the 40 rows)" in lines[6]
     assert failure_lines(parts.checks[0]) == lines
     assert report_json(parts, "t") == report_json(one, "t")

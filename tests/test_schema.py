@@ -277,8 +277,12 @@ def test_zero_condition_is_the_same_for_any_chunking(chunk_rows, impl):
     assert len(a["zero_condition"]["exact_zero_indices"]) == INDEX_LIST_MAX
     assert a["zero_condition"] == b["zero_condition"]
     assert a["checks"][2] == b["checks"][2]  # the zero_condition check
-    if impl == "stable":  # naive: shift_invariance lists each chunk's gradient-in-x failure
-        assert json.dumps(a) == json.dumps(b)
+    # the whole document: naive's shift_invariance keeps the worst gradient-in-x failure
+    # of each shift, whatever the chunking (it listed every chunk's)
+    assert json.dumps(a) == json.dumps(b)
+    if impl == "naive":
+        lines = [f for f in a["checks"][4]["failures"] if f.startswith("gradient in x")]
+        assert 1 <= len(lines) <= 2, lines
 
 
 def test_zero_condition_on_workers_matches_one_process(cli, tmp_path):

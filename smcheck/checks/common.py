@@ -15,7 +15,7 @@ Checks return results; nothing here prints.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -257,7 +257,8 @@ def shift_invariance(case, quantity: str) -> CheckResult:
         one = comparison_result("shift_invariance", cmp, info, case.rows, statement,
                                 getattr(shifted, "flushed", None))
         # what fails beside the compared quantity (the loss's gradient in x)
-        extra = shifted.extra_failures() if hasattr(shifted, "extra_failures") else []
+        extra = [replace(f, extra={**f.extra, "shift": label}) for f in (
+            shifted.extra_failures() if hasattr(shifted, "extra_failures") else [])]
         one.passed = one.passed and not extra
         exact = shifted.exact_softmax
         per_shift.append({"shift": label, "max_of_shifted_x": float(target),
@@ -308,12 +309,26 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
     out.details["failing_entries"] = sum(s["failing"] for s in shift)
     out.findings = merge_findings([s["findings"] for s in shift])
-    out.merge_data["extra"] = [line for p in parts for line in p.merge_data.get("extra", [])]
+    out.merge_data["extra"] = _worst_of_each_kind(
+        [f for p in parts for f in p.merge_data.get("extra", [])])
     causes = {}
     for key in out.merge_data["by_shift"]:
         each = [p.merge_data["by_shift"][key]["entries"] for p in parts]
         causes[key] = _first_cause(sorted((e for s in each for e in s), key=entry_order)[:top])
     out.failures = _shift_lines(out, causes)
+
+
+def _worst_of_each_kind(records: list) -> list:
+    """Of failure records of one kind from every chunk (the loss's gradient in x at each
+    shift), the one with the largest error / allowance, as one chunk of all rows keeps."""
+    best: dict = {}
+    for f in records:
+        key = (f.kind, f.extra.get("shift") if isinstance(f.extra, dict) else None)
+        r = error_ratio(f.error, f.allowance)
+        r = math.inf if r != r else r
+        if key not in best or r > best[key][0]:
+            best[key] = (r, f)
+    return [f for _, f in best.values()]
 
 
 def add_run_findings(res: CheckResult, impl, computed, info: DtypeInfo, strict: bool) -> None:

@@ -217,6 +217,9 @@ def forward_reference(case: ForwardCase) -> CheckResult:
             elif np.all(exp_underflows(case.X[r], case.info)):
                 res.failures.append(Failure("exp_underflow", row=int(case.rows[r]), extra={
                     "log_eta": case.info.log_eta, "dtype": case.info.name}))
+        rows_hit, entries_hit = _rows_exp_fails(case.X[nonfinite_rows], case.info)
+        if rows_hit:  # how many in all: the lines above name the first ROWS_NAMED rows
+            res.failures.append(Failure("more_rows", count=rows_hit, total=entries_hit))
     add_run_findings(res, case.impl, case.computed, case.info, case.strict_dtype)
     user_tol = case.overrides is not None and case.overrides.any
     # entries within the scaled bound that lost relative accuracy: looked for with --log
@@ -245,6 +248,18 @@ def forward_reference(case: ForwardCase) -> CheckResult:
 
 def _plain_terms(t):
     return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
+
+
+def _rows_exp_fails(X: np.ndarray, info: DtypeInfo) -> tuple[int, int]:
+    """How many rows of X have an exp that overflows or every exp underflowing, and how
+    many entries those are (the overflowing ones; every entry of an underflowing row)."""
+    if X.size == 0:
+        return 0, 0
+    ov = exp_overflows(X, info)
+    n_ov = ov.sum(axis=-1)
+    under = ~ov.any(axis=-1) & np.all(exp_underflows(X, info), axis=-1)
+    hit = (n_ov > 0) | under
+    return int(hit.sum()), int(n_ov.sum() + under.sum() * X.shape[-1])
 
 
 def forward_normalization(case: ForwardCase) -> CheckResult:

@@ -105,6 +105,9 @@ def _merge_failures(results: list[CheckResult], w: CheckResult) -> list:
                  if isinstance(f, Failure) and f.kind == kind]
         if kind in ROW_KINDS:
             out += every[:ROWS_NAMED]
+        elif kind == "more_rows":
+            out.append(Failure(kind, count=sum(f.count for f in every),
+                               total=sum(f.total for f in every)))
         elif kind in WORST_KINDS:
             out.append(max(every, key=lambda f: np.nan_to_num(error_ratio(f.error, f.allowance),
                                                               nan=np.inf)))
