@@ -136,6 +136,15 @@ def test_symmetry_of_a_nan_diagonal_entry_is_not_a_comparison():
     assert set(FAILURES) >= {"symmetry", "more_rows"}
 
 
+@pytest.mark.parametrize("dtype,x0", [("float16", 12.0), ("float32", 100.0)])
+def test_a_division_by_an_infinite_sum_is_not_called_a_flush(dtype, x0):
+    """naive softmax of [12, 1, -30] in float16: exp(12) overflows, so s_1 = e^1 / inf = 0
+    although its exact value (1.67e-05) is subnormal there: the cause is the infinite sum."""
+    rep = run_case("forward", np.array([x0, 1.0, -30.0]), "naive", dtype, 50)
+    causes = {e.index: cause_kind(e.cause) for e in rep.checks[0].entries}
+    assert causes[1] == "infinite sum" and causes[0] == "overflow", causes
+
+
 def test_each_failing_shift_names_its_own_cause():
     rep = run_case("forward", PRESETS["overflow"].make(), "naive", "float64", 50)
     shift = next(c for c in rep.checks if c.name == "shift_invariance")

@@ -159,12 +159,14 @@ class ForwardCase(Case):
         if np.isinf(c):
             return cause("overflow", f"computed {c}, exact {fmt(ref)}")
         if not self.log:
-            ftz = ftz_cause(c, ref, info)
-            if ftz:
-                return ftz
+            # a division by an infinite sum gives 0 whatever the exact value (a subnormal
+            # one included: that 0 is not a flush to zero)
             if c == 0 and exp_overflows(X[r], info).any():
                 return cause("infinite sum", f"exp(x_j) overflows (x_j > log(realmax) = "
                              f"{info.log_max:.2f}), so every finite term / inf = 0")
+            ftz = ftz_cause(c, ref, info)
+            if ftz:
+                return ftz
             if c == 0 and abs(ref) >= info.tiny:
                 return cause("underflow", f"computed 0, exact {fmt(ref)} is a normal number")
             if 0 < abs(c) < info.tiny <= abs(ref):
