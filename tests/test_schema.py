@@ -351,3 +351,45 @@ def test_schema_command_imports_nothing_heavy():  # subprocess: a fresh interpre
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout.rsplit("@@", 1)[1])
     assert info == {"code": 0, "loaded": []}
+
+
+# --- the README documents the schema's keys --------------------------------------------------
+
+
+def _schema_words(node, props: set, enums: set) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "properties" and isinstance(v, dict):
+                props.update(v)
+            if k == "enum":
+                enums.update(e for e in v if isinstance(e, str))
+            _schema_words(v, props, enums)
+    elif isinstance(node, list):
+        for v in node:
+            _schema_words(v, props, enums)
+
+
+def _readme_json_section() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("\n## JSON and exit status")
+    return readme[start:readme.index("\n## ", start + 5)]
+
+
+def test_the_readme_names_every_key_of_the_schema():
+    """Every key the schema defines, and every kind of finding, is named (in backticks) in
+    the README's "JSON and exit status" section: what a CI script may read is documented."""
+    props, enums = set(), set()
+    _schema_words(sch.schema(), props, enums)
+    section = _readme_json_section()
+    assert len(props) > 100  # the walk found the schema's keys, not a handful
+    assert [k for k in sorted(props) if f"`{k}`" not in section] == []
+    finding_kinds = set(sch.schema()["$defs"]["finding"]["properties"]["kind"]["enum"])
+    assert [k for k in sorted(finding_kinds) if f"`{k}`" not in section] == []
+
+
+def test_the_readme_check_fails_on_an_undocumented_key():
+    """The control: a key the README does not name is caught."""
+    props, enums = set(), set()
+    _schema_words({"properties": {"a_key_nobody_documented": {}}}, props, enums)
+    assert [k for k in props if f"`{k}`" not in _readme_json_section()] == [
+        "a_key_nobody_documented"]

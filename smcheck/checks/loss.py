@@ -21,8 +21,8 @@ from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_soft
 from ..results import INDEX_LIST_MAX, LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
-from .common import (Case, add_run_findings, comparison_result, fmt, shift_invariance, top_entries,
-                     worst_failure)
+from .common import (Case, add_run_findings, comparison_result, fmt, headline_from,
+                     shift_invariance, top_entries, worst_failure)
 from .fd import fd_result, row_rng
 
 # --- loss ---------------------------------------------------------------------------------------
@@ -192,6 +192,7 @@ def loss_reference(case: LossCase) -> CheckResult:
     if gx is not None:
         res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
                                  "passed": gx.passed, **gx.maxima()}
+        headline_from(res, gx, case.rows, "gradient in x")
         lines = case.extra_failures()
         if lines:
             res.passed = False
