@@ -27,7 +27,7 @@ from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, E
                           NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
                           Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
                           TText, Validate, Verify, VFile, VText, Workers, XFile, XText,
-                          negative_input, no_such_option)
+                          negative_input, no_such_option, options_of)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
 from .process import keep_freed_memory
@@ -90,9 +90,7 @@ def forward(
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run("forward", src, Progress(not quiet, no_color), x=src.array, workers=workers,
-                  keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
-                  metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
-                  verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype)
+                  keep_arrays=plot is not None, **options_of(locals(), drop=("seed",)))
     if plot:
         from .plot import plot_forward
 
@@ -144,10 +142,7 @@ def jacobian(
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     report = _run("jacobian", src, Progress(not quiet, no_color), x=src.array, workers=workers,
-                  impl=impl, dtype=dtype, dps=dps, log=log, metric=metric, fd=fd,
-                  max_dense=max_dense, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp,
-                  top=top, engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
@@ -171,10 +166,7 @@ def vjp(
     varr = load_companion("v", v, v_file, max_size=max_size)
     same_shape(flag_name("v", v, v_file), varr, "x", src.array)
     report = _run("vjp", src, Progress(not quiet, no_color), x=src.array, workers=workers,
-                  companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
-                  fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  companions={"v": varr}, **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
@@ -222,10 +214,7 @@ def loss(
         same_shape(flag_name("z", z, z_file), zarr, "x", src.array)
     report = _run("loss", src, Progress(not quiet, no_color),
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
-                  companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
-                  dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
-                  engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  companions={"t": tarr, "v": varr, "z": zarr}, **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 

@@ -6,7 +6,9 @@ Light to import (typer and the standard library only): ``smcheck --help`` loads 
 
 from __future__ import annotations
 
+
 import re
+from dataclasses import fields
 from typing import Annotated, Optional
 
 import typer
@@ -14,6 +16,7 @@ from typer import completion
 from typer.core import TyperCommand
 
 from .exceptions import InputError
+from .options import Options
 from .output import output_path
 
 
@@ -244,3 +247,15 @@ def negative_input(args: list[str], app) -> list[str]:
 Validate = Annotated[Optional[str], typer.Option(
     "--validate", help="validate this --json document (a file, or - for stdin) instead: "
     "exit 0 valid, 1 not (needs the jsonschema package)", show_default=False)]
+
+
+#: a command's parameter whose Options field has another name
+OPTION_NAMES = {"verify_reference": "verify"}
+
+
+def options_of(params: dict, drop: tuple = ()) -> dict:
+    """The keywords of :class:`smcheck.options.Options` among a command's parameters
+    (``locals()``), renamed where the flag's name differs; ``drop`` leaves some out."""
+    names = {f.name for f in fields(Options)}
+    out = {OPTION_NAMES.get(k, k): v for k, v in params.items() if k not in drop}
+    return {k: v for k, v in out.items() if k in names}
