@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 from .exceptions import ImplementationError, InputError, SmcheckError
 
 _LAZY = {
-    "check_forward": ("run", "run_forward"),
-    "check_jacobian": ("run", "run_jacobian"),
-    "check_vjp": ("run", "run_vjp"),
-    "check_loss": ("run", "run_loss"),
+    "check_forward": ("api", "check_forward"),
+    "check_jacobian": ("api", "check_jacobian"),
+    "check_vjp": ("api", "check_vjp"),
+    "check_loss": ("api", "check_loss"),
     "check_claims": ("claims", "run_claims"),
     "sweep": ("sweep", "run_sweep"),
     "check": ("api", "check"),

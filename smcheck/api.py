@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import run
 from .exceptions import InputError
+from .options import Options
 from .report import render_text
 
 
@@ -26,7 +27,7 @@ class SoftmaxCheckError(AssertionError):
         self.report = report
 
 
-def check(command: str, x=None, impl="stable", **options):
+def check(command: str, x=None, impl=None, **options):
     """Run ``command`` ("forward", "log_softmax", "jacobian", "vjp", "loss") and return its
     :class:`~smcheck.results.Report` (``.passed``, ``.checks`` with errors and worst entries)."""
     fns = {"forward": run.run_forward, "jacobian": run.run_jacobian, "vjp": run.run_vjp,
@@ -36,7 +37,31 @@ def check(command: str, x=None, impl="stable", **options):
     if command not in fns:
         raise InputError(f"unknown command '{command}' (use forward, log_softmax, jacobian, "
                          "vjp or loss)")
-    return fns[command](x, impl=impl, **options)
+    comps = {k: options.pop(k) for k in ("v", "t", "z") if k in options}
+    comps = {k: a for k, a in comps.items() if a is not None}
+    if impl is not None:
+        options["impl"] = impl
+    o = Options.of(options.pop("options", None), **options)
+    x, comps, o = run.nd_inputs(x, comps, o)
+    return run.with_layout(fns[command](x, options=o, **comps), o)
+
+
+def check_forward(x, options: Options | None = None, **kw):
+    """softmax (log-softmax with ``log=True``) of ``x``: a vector, a batch of rows, or an N-d
+    array along ``axis``."""
+    return check("forward", x, options=options, **kw)
+
+
+def check_jacobian(x, options: Options | None = None, **kw):
+    return check("jacobian", x, options=options, **kw)
+
+
+def check_vjp(x, v=None, options: Options | None = None, **kw):
+    return check("vjp", x, options=options, v=v, **kw)
+
+
+def check_loss(x=None, t=None, options: Options | None = None, **kw):
+    return check("loss", x, options=options, t=t, **kw)
 
 
 def assert_correct(impl, x, *, command: str = "forward", top: int = 5, **options) -> None:

@@ -22,12 +22,12 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from . import __version__
-from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt, Impl,
-                          InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
-                          NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
-                          Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
-                          TText, Validate, Verify, VFile, VText, Workers, XFile, XText,
-                          negative_input, no_such_option, options_of)
+from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Axis, Batched, Check, Dps, Dtype,
+                          Engine, FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText, MaxSize,
+                          MaxUlp, Metric, NoColor, Output, PanelCommand, Positional, PresetOpt,
+                          Quiet, Random, Rows, Rtol, Scale, Seed, ShowCompletion, StrictDtype,
+                          SweepSeed, Tensor, TFile, Top, TText, Validate, Verify, VFile, VText,
+                          Workers, XFile, XText, negative_input, no_such_option, options_of)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
 from .process import keep_freed_memory
@@ -82,6 +82,7 @@ def forward(
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -134,6 +135,7 @@ def jacobian(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -156,6 +158,7 @@ def vjp(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -186,6 +189,7 @@ def loss(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):

@@ -122,6 +122,16 @@ Verify = Annotated[bool, typer.Option(
     "--verify-reference", help="recompute the reference with mpmath at --dps + 20 digits (at "
     "least 70) and fail if any entry differs by more than its stated precision (costs about "
     "11 us per entry)", rich_help_panel=COMMON)]
+Batched = Annotated[bool, typer.Option(
+    "--batched", help="call your function (--impl module:function) once on the whole batch, "
+    "in the input's layout (a slice of its first axis per chunk), instead of once per row",
+    rich_help_panel=COMMON)]
+Tensor = Annotated[str, typer.Option(
+    "--tensor", help="what your function is given: numpy arrays, torch tensors (on --device) "
+    "or jax arrays", rich_help_panel=COMMON)]
+Axis = Annotated[int, typer.Option(
+    "--axis", help="the axis of x that softmax runs along; every other axis of an N-d input "
+    "becomes rows (C order)", rich_help_panel=COMMON)]
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", help="processes for the rows of a batch (default: every core); the results "
     "are the same for any number", rich_help_panel=COMMON, show_default=False)]

@@ -422,13 +422,11 @@ def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
             raise InputError(f"{where}: integers beyond 2^53 = 9007199254740992 are not exact "
                              "in float64 (write them as floating-point numbers to round them)")
     if isinstance(array, np.memmap):
-        return array  # a large file, converted a chunk of rows at a time
+        return array  # a large file, converted a chunk of rows at a time (N-d: see --axis)
     if kind == "c":
         raise InputError(f"{where}: complex values are not supported (softmax needs real numbers)")
     if kind not in "biuf":
         raise InputError(f"{where}: expected numbers, got an array of dtype {array.dtype}")
-    if array.ndim > 2:
-        raise InputError(f"{where}: expected a vector or a 2-D batch, got shape {array.shape}")
     if array.size == 0:
         raise InputError(f"{where}: empty input")
     if kind == "f" and array.dtype.itemsize < 8 and array.dtype.isnative:

@@ -84,6 +84,9 @@ def report_json(report: Report, version: str, top: int | None = None) -> dict:
            "checks": [check_json(c, top) for c in report.checks],
            "undefined_rows": report.undefined_rows, "notes": report.notes}
     out.update({k: None for k in BLOCKS.get(report.command, ())})
+    if report.command in ("forward", "jacobian", "vjp", "loss"):
+        out.setdefault("axis", -1)  # the axis softmax ran along; x's other axes, if N-d
+        out.setdefault("batch_shape", None)
     out.update(jsonable(report.blocks))
     if isinstance(out.get("zero_condition"), dict):
         out["zero_condition"] = _zero_condition_json(out["zero_condition"])

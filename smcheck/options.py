@@ -27,6 +27,12 @@ class Options:
     verify: bool = False  # recompute the reference with more digits
     allow_ftz: bool = False  # accept subnormal results flushed to zero
     strict_dtype: bool = False  # fail an implementation that does not compute in dtype
+    batched: bool = False  # a user's callable gets a chunk of rows in one call
+    tensor: str = "numpy"  # what a user's callable is given: numpy, torch or jax arrays
+    device: str = "cpu"  # torch: where its tensors live
+    axis: int = -1  # the axis of x that softmax runs along (N-d inputs)
+    #: the shape of x's other axes, when x is N-d (set from x and ``axis``; not an option)
+    batch_shape: tuple | None = None
 
     def with_(self, **changes) -> "Options":
         return replace(self, **changes)

@@ -11,6 +11,7 @@ import math
 from .causes import cause_kind
 from .console import make_console  # noqa: F401 - the CLI takes it from here
 from .errors_ulp import error_ratio
+from .ndim import row_name
 from .jsondoc import (check_json, dumps, input_conditions, report_json,  # noqa: F401
                       to_json_text)
 from .reference.verify import note
@@ -45,10 +46,14 @@ def render(report: Report, console, top: int = 10) -> None:
                   f"[cyan]{report.dtype}[/]  shape {rows} x {n}"
                   + ("  log-softmax" if report.options.get("log") else ""))
     console.print(f"reference: {report.reference}", style="dim")
+    batch = tuple(report.options.get("batch_shape") or ())
+    if len(batch) > 1:
+        console.print(f"rows: softmax along axis {report.options.get('axis')} of x; its other "
+                      f"axes {batch} are the rows, in C order (row r \\[i, j, ...])", style="dim")
     if "reference_verification" in report.blocks:
         _verification(report.blocks["reference_verification"], console)
     if report.checks:
-        _summary(report, console, rows > 1)
+        _summary(report, console, rows > 1, batch)
     for c in report.checks:
         mark = "[yellow]! " if c.kind == "input" else "[red]✗ "
         for line in failure_lines(c):
@@ -65,7 +70,7 @@ def render(report: Report, console, top: int = 10) -> None:
         c.name == "reference" and not report.vectors))]
     for c in shown:
         _entries_table(c, console, top, batch=rows > 1, x_label=report.options.get("x_label", "x_i"),
-                       dtype=report.dtype)
+                       dtype=report.dtype, layout=batch)
     if "overflow" in report.blocks:
         _overflow(report.blocks["overflow"], console)
     if "zero_condition" in report.blocks:
@@ -90,7 +95,7 @@ def render(report: Report, console, top: int = 10) -> None:
         console.print(f"[bold green]PASSED[/]: {tail}")
 
 
-def _summary(report: Report, console, batch: bool) -> None:
+def _summary(report: Report, console, batch: bool, layout: tuple = ()) -> None:
     """One line per check: what was measured and what was allowed, both at the entry where
     error / allowance is largest (that entry, and the ratio, beside them)."""
     from rich.markup import escape as esc
@@ -108,7 +113,7 @@ def _summary(report: Report, console, batch: bool) -> None:
             t.add_row(c.name, esc(c.statement), esc(c.measured), esc(c.allowed),
                       VERDICT_CELL[c.status])
         else:
-            t.add_row(c.name, _at(c.worst, batch), esc(c.measured), esc(c.allowed),
+            t.add_row(c.name, _at(c.worst, batch, layout), esc(c.measured), esc(c.allowed),
                       "" if c.score is None or c.kind == "input" else num(c.score, 2),
                       VERDICT_CELL[c.status])
     console.print(t)
@@ -118,7 +123,7 @@ def _summary(report: Report, console, batch: bool) -> None:
                       style="dim")
 
 
-def _at(worst: dict | None, batch: bool) -> str:
+def _at(worst: dict | None, batch: bool, layout: tuple = ()) -> str:
     """Where a check's headline was measured: "row 2, i 5", "i 5", "(i, k) (0, 1)"."""
     if not worst:
         return ""
@@ -131,7 +136,7 @@ def _at(worst: dict | None, batch: bool) -> str:
         where = f"probe {worst['probe']}"
     else:
         where = ""
-    row = f"row {worst['row']}" if batch or not where else ""
+    row = row_name(worst["row"], layout) if batch or not where else ""
     return ", ".join(p for p in (row, where) if p)
 
 
@@ -148,7 +153,7 @@ DIGITS = {"float64": 17, "float32": 9, "float16": 5, "bfloat16": 4}
 
 
 def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str = "x_i",
-                   dtype: str = "float64") -> None:
+                   dtype: str = "float64", layout: tuple = ()) -> None:
     """The entries of ``c`` with the largest error / allowance, largest first: a table, or
     where the terminal is too narrow to keep every number whole, one line per entry. Causes
     are named by their kind in the table and written out once below it."""
@@ -171,14 +176,14 @@ def _entries_table(c: CheckResult, console, top: int, batch: bool, x_label: str 
         ratio = error_ratio(e.abs_err, e.allowed)
         style = "red" if not ratio <= 1 else None
         a_ulp = e.allowed / e.ulp if e.ulp > 0 else None
-        cells = ([str(e.row)] if batch else []) + [
+        cells = ([row_name(e.row, layout)[4:]] if batch else []) + [
             _index(e.index), num(e.x), num(e.computed, d), num(e.reference, min(d + 2, 17)),
             _finite(e.ulp_err), _finite(a_ulp), num(ratio, 2), cause_kind(e.cause) or
             ("" if not e.cause else "see below")]
         t.add_row(*cells, style=style)
         widths = [max(w, len(cell)) for w, cell in zip(widths, cells)]
         where = f"entry ({_index(e.index)})" if isinstance(e.index, tuple) else f"i {e.index}"
-        lines.append(("row " + str(e.row) + ", " if batch else "") + f"{where}: "
+        lines.append((row_name(e.row, layout) + ", " if batch else "") + f"{where}: "
                      f"x {num(e.x)}, computed {cells[-6]}, exact {cells[-5]}, "
                      f"{cells[-4]} ULP (allowed {cells[-3]}), ratio {cells[-2]}"
                      + (f", {cells[-1]}" if cells[-1] else ""))

@@ -24,6 +24,7 @@ from .errors_ulp import METRICS, Overrides
 from .exceptions import InputError
 from .finite_diff import METHODS
 from .impls import get_implementation
+from .ndim import as_rows, companion_rows
 from .options import Options
 from .parallel import rows_per_chunk, run_rows
 from .reference import choose_engine, exact_loss_value, exact_softmax, exact_vjp
@@ -165,7 +166,7 @@ def _prepare(x, o: Options, command: str, row_offset=0):
     info = dtype_info(o.dtype)
     x = np.asarray(x, dtype=np.float64)
     Xr, rows, undefined = split_rows(x, info, row_offset)
-    implementation = get_implementation(o.impl).for_rows(rows + row_offset)
+    implementation = get_implementation(o.impl).for_options(o).for_rows(rows + row_offset)
     engine = choose_engine(Xr, o.engine, info.name, command)
     return info, implementation, overrides, engine, x, Xr, rows, undefined
 
@@ -376,13 +377,38 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
     (:mod:`smcheck.checks.merge`). ``chunk_rows`` defaults to
     :func:`~smcheck.parallel.rows_per_chunk` of the row length and the engine; the report is
     the same for any chunking and any number of workers."""
+    x, companions, options = nd_inputs(x, companions, options)
     shape = np.shape(x)
     n = int(shape[-1]) if len(shape) else 1
     rounded = np.empty(0) if np.size(x) == 0 else x
     engine = choose_engine(rounded, options.engine, options.dtype, command)
     options = options.with_(engine=engine)
     dense = command in DENSE_COMMANDS
-    return run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
-                    chunk_rows=chunk_rows or rows_per_chunk(n, dense, engine == "mpmath"),
-                    companions=companions, progress=progress, keep_arrays=keep_arrays,
-                    merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))
+    chunk_rows = chunk_rows or rows_per_chunk(n, dense, engine == "mpmath")
+    batch = options.batch_shape
+    if options.batched and batch and len(batch) > 1:  # whole slices of the first axis
+        inner = int(np.prod(batch[1:]))
+        chunk_rows = max(inner, chunk_rows // inner * inner)
+    report = run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
+                      chunk_rows=chunk_rows, companions=companions, progress=progress,
+                      keep_arrays=keep_arrays,
+                      merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))
+    return with_layout(report, options)
+
+
+def nd_inputs(x, companions: dict | None, options: Options):
+    """x and its companions (v, t, z) as rows along ``options.axis`` (an N-d input's other
+    axes become the rows, in C order), and the options with x's ``batch_shape``."""
+    if x is None:
+        return x, companions or {}, options
+    X, batch = as_rows(x, options.axis)
+    comps = {k: companion_rows(a, options.axis, batch, k) for k, a in (companions or {}).items()}
+    return X, comps, options.with_(batch_shape=batch)
+
+
+def with_layout(report: Report, options: Options) -> Report:
+    """The report with the axis softmax ran along and the shape of x's other axes (the
+    tables name a row by its N-d index too)."""
+    report.options["axis"] = options.axis
+    report.options["batch_shape"] = list(options.batch_shape) if options.batch_shape else None
+    return report

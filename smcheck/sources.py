@@ -77,6 +77,8 @@ def load_vector(
 def _shape_words(array: np.ndarray) -> str:
     if array.ndim == 2:
         return f"{array.shape[0]} rows x {array.shape[1]}"
+    if array.ndim > 2:
+        return " x ".join(map(str, array.shape))
     return f"{array.size} value{'s' if array.size != 1 else ''}"
 
 

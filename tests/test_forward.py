@@ -155,7 +155,10 @@ def test_undefined_rows_are_reported_not_checked():
 
 
 def test_public_api():
-    assert smcheck.check_forward is run_forward
+    # the API's entry point: N-d inputs and --axis, then run_forward's report
+    assert smcheck.check_forward is smcheck.api.check_forward
+    x = [1.0, 2.0, 30.0]
+    assert smcheck.check_forward(x).checks[0].max_ulp == run_forward(x).checks[0].max_ulp
     assert smcheck.__version__
 
 

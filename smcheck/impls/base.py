@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import DtypeInfo
+from ..exceptions import InputError
 from .formulas import exact_formula
 
 
@@ -61,6 +62,17 @@ class Implementation:
     #: whether the gradient of the loss in x is its own softmax formula s * sum(t) - t (the
     #: built-ins); otherwise it is taken back through its -t/z by a VJP
     grad_x_from_softmax: bool = False
+
+    def for_options(self, options) -> "Implementation":
+        """This implementation as ``options`` (:class:`smcheck.Options`) ask for it: how a
+        user's callable is called (``batched``, ``tensor``, ``device``, the N-d layout). The
+        built-ins and adapters compute a batch in one call already, on numpy arrays: they
+        refuse ``--batched`` and ``--tensor`` (``--device`` is the torch adapter's)."""
+        if options.batched or options.tensor != "numpy":
+            raise InputError(f"--batched and --tensor apply to your own function "
+                             f"(--impl module:function), not to --impl {self.name}, which "
+                             "computes a batch in one call already")
+        return self
 
     def for_rows(self, labels) -> "Implementation":
         """This implementation for a run over the input's rows ``labels`` (for its messages);

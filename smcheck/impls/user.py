@@ -16,10 +16,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..exceptions import ImplementationError
+from ..exceptions import ImplementationError, InputError
+from ..ndim import from_layout, to_layout
 from .base import Implementation
 
 #: what each command calls the callable with, and what it expects back (for messages)
+#: what --tensor may hand a user's function
+TENSORS = ("numpy", "torch", "jax")
+
 SIGNATURES = {"forward": "f(x) -> s", "forward_log": "f(x) -> log s",
               "jacobian": "f(x) -> J (n x n)", "vjp": "f(x, v) -> z", "loss": "f(z, t) -> -t/z"}
 
@@ -80,9 +84,11 @@ class UserCallable(Implementation):
     name: str
     func: object
 
-    def call(self, *args, expect_shape, row: int, signature: str | None = None):
-        """The callable on one row's arrays; ``signature`` (see :data:`SIGNATURES`) names
-        what the command expected, for messages."""
+    def call(self, *args, expect_shape, row, signature: str | None = None):
+        """The callable on one row's arrays (``row``: its number; or a chunk's, ``row`` then
+        the words naming its rows); ``signature`` (see :data:`SIGNATURES`) names what the
+        command expected, for messages."""
+        row = row if isinstance(row, str) else f"row {row}"
         hint = f"; expected {signature}" if signature else ""
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings(record=True) as caught, \
@@ -92,14 +98,14 @@ class UserCallable(Implementation):
         except (Exception, SystemExit) as exc:  # a callable's sys.exit() is not a verdict
             wrong_args = isinstance(exc, TypeError) and _cannot_bind(self.func, args)
             raise ImplementationError(
-                f"--impl {self.name} raised {type(exc).__name__} on row {row}: {exc}"
+                f"--impl {self.name} raised {type(exc).__name__} on {row}: {exc}"
                 + (hint if wrong_args else "")) from None
         self._note_warnings(caught)
         self._note_dtype(out)
         arr = to_numpy(out, f"--impl {self.name}")
         if arr.shape != tuple(expect_shape):
             raise ImplementationError(
-                f"--impl {self.name} returned shape {arr.shape} for row {row}: expected "
+                f"--impl {self.name} returned shape {arr.shape} for {row}: expected "
                 f"{tuple(expect_shape)}" + (f", from {signature}" if signature else ""))
         return arr
 
@@ -113,6 +119,23 @@ class UserCallable(Implementation):
     #: rows computed (calls made) in this run, and warnings beyond WARNINGS_KEPT distinct ones
     calls: int = field(default=0, repr=False, compare=False)
     warned_more: int = field(default=0, repr=False, compare=False)
+
+    #: how it is called (see :meth:`for_options`): a chunk of rows at once, on what arrays
+    batched: bool = False
+    tensor: str = "numpy"
+    device: str = "cpu"
+    batch_shape: tuple | None = None  # x's other axes, for an N-d input
+    axis: int = -1
+
+    def for_options(self, options) -> "UserCallable":
+        if options.tensor not in TENSORS:
+            raise InputError(f"--tensor {options.tensor}: use one of {', '.join(TENSORS)}")
+        if options.device != "cpu" and options.tensor != "torch":
+            raise InputError(f"--device {options.device}: a user's function gets torch tensors "
+                             "on a device only with --tensor torch")
+        return replace(self, batched=options.batched, tensor=options.tensor,
+                       device=options.device, batch_shape=options.batch_shape,
+                       axis=options.axis)
 
     def for_rows(self, labels) -> "UserCallable":
         """A copy for one run, with its own record of warnings (this object is unchanged)."""
@@ -146,11 +169,46 @@ class UserCallable(Implementation):
         labels = self.row_labels
         if labels is None or len(labels) != rows:
             labels = range(rows)
+        if self.batched:
+            return self._batch(arrays, shape, signature, labels)
         out = np.empty((rows,) + tuple(shape), dtype=np.float64)
         for r in range(rows):
-            out[r] = self.call(*(a[r].copy() for a in arrays), expect_shape=shape,
-                               row=int(labels[r]), signature=signature)
+            out[r] = self.call(*(self._as_tensor(a[r].copy()) for a in arrays),
+                               expect_shape=shape, row=int(labels[r]), signature=signature)
         return out
+
+    def _batch(self, arrays, shape, signature: str, labels):
+        """One call on every row: the arrays in the input's layout (an N-d input's rows
+        back in its shape, a slice of its first axis per chunk), the result read back as
+        rows (a Jacobian's n x n last)."""
+        rows = arrays[0].shape[0]
+        given = [to_layout(a, self.batch_shape, self.axis) for a in arrays]
+        laid_out = given[0] is not arrays[0]
+        if len(shape) == 1:
+            lead = given[0].shape
+        else:  # J: the rows' axes first, then (n, n)
+            lead = ((rows // int(np.prod(self.batch_shape[1:])),) + tuple(self.batch_shape[1:])
+                    if laid_out else (rows,)) + tuple(shape)
+        where = f"rows {int(labels[0])} to {int(labels[-1])} (one batched call)"
+        out = self.call(*(self._as_tensor(a) for a in given), expect_shape=lead, row=where,
+                        signature=signature.replace("f(x", "f(X").replace("f(z, t)", "f(Z, T)")
+                        + " on the whole batch")
+        return from_layout(out, self.batch_shape, self.axis, rows, tuple(shape))
+
+    def _as_tensor(self, a: np.ndarray):
+        """A numpy array (in the dtype) as the callable takes it: numpy, or a torch tensor on
+        --device, or a jax array."""
+        if self.tensor == "numpy":
+            return a
+        if self.tensor == "torch":
+            import torch
+
+            t = (torch.from_numpy(np.ascontiguousarray(a.astype(np.float32))).to(torch.bfloat16)
+                 if a.dtype.name == "bfloat16" else torch.from_numpy(np.ascontiguousarray(a)))
+            return t.to(self.device)
+        import jax.numpy as jnp
+
+        return jnp.asarray(a)
 
     def softmax(self, X, info, log=False):
         return self._rows([X], X.shape[1:], SIGNATURES["forward_log" if log else "forward"])
