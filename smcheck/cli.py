@@ -22,11 +22,11 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from . import __version__
-from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Dps, Dtype, Engine, FdOpt, Impl,
-                          InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp, Metric,
-                          NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet, Random, Rows,
-                          Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed, TFile, Top,
-                          TText, Validate, Verify, VFile, VText, Workers, XFile, XText,
+from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Check, Device, Dps, Dtype, Engine,
+                          FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText, MaxSize, MaxUlp,
+                          Metric, NoColor, Output, PanelCommand, Positional, PresetOpt, Quiet,
+                          Random, Rows, Rtol, Scale, Seed, ShowCompletion, StrictDtype, SweepSeed,
+                          TFile, Top, TText, Validate, Verify, VFile, VText, Workers, XFile, XText,
                           negative_input, no_such_option)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
@@ -81,7 +81,7 @@ def forward(
         "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
     workers: Workers = None, verify_reference: Verify = False,
-    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -92,7 +92,8 @@ def forward(
     report = _run("forward", src, Progress(not quiet, no_color), x=src.array, workers=workers,
                   keep_arrays=plot is not None, impl=impl, dtype=dtype, dps=dps, log=log,
                   metric=metric, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top, engine=engine,
-                  verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype)
+                  verify=verify_reference, allow_ftz=allow_ftz, strict_dtype=strict_dtype,
+                  device=device)
     if plot:
         from .plot import plot_forward
 
@@ -105,12 +106,17 @@ def _run(command, src, progress: Progress, *, x, workers=None, companions=None,
     """``command`` over the rows of x, in chunks on ``workers`` processes (see
     smcheck.run.check_rows), ``progress`` drawing the bar; ``kw`` are the options
     (smcheck.options.Options)."""
+    from .impls import get_implementation
     from .options import Options
     from .run import check_rows
 
+    options = Options(**kw)
+    if options.device != "cpu":  # usable (else one error line, before the run); one process
+        get_implementation(options.impl)
+        workers = 1
     keep_freed_memory()
     try:
-        report = check_rows(command, x, Options(**kw), workers=workers,
+        report = check_rows(command, x, options, workers=workers,
                             companions=companions or {}, progress=progress,
                             keep_arrays=keep_arrays)
     finally:
@@ -135,7 +141,7 @@ def jacobian(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
-    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -147,7 +153,7 @@ def jacobian(
                   impl=impl, dtype=dtype, dps=dps, log=log, metric=metric, fd=fd,
                   max_dense=max_dense, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp,
                   top=top, engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  strict_dtype=strict_dtype, device=device)
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
@@ -160,7 +166,7 @@ def vjp(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
-    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -174,7 +180,7 @@ def vjp(
                   companions={"v": varr}, impl=impl, dtype=dtype, dps=dps,
                   fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  strict_dtype=strict_dtype, device=device)
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
@@ -193,7 +199,7 @@ def loss(
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
-    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
+    allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -225,7 +231,7 @@ def loss(
                   companions={"t": tarr, "v": varr, "z": zarr}, impl=impl, dtype=dtype,
                   dps=dps, fd=fd, seed=seed, rtol=rtol, atol=atol, max_ulp=max_ulp, top=top,
                   engine=engine, verify=verify_reference, allow_ftz=allow_ftz,
-                  strict_dtype=strict_dtype)
+                  strict_dtype=strict_dtype, device=device)
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
@@ -280,7 +286,7 @@ def sweep(
         show_default=False)] = None,
     dps: Dps = 50, seed: SweepSeed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, output: Output = None,
-    no_color: NoColor = False,
+    no_color: NoColor = False, device: Device = "cpu",
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
     from .sweep import resolve_dtypes, run_sweep
@@ -289,7 +295,7 @@ def sweep(
     bar = SweepProgress(not quiet, no_color)
     try:
         res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar,
-                        allow_ftz=allow_ftz)
+                        allow_ftz=allow_ftz, device=device)
     finally:
         bar.close()
     if junit:

@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .exceptions import InputError
+
+#: the kinds of device ``--device`` names (cuda:N for one of several GPUs)
+DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class OnDevice:
+    """An adapter's name with the device it runs on: what :class:`Options` makes of ``impl``
+    when ``device`` is not the cpu (``get_implementation`` builds the adapter there)."""
+
+    name: str
+    device: str
+
+    def __str__(self) -> str:
+        return self.name
+
 
 @dataclass(frozen=True)
 class Options:
@@ -27,6 +44,22 @@ class Options:
     verify: bool = False  # recompute the reference with more digits
     allow_ftz: bool = False  # accept subnormal results flushed to zero
     strict_dtype: bool = False  # fail an implementation that does not compute in dtype
+    device: str = "cpu"  # where --impl torch runs: cpu, cuda, cuda:N, mps
+
+    def __post_init__(self):
+        device = str(self.device).strip().lower()
+        if device.split(":")[0] not in DEVICES:
+            raise InputError(f"--device {self.device}: use cpu, cuda, cuda:N or mps")
+        impl = self.impl.name if isinstance(self.impl, OnDevice) else self.impl
+        if device != "cpu":
+            if isinstance(impl, str) and impl.strip() == "torch":
+                impl = OnDevice("torch", device)
+            elif getattr(impl, "device", None) != device:  # not an adapter placed there
+                name = impl if isinstance(impl, str) else getattr(impl, "name", repr(impl))
+                raise InputError(f"--device {device}: only --impl torch runs on a device, not "
+                                 f"--impl {name} (leave --device at cpu)")
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "impl", impl)
 
     def with_(self, **changes) -> "Options":
         return replace(self, **changes)

@@ -17,6 +17,7 @@ do. They work on a batch at once (rows along the last axis).
 from __future__ import annotations
 
 from ..exceptions import ImplementationError
+from ..options import OnDevice
 from .adapters import make_adapter
 from .base import Implementation
 from .builtin import Builtin
@@ -31,10 +32,13 @@ ADAPTER_NAMES = ("scipy", "torch", "jax")
 
 
 def get_implementation(spec) -> Implementation:
-    """The implementation named by ``--impl`` (or, from Python, an Implementation or a plain
+    """The implementation named by ``--impl``, with ``--device`` an
+    :class:`~smcheck.options.OnDevice` (or, from Python, an Implementation or a plain
     callable, which is treated like a user's ``module:function``)."""
     if isinstance(spec, Implementation):
         return spec
+    if isinstance(spec, OnDevice):  # --impl torch --device cuda (see smcheck.options)
+        return make_adapter(spec.name, spec.device)
     if callable(spec):
         return UserCallable(getattr(spec, "__qualname__", None) or repr(spec), spec)
     spec = (spec or "").strip() if isinstance(spec, str) else ""
