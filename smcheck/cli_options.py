@@ -86,7 +86,7 @@ Dtype = Annotated[str, typer.Option(
 Device = Annotated[str, typer.Option(
     "--device", help="where --impl torch runs: cpu, cuda, cuda:N or mps (tensors are put "
     "there, results come back to numpy; an unavailable device is an error before the run, "
-    "and the run stays in one process)", rich_help_panel=COMMON)]
+    "and the run stays in one process)")]  # torch's only: the command's panel, not Common
 Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference, 20 "
                                   "to 100000", rich_help_panel=COMMON)]
 Rtol = Annotated[Optional[float], typer.Option(
