@@ -22,12 +22,13 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from . import __version__
-from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Axis, Batched, Check, Dps, Dtype,
-                          Engine, FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText, MaxSize,
-                          MaxUlp, Metric, NoColor, Output, PanelCommand, Positional, PresetOpt,
-                          Quiet, Random, Rows, Rtol, Scale, Seed, ShowCompletion, StrictDtype,
-                          SweepSeed, Tensor, TFile, Top, TText, Validate, Verify, VFile, VText,
-                          Workers, XFile, XText, negative_input, no_such_option, options_of)
+from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Axis, Batched, Check, Device, Dps,
+                          Dtype, Engine, FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText,
+                          MaxSize, MaxUlp, Metric, NoColor, Output, PanelCommand, Positional,
+                          PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed, ShowCompletion,
+                          StrictDtype, SweepSeed, Tensor, TFile, Top, TText, Validate, Verify,
+                          VFile, VText, Workers, XFile, XText, negative_input, no_such_option,
+                          options_of)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
 from .process import keep_freed_memory
@@ -82,7 +83,7 @@ def forward(
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
-    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -104,12 +105,17 @@ def _run(command, src, progress: Progress, *, x, workers=None, companions=None,
     """``command`` over the rows of x, in chunks on ``workers`` processes (see
     smcheck.run.check_rows), ``progress`` drawing the bar; ``kw`` are the options
     (smcheck.options.Options)."""
+    from .impls import get_implementation
     from .options import Options
     from .run import check_rows
 
+    options = Options(**kw)
+    if options.device != "cpu":  # usable (else one error line, before the run); one process
+        get_implementation(options.impl).for_options(options)
+        workers = 1
     keep_freed_memory()
     try:
-        report = check_rows(command, x, Options(**kw), workers=workers,
+        report = check_rows(command, x, options, workers=workers,
                             companions=companions or {}, progress=progress,
                             keep_arrays=keep_arrays)
     finally:
@@ -135,7 +141,7 @@ def jacobian(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
-    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -158,7 +164,7 @@ def vjp(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
-    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -189,7 +195,7 @@ def loss(
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
     workers: Workers = None, verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
-    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1,
+    batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
     output: Output = None, no_color: NoColor = False,
 ):
@@ -273,7 +279,7 @@ def sweep(
         show_default=False)] = None,
     dps: Dps = 50, seed: SweepSeed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, output: Output = None,
-    no_color: NoColor = False,
+    no_color: NoColor = False, device: Device = "cpu",
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
     from .sweep import resolve_dtypes, run_sweep
@@ -282,7 +288,7 @@ def sweep(
     bar = SweepProgress(not quiet, no_color)
     try:
         res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar,
-                        allow_ftz=allow_ftz)
+                        allow_ftz=allow_ftz, device=device)
     finally:
         bar.close()
     if junit:

@@ -86,6 +86,10 @@ Impl = Annotated[str, typer.Option(
     "current directory or sys.path), never other code", rich_help_panel=COMMON)]
 Dtype = Annotated[str, typer.Option(
     "--dtype", help="float64, float32, float16 or bfloat16", rich_help_panel=COMMON)]
+Device = Annotated[str, typer.Option(
+    "--device", help="where --impl torch runs: cpu, cuda, cuda:N or mps (tensors are put "
+    "there, results come back to numpy; an unavailable device is an error before the run, "
+    "and the run stays in one process)")]  # torch's only: the command's panel, not Common
 Dps = Annotated[int, typer.Option("--dps", help="decimal digits of the mpmath reference, 20 "
                                   "to 100000", rich_help_panel=COMMON)]
 Rtol = Annotated[Optional[float], typer.Option(

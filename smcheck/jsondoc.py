@@ -87,6 +87,8 @@ def report_json(report: Report, version: str, top: int | None = None) -> dict:
     if report.command in ("forward", "jacobian", "vjp", "loss"):
         out.setdefault("axis", -1)  # the axis softmax ran along; x's other axes, if N-d
         out.setdefault("batch_shape", None)
+        for key, default in (("batched", False), ("tensor", "numpy"), ("device", "cpu")):
+            out.setdefault(key, default)
     out.update(jsonable(report.blocks))
     if isinstance(out.get("zero_condition"), dict):
         out["zero_condition"] = _zero_condition_json(out["zero_condition"])

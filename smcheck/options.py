@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .exceptions import InputError
+
+#: the kinds of device ``--device`` names (cuda:N for one of several GPUs)
+DEVICES = ("cpu", "cuda", "mps")
+
 
 @dataclass(frozen=True)
 class Options:
@@ -29,10 +34,16 @@ class Options:
     strict_dtype: bool = False  # fail an implementation that does not compute in dtype
     batched: bool = False  # a user's callable gets a chunk of rows in one call
     tensor: str = "numpy"  # what a user's callable is given: numpy, torch or jax arrays
-    device: str = "cpu"  # torch: where its tensors live
+    device: str = "cpu"  # torch (the adapter, or --tensor torch): cpu, cuda, cuda:N, mps
     axis: int = -1  # the axis of x that softmax runs along (N-d inputs)
     #: the shape of x's other axes, when x is N-d (set from x and ``axis``; not an option)
     batch_shape: tuple | None = None
+
+    def __post_init__(self):
+        device = str(self.device).strip().lower()
+        if device.split(":")[0] not in DEVICES:
+            raise InputError(f"--device {self.device}: use cpu, cuda, cuda:N or mps")
+        object.__setattr__(self, "device", device)
 
     def with_(self, **changes) -> "Options":
         return replace(self, **changes)

@@ -408,7 +408,8 @@ def nd_inputs(x, companions: dict | None, options: Options):
 
 def with_layout(report: Report, options: Options) -> Report:
     """The report with the axis softmax ran along and the shape of x's other axes (the
-    tables name a row by its N-d index too)."""
+    tables name a row by its N-d index too), and how the implementation was called."""
     report.options["axis"] = options.axis
     report.options["batch_shape"] = list(options.batch_shape) if options.batch_shape else None
+    report.options.update(batched=options.batched, tensor=options.tensor, device=options.device)
     return report

@@ -39,8 +39,9 @@ def one_hot_targets(x: np.ndarray) -> np.ndarray:
 
 
 def run_case(command: str, x: np.ndarray, impl, dtype: str, dps: int, seed: int = 0,
-             engine: str = "auto", allow_ftz: bool = False):
-    o = Options(impl=impl, dtype=dtype, dps=dps, engine=engine, allow_ftz=allow_ftz, seed=seed)
+             engine: str = "auto", allow_ftz: bool = False, device: str = "cpu"):
+    o = Options(impl=impl, dtype=dtype, dps=dps, engine=engine, allow_ftz=allow_ftz, seed=seed,
+                device=device)
     if command == "forward":
         return run.run_forward(x, o)
     if command == "log_softmax":
@@ -122,11 +123,12 @@ def resolve_dtypes(dtypes) -> list[str]:
 def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: int = 50,
               seed: int = 0, engine: str = "auto",
               progress: Callable[[str], None] | None = None,
-              allow_ftz: bool = False) -> SweepResult:
+              allow_ftz: bool = False, device: str = "cpu") -> SweepResult:
     """Run the battery. ``progress(label)`` is called before each case (a ``progress`` with a
     ``total`` attribute gets the number of cases there first); ``allow_ftz`` accepts
-    subnormal results flushed to zero."""
-    implementation = get_implementation(impl)  # fail early on an unknown or missing impl
+    subnormal results flushed to zero; ``device`` is where ``impl="torch"`` runs."""
+    # fail early on an unknown or missing impl, or an unusable device
+    implementation = get_implementation(impl).for_options(Options(impl=impl, device=device))
     if implementation.one_function:
         # one callable computes one quantity: a user's function is swept as a softmax
         commands = tuple(c for c in commands if c == "forward") or ("forward",)
@@ -145,7 +147,8 @@ def run_sweep(impl="stable", dtypes=None, presets=None, commands=COMMANDS, dps: 
                 if progress is not None:
                     progress(f"{name} {dt} {command}")
                 t0 = time.perf_counter()
-                rep = run_case(command, x, implementation, dt, dps, seed, engine, allow_ftz)
+                rep = run_case(command, x, implementation, dt, dps, seed, engine, allow_ftz,
+                               device)
                 res.cases.append(summarize(rep, name, command, time.perf_counter() - t0))
     return res
 

@@ -32,7 +32,8 @@ ADAPTER_NAMES = ("scipy", "torch", "jax")
 
 def get_implementation(spec) -> Implementation:
     """The implementation named by ``--impl`` (or, from Python, an Implementation or a plain
-    callable, which is treated like a user's ``module:function``)."""
+    callable, which is treated like a user's ``module:function``); how it runs (torch's
+    ``--device``, a callable's ``--batched``) is :meth:`Implementation.for_options`'s."""
     if isinstance(spec, Implementation):
         return spec
     if callable(spec):

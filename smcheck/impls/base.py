@@ -72,6 +72,10 @@ class Implementation:
             raise InputError(f"--batched and --tensor apply to your own function "
                              f"(--impl module:function), not to --impl {self.name}, which "
                              "computes a batch in one call already")
+        if options.device != "cpu":
+            raise InputError(f"--device {options.device}: only --impl torch, or your function "
+                             f"with --tensor torch, runs on a device, not --impl {self.name} "
+                             "(leave --device at cpu)")
         return self
 
     def for_rows(self, labels) -> "Implementation":

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..exceptions import ImplementationError, InputError
 from ..ndim import from_layout, to_layout
+from .adapters import torch_device
 from .base import Implementation
 
 #: what each command calls the callable with, and what it expects back (for messages)
@@ -130,9 +131,13 @@ class UserCallable(Implementation):
     def for_options(self, options) -> "UserCallable":
         if options.tensor not in TENSORS:
             raise InputError(f"--tensor {options.tensor}: use one of {', '.join(TENSORS)}")
-        if options.device != "cpu" and options.tensor != "torch":
-            raise InputError(f"--device {options.device}: a user's function gets torch tensors "
-                             "on a device only with --tensor torch")
+        if options.device != "cpu":
+            if options.tensor != "torch":
+                raise InputError(f"--device {options.device}: a user's function gets torch "
+                                 "tensors on a device only with --tensor torch")
+            import torch
+
+            torch_device(torch, options.device)  # usable here, or one error line
         return replace(self, batched=options.batched, tensor=options.tensor,
                        device=options.device, batch_shape=options.batch_shape,
                        axis=options.axis)
