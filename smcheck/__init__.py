@@ -7,7 +7,8 @@ The public API is small and importable without the CLI::
     report.passed            # False: exp overflows
     report.checks[0].max_ulp # errors per check
 
-Heavy modules (numpy, mpmath) load on first use, so ``smcheck --help`` stays fast.
+Heavy modules (numpy, mpmath) load on first use, so ``smcheck --help`` stays fast; so does
+``smcheck.strategies`` (hypothesis strategies for adversarial logits; needs hypothesis).
 """
 
 __version__ = "0.1.0"
@@ -27,11 +28,17 @@ _LAZY = {
     "render_text": ("report", "render_text"),
     "Options": ("options", "Options"),
 }
+#: submodules loaded on first access: ``smcheck.strategies`` imports hypothesis
+_LAZY_MODULES = ("strategies",)
 
 __all__ = ["__version__", "SmcheckError", "InputError", "ImplementationError", *_LAZY]
 
 
 def __getattr__(name):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         import importlib
 

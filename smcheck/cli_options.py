@@ -49,7 +49,8 @@ XText = Annotated[Optional[str], typer.Option(
     "--x", help="numbers separated by commas/spaces or a JSON array; ';' separates rows",
     rich_help_panel=INPUT, show_default=False)]
 XFile = Annotated[Optional[str], typer.Option(
-    "--x-file", help=".npy, .npz[:key], .json, .csv, .tsv, .txt, or - for stdin",
+    "--x-file", help=".npy, .npz[:key], .safetensors[:name], .json, .csv, .tsv, .txt, or - "
+    "for stdin (never a pickle: .pt/.pkl are refused)",
     rich_help_panel=INPUT, show_default=False)]
 Random = Annotated[Optional[int], typer.Option(
     "--random", help="N random normal entries (see --rows, --seed, --scale)",

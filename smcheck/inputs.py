@@ -21,9 +21,10 @@ from typing import TextIO
 
 import numpy as np
 
+from smcheck import tensorfiles
 from smcheck.exceptions import InputError
 
-_FILE_TYPES = ".npy, .npz, .json, .csv, .tsv or .txt"
+_FILE_TYPES = ".npy, .npz, .safetensors, .json, .csv, .tsv or .txt"
 _TEXT_SEPARATORS = {
     ".csv": re.compile(r","),
     ".tsv": re.compile(r"\t"),
@@ -99,7 +100,8 @@ def parse_text(text: str, name: str = "x", max_size: int | None = DEFAULT_MAX_SI
 
 def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
               max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
-    """Load an array from ``PATH``, ``PATH.npz:KEY`` or ``-`` (text on stdin), by file extension.
+    """Load an array from ``PATH``, ``PATH.npz:KEY``, ``PATH.safetensors:NAME`` or ``-`` (text
+    on stdin), by file extension; pickle formats (.pt, .pkl, ...) are refused unopened.
 
     Inputs beyond ``max_size`` numbers are refused before their data is read (see
     :func:`check_size`)."""
@@ -118,11 +120,15 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
     where = f"--{name}-file {spec}"
     path, key = spec, None
     head, sep, tail = spec.rpartition(":")
-    if sep and head.lower().endswith(".npz"):
+    if sep and head.lower().endswith((".npz", ".safetensors")):
         path, key = head, tail
     ext = os.path.splitext(path)[1].lower()
+    tensorfiles.refuse_pickle(ext.partition(":")[0], where)
     if ":" in ext:
-        raise InputError(f"{where}: only .npz files take a ':KEY'")
+        raise InputError(f"{where}: only .npz and .safetensors files take a ':KEY'")
+    if ext == ".safetensors":
+        return _as_float_array(tensorfiles.load_safetensors(
+            path, key, where, lambda count: check_size(where, max_size, count=count)), where)
     if ext not in (".npy", ".npz", ".json", *_TEXT_SEPARATORS):
         kind = f"unknown file type '{ext}'" if ext else "no file extension"
         raise InputError(f"{where}: {kind} (use {_FILE_TYPES})")

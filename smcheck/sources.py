@@ -17,6 +17,7 @@ import numpy as np
 from .exceptions import InputError, SmcheckError
 from .inputs import DEFAULT_MAX_SIZE, check_size, load_file, parse_text, random_input
 from .presets import PRESETS, get_preset
+from .tensorfiles import PICKLE_FORMATS
 
 
 # eq=False: a generated __eq__/__hash__ would compare numpy arrays, which is ambiguous.
@@ -87,8 +88,9 @@ def load_x(positional, x, x_file, random, rows, seed, scale, preset,
     """The x array from exactly one source; the positional INPUT is sorted into one of them."""
     if positional is not None:
         p = positional
-        if p == "-" or os.path.exists(p.split(":")[0]) or os.path.splitext(p)[1].lower() in (
-                ".npy", ".npz", ".json", ".csv", ".tsv", ".txt"):
+        stem = p.split(":")[0]
+        if p == "-" or os.path.exists(stem) or os.path.splitext(stem)[1].lower() in (
+                ".npy", ".npz", ".safetensors", ".json", ".csv", ".tsv", ".txt", *PICKLE_FORMATS):
             if x_file is not None:
                 raise SmcheckError(f"give exactly one source for x, got INPUT '{p}' and --x-file")
             x_file = p

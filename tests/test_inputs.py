@@ -297,12 +297,13 @@ def test_bad_file_contents(tmp_path, name, content, words):
 
 def test_unknown_or_missing_extension(tmp_path):
     with raises(
-        "--x-file foo.xyz: unknown file type '.xyz' (use .npy, .npz, .json, .csv, .tsv or .txt)"
+        "--x-file foo.xyz: unknown file type '.xyz' (use .npy, .npz, .safetensors, .json, .csv, "
+        ".tsv or .txt)"
     ):
         load_file("foo.xyz")
     with raises("no file extension", ".npy"):
         load_file("foo")
-    with raises("only .npz files take a ':KEY'"):
+    with raises("only .npz and .safetensors files take a ':KEY'"):
         load_file("foo.npy:x")
 
 
