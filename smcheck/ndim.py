@@ -63,7 +63,7 @@ def to_layout(rows: np.ndarray, batch: tuple[int, ...] | None, axis: int,
     """Rows (k, n) of an N-d input back in its layout: (k // inner, *batch[1:], n) with n at
     ``axis``, when k is a whole number of slices of the first axis (inner = prod(batch[1:]));
     otherwise the rows as they are."""
-    if not batch or len(batch) < 2:
+    if not batch:
         return rows
     inner = int(np.prod(batch[1:]))
     k = rows.shape[0]
@@ -78,6 +78,6 @@ def from_layout(out: np.ndarray, batch: tuple[int, ...] | None, axis: int, rows:
                 tail: tuple[int, ...]) -> np.ndarray:
     """A batched result in the input's layout back as rows (rows, *tail)."""
     a = np.asarray(out)
-    if batch and len(batch) >= 2 and a.ndim == len(batch) + len(tail) and len(tail) == 1:
+    if batch and a.ndim == len(batch) + len(tail) and len(tail) == 1:
         a = np.moveaxis(a, axis % a.ndim, -1)
     return a.reshape((rows,) + tuple(tail)) if a.size == rows * int(np.prod(tail)) else a

@@ -29,6 +29,10 @@ def axis1(x):
     calls.append(np.shape(x))
     return _sm(x, 1).astype(np.asarray(x).dtype)
 
+def axis0(x):
+    calls.append(np.shape(x))
+    return _sm(x, 0).astype(np.asarray(x).dtype)
+
 def vjp(x, v):
     s = _sm(x, -1)
     v = np.asarray(v, dtype=np.float64)
@@ -105,6 +109,13 @@ def test_axis_chooses_the_softmax_axis(kernels):
     assert not bad.passed and not bad.checks[0].passed
     # per row, x's axis-1 vectors: the same verdicts
     assert smcheck.check_forward(x, impl=kernels.last, axis=1).passed
+
+
+def test_a_2d_batch_along_axis_0_is_handed_over_as_it_is(kernels):
+    x = scores((6, 4))  # softmax down the columns
+    rep = smcheck.check_forward(x, impl=kernels.axis0, axis=0, batched=True)
+    assert rep.passed and rep.shape == [4, 6] and kernels.calls[0] == (6, 4)
+    assert not smcheck.check_forward(x, impl=kernels.last, axis=0, batched=True).passed
 
 
 def test_batched_equals_row_by_row(kernels):
