@@ -159,14 +159,29 @@ def _call(f, X: np.ndarray, ndims: tuple[int, ...]) -> np.ndarray:
 # evaluated; for the Jacobian every array has one row per free coordinate.
 
 
-def _central_from(sample, cs):
-    """Central differences D(c h) for each c, and the largest |f| seen, entry by entry."""
+def _central_from(samples, cs, cols):
+    """Central differences D(c h) for each c, and the largest |f| seen, entry by entry, on
+    the columns ``cols`` of the sampled values."""
     out, mag = [], None
-    for fp, fm, width in sample(cs):
-        out.append((fp - fm) / width)
+    for fp, fm, width in samples:
+        fp, fm = _cols(fp, cols), _cols(fm, cols)
+        out.append((fp - fm) / _cols(width, cols))
         m = np.maximum(np.abs(fp), np.abs(fm))
         mag = m if mag is None else np.maximum(mag, m)
     return out, mag
+
+
+#: entries of one block of columns in :func:`_extrapolated` (a few cache-sized arrays; the
+#: whole n x n temporaries, a dozen of them, cost more in first touches than in arithmetic)
+FD_BLOCK = 2 ** 15
+
+
+def _cols(a, cols):
+    """Columns ``cols`` of ``a``; a scalar, or an array broadcast along its last axis, as
+    it is."""
+    if np.ndim(a) == 0 or np.shape(a)[-1] == 1:
+        return a
+    return a[..., cols]
 
 
 def _extrapolated(sample, f0_abs, h, value_noise, method):
@@ -193,8 +208,26 @@ def _extrapolated(sample, f0_abs, h, value_noise, method):
     """
     p = 2 if method == "central" else 4
     cs = (1.0, 2.0, 4.0) if method == "central" else (0.5, 1.0, 2.0, 4.0)
-    ds, mag = _central_from(sample, cs)
-    mag = np.maximum(mag, f0_abs)
+    samples = list(sample(cs))  # the batched calls of f; what follows is per entry
+    shape = np.broadcast_shapes(*(np.shape(a) for s in samples for a in s[:2]))
+    if not shape:
+        return _extrapolate_block(samples, cs, f0_abs, h, value_noise, method, p, slice(None))
+    value, error = np.empty(shape), np.empty(shape)
+    rows = int(np.prod(shape[:-1]))
+    width = max(1, FD_BLOCK // max(rows, 1))
+    for a in range(0, shape[-1], width):
+        cols = slice(a, a + width)
+        value[..., cols], error[..., cols] = _extrapolate_block(
+            samples, cs, f0_abs, h, value_noise, method, p, cols)
+    return value, error
+
+
+def _extrapolate_block(samples, cs, f0_abs, h, value_noise, method, p, cols):
+    """:func:`_extrapolated` on the columns ``cols`` (every row: the noise's sums over the
+    coordinates, axis 0, see whole columns)."""
+    ds, mag = _central_from(samples, cs, cols)
+    mag = np.maximum(mag, _cols(f0_abs, cols))
+    h = _cols(h, cols)
     if method == "central":
         e1, e2, e4 = ds
         share = 1.0
@@ -339,7 +372,8 @@ def _bare(f, x, h, cs):
     if idx.size == 0:
         return [np.zeros((0, n_out)) for _ in cs], x, idx, n_out
     hk = np.broadcast_to(np.asarray(h, dtype=np.float64), x.shape)[idx]
-    ds, _ = _central_from(_jacobian_sampler(f, x, idx, _round_step(x[idx], hk)), cs)
+    sampler = _jacobian_sampler(f, x, idx, _round_step(x[idx], hk))
+    ds, _ = _central_from(list(sampler(cs)), cs, slice(None))
     return ds, x, idx, n_out
 
 
