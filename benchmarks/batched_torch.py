@@ -6,9 +6,10 @@ float32 batch (issue 18's target: batched at least 5x faster).
 
 Two figures, each batched against row by row in the same run:
 
-* the calls of the implementation under test, as smcheck makes them (in this process, the
-  user callable's ``softmax`` on the rows: conversion to tensors, the kernel, the results back
-  to numpy), best of 3 after one warm-up: what ``--batched`` changes;
+* the calls of the implementation under test, as smcheck makes them (in this process, with
+  the CLI's memory setting; the user callable's ``softmax`` on the rows: conversion to
+  tensors, the kernel, the results back to numpy), best of 3 after one warm-up: what
+  ``--batched`` changes;
 * the whole command in fresh ``smcheck`` processes (input, exact reference, every check,
   JSON): what a user waits for, with the reference's cost in both, so the ratio is smaller.
 """
@@ -44,10 +45,14 @@ def best_of(fn, repeat=3):
     return min(times)
 
 
-def in_process(rows: int, n: int, path: str) -> tuple[float, float]:
+def in_process(rows: int, n: int, path: str, cli_memory: bool) -> tuple[float, float]:
     from smcheck.dtypes import dtype_info
     from smcheck.impls import get_implementation
     from smcheck.options import Options
+    from smcheck.process import keep_freed_memory
+
+    if cli_memory:  # as the CLI does: freed memory is reused, not mapped and touched anew
+        keep_freed_memory()
 
     info = dtype_info("float32")
     X = np.random.default_rng(0).normal(size=(rows, n)).astype(np.float32)
@@ -69,15 +74,24 @@ def fresh(rows: int, n: int, path: str, batched: bool) -> float:
     return time.perf_counter() - t0
 
 
+def calls(rows: int, n: int, path: str, cli_memory: bool) -> str:
+    """The implementation's calls, measured in a process of their own (the memory setting is
+    process-wide)."""
+    out = subprocess.run([sys.executable, __file__, "--calls", str(rows), str(n), path,
+                          str(int(cli_memory))], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def main(rows: int = 2000, n: int = 4096) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "kernel.py")
         with open(path, "w") as f:
             f.write(KERNEL)
-        t_rows, t_batch = in_process(rows, n, path)
-        print(f"implementation calls, {rows} x {n} float32, torch.softmax: row by row "
-              f"{t_rows:.3f} s, batched {t_batch:.3f} s: ratio {t_rows / t_batch:.1f} "
-              "(target >= 5)", flush=True)
+        for cli_memory, where in ((True, "as the CLI runs"), (False, "as a library (API)")):
+            t_rows, t_batch = map(float, calls(rows, n, path, cli_memory).split())
+            print(f"implementation calls, {where}, {rows} x {n} float32, torch.softmax: row by "
+                  f"row {t_rows:.3f} s, batched {t_batch:.3f} s: ratio {t_rows / t_batch:.1f} "
+                  "(target >= 5)", flush=True)
         runs = {True: [], False: []}
         for _ in range(3):  # alternately, the machine's spells fall on both
             for b in (False, True):
@@ -88,4 +102,8 @@ def main(rows: int = 2000, n: int = 4096) -> None:
 
 
 if __name__ == "__main__":
-    main(*[int(a) for a in sys.argv[1:3]])
+    if sys.argv[1:2] == ["--calls"]:
+        r, c, kernel, mem = sys.argv[2:6]
+        print(*in_process(int(r), int(c), kernel, bool(int(mem))))
+    else:
+        main(*[int(a) for a in sys.argv[1:3]])
