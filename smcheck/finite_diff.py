@@ -160,8 +160,7 @@ def _call(f, X: np.ndarray, ndims: tuple[int, ...]) -> np.ndarray:
 
 
 def _central_from(samples, cs, cols):
-    """Central differences D(c h) for each c, and the largest |f| seen, entry by entry, on
-    the columns ``cols`` of the sampled values."""
+    """Central differences D(c h) for each c, and the largest |f| seen, on columns ``cols``."""
     out, mag = [], None
     for fp, fm, width in samples:
         fp, fm = _cols(fp, cols), _cols(fm, cols)
@@ -171,14 +170,13 @@ def _central_from(samples, cs, cols):
     return out, mag
 
 
-#: entries of one block of columns in :func:`_extrapolated` (a few cache-sized arrays; the
-#: whole n x n temporaries, a dozen of them, cost more in first touches than in arithmetic)
+#: entries of a block of columns in :func:`_extrapolated` (cache-sized: a dozen n x n temporaries
+#: cost more in first touches than in arithmetic)
 FD_BLOCK = 2 ** 15
 
 
 def _cols(a, cols):
-    """Columns ``cols`` of ``a``; a scalar, or an array broadcast along its last axis, as
-    it is."""
+    """Columns ``cols`` of ``a``; a scalar, or one broadcast along its last axis, as it is."""
     if np.ndim(a) == 0 or np.shape(a)[-1] == 1:
         return a
     return a[..., cols]
@@ -213,8 +211,7 @@ def _extrapolated(sample, f0_abs, h, value_noise, method):
     if not shape:
         return _extrapolate_block(samples, cs, f0_abs, h, value_noise, method, p, slice(None))
     value, error = np.empty(shape), np.empty(shape)
-    rows = int(np.prod(shape[:-1]))
-    width = max(1, FD_BLOCK // max(rows, 1))
+    width = max(1, FD_BLOCK // max(int(np.prod(shape[:-1])), 1))
     for a in range(0, shape[-1], width):
         cols = slice(a, a + width)
         value[..., cols], error[..., cols] = _extrapolate_block(
@@ -223,20 +220,14 @@ def _extrapolated(sample, f0_abs, h, value_noise, method):
 
 
 def _extrapolate_block(samples, cs, f0_abs, h, value_noise, method, p, cols):
-    """:func:`_extrapolated` on the columns ``cols`` (every row: the noise's sums over the
-    coordinates, axis 0, see whole columns)."""
+    """:func:`_extrapolated` on columns ``cols``, every row (the noise sums over axis 0)."""
     ds, mag = _central_from(samples, cs, cols)
     mag = np.maximum(mag, _cols(f0_abs, cols))
     h = _cols(h, cols)
-    if method == "central":
-        e1, e2, e4 = ds
-        share = 1.0
-    else:
-        e1, e2, e4 = ((4.0 * ds[i] - ds[i + 1]) / 3.0 for i in range(3))
-        share = 3.0
-    r = share * value_noise(mag, e1) / h
+    e1, e2, e4 = ds if method == "central" else (
+        (4.0 * ds[i] - ds[i + 1]) / 3.0 for i in range(3))
+    r = (1.0 if method == "central" else 3.0) * value_noise(mag, e1) / h
     n1, n2, n4 = r, r / 2.0, r / 4.0
-
     d12, d24 = np.abs(e1 - e2), np.abs(e2 - e4)
     noise_only = (d12 <= 2.0 * (n1 + n2)) & (d24 <= 2.0 * (n2 + n4))
     target = 2.0 ** p
