@@ -80,4 +80,4 @@ def from_layout(out: np.ndarray, batch: tuple[int, ...] | None, axis: int, rows:
     a = np.asarray(out)
     if batch and a.ndim == len(batch) + len(tail) and len(tail) == 1:
         a = np.moveaxis(a, axis % a.ndim, -1)
-    return a.reshape((rows,) + tuple(tail)) if a.size == rows * int(np.prod(tail)) else a
+    return a.reshape((rows,) + tuple(tail))  # its shape was checked against the layout

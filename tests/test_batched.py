@@ -155,7 +155,7 @@ def test_every_command_takes_a_batched_function(kernels, command, fn):
 
 
 def test_torch_tensors_on_the_device(kernels, cli):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     x = scores((2, 4, 64))
     rep = smcheck.check_forward(x, impl=kernels.torch_sm, dtype="bfloat16", batched=True,
                                 tensor="torch", device="cpu")
@@ -165,7 +165,6 @@ def test_torch_tensors_on_the_device(kernels, cli):
     kernels.calls.clear()
     assert smcheck.check_forward(x[0], impl=kernels.torch_sm, tensor="torch").passed
     assert kernels.calls[0] == ((64,), "torch.float64", "cpu")
-    assert torch.softmax  # torch imported for the user's kernel only
 
 
 def test_jax_arrays(kernels):
