@@ -7,12 +7,9 @@ numdifftools, every estimate travels with an error estimate, the step it used an
 of its method (:class:`FDEstimate`), so a caller can tell "the analytic derivative is wrong"
 from "the finite difference is too coarse to tell".
 
-* :func:`jacobian` - the full Jacobian ``value[i, k] = d f_i / d x_k``; the perturbed points
-  go to f in a few batched calls (one (n, n) batch per stencil offset), memory O(n n_out).
-* :func:`directional` - d/dh g(x + h u) at h = 0 from a handful of points, one batched call,
-  memory O(n): usable for n = 10^6.
-* :func:`central_difference`, :func:`richardson_difference` - the bare formulas at a given
-  step, without error estimates, so the order of each method can be measured.
+* :func:`jacobian` - ``value[i, k] = d f_i / d x_k``, one batched (n, n) call of f per offset.
+* :func:`directional` - d/dh g(x + h u) at h = 0, one batched call, memory O(n) (n = 10^6).
+* :func:`central_difference`, :func:`richardson_difference` - the bare formulas at a step.
 
 Methods (eps = 2^-52, the float64 machine epsilon; every step is derived from it):
 
@@ -61,6 +58,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blocks import for_each
+
 METHODS = ("central", "richardson", "complex")
 
 EPS = float(np.finfo(np.float64).eps)  # 2^-52
@@ -106,8 +105,7 @@ class FDEstimate:
     expected_accuracy: str
 
 
-# ------------------------------------------------------------------------------------------
-# checking
+# --- checking
 
 
 def _resolve_method(method: str, complex_ok: bool) -> str:
@@ -212,10 +210,12 @@ def _extrapolated(sample, f0_abs, h, value_noise, method):
         return _extrapolate_block(samples, cs, f0_abs, h, value_noise, method, p, slice(None))
     value, error = np.empty(shape), np.empty(shape)
     width = max(1, FD_BLOCK // max(int(np.prod(shape[:-1])), 1))
-    for a in range(0, shape[-1], width):
-        cols = slice(a, a + width)
+
+    def one(cols):  # blocks of columns are independent: on the block threads
         value[..., cols], error[..., cols] = _extrapolate_block(
             samples, cs, f0_abs, h, value_noise, method, p, cols)
+
+    for_each(one, [slice(a, a + width) for a in range(0, shape[-1], width)])
     return value, error
 
 

@@ -15,8 +15,12 @@ compute (a count, a per-shift table). Check names are SPEC's "Check names".
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import numpy as np
+
+from ..blocks import threads
 from ..results import CheckResult, Report
 from . import common, forward, jacobian, loss, merge, vjp
 
@@ -56,11 +60,33 @@ def check_names(command: str) -> list[str]:
     return [name for name, _, _ in TABLE.get(command, [])]
 
 
+#: checks that build cases of their own (the implementation and the exact values at shifted
+#: inputs) and only read the command's case: with several cores they run beside the others
+BESIDE = ("shift_invariance",)
+#: entries of x from which a thread for them pays (below, a few milliseconds of work)
+BESIDE_MIN = 1024
+
+
 def run_checks(command: str, case) -> list[CheckResult]:
-    """The checks of ``command`` on ``case``, in the table's order (those that apply)."""
+    """The checks of ``command`` on ``case``, in the table's order (those that apply). On a
+    big case with several threads, the BESIDE checks run on a thread of their own meanwhile
+    (each check's numbers are its own: the same results either way)."""
+    table = TABLE.get(command, [])
+    results: dict[str, CheckResult | None] = {}
+    beside = [row for row in table if row[0] in BESIDE]
+    if (beside and threads() > 1 and getattr(case.impl, "thread_safe", False)
+            and np.size(case.X) >= BESIDE_MIN):
+        with ThreadPoolExecutor(len(beside), thread_name_prefix="smcheck-check") as ex:
+            futures = {name: ex.submit(fn, case) for name, fn, _ in beside}
+            for name, fn, _ in table:
+                if name not in futures:
+                    results[name] = fn(case)
+            results.update((name, f.result()) for name, f in futures.items())
+    else:
+        results = {name: fn(case) for name, fn, _ in table}
     out = []
-    for name, fn, _ in TABLE.get(command, []):
-        res = fn(case)
+    for name, _, _ in table:
+        res = results[name]
         if res is not None:
             assert res.name == name
             out.append(res)

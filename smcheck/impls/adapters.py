@@ -135,6 +135,7 @@ class ScipyAdapter(Implementation):
 
     name = "scipy"
     complex_ok = True
+    thread_safe = True
     honours_dtype = True  # rounds scipy's result to the dtype when scipy upcasts
 
     def __init__(self, special):
@@ -258,6 +259,7 @@ class TorchAdapter(Implementation):
 
     name = "torch"
     complex_ok = False
+    thread_safe = True
     honours_dtype = True  # torch computes and returns tensors of the dtype
 
     def __init__(self, torch, device: str = "cpu"):
@@ -304,11 +306,11 @@ class TorchAdapter(Implementation):
             return self._numpy(self._fn(log)(self._tensor(X, info), dim=-1))
 
     def jacobian(self, X, info, log=False):
-        # one batched backward pass: the rows of J are the vector-Jacobian products of the n
-        # unit vectors, all at once (is_grads_batched). The same backward formula as
-        # torch.func.jacrev under vmap, so the same numbers (tests compare them), but ~25%
-        # faster at n = 2048, and without torch.func, whose first use imports torch._dynamo
-        # (about 1.5 s of a fresh process)
+        # one backward pass through n copies of x: copy i's output weighted by the unit vector
+        # e_i, summed, so copy i's gradient is e_i^T J, row i of J. The same backward formula
+        # as torch.func.jacrev under vmap, so the same numbers (tests compare them), without
+        # torch.func (its first use imports torch._dynamo, ~1.5 s of a fresh process) and
+        # without tensor grad_outputs (autograd then imports sympy, ~0.4 s)
         torch = self._torch
         x = self._tensor(X, info)
         rows, n = x.shape
@@ -316,10 +318,9 @@ class TorchAdapter(Implementation):
             return np.zeros((0, n, n))
         eye = torch.eye(n, dtype=x.dtype, device=x.device)
         with torch.enable_grad():
-            x.requires_grad_(True)
-            s = self._fn(log)(x, dim=-1)
-            (g,) = torch.autograd.grad(s, x, grad_outputs=eye[:, None, :].expand(n, rows, n),
-                                       is_grads_batched=True)
+            copies = x.unsqueeze(0).expand(n, rows, n).clone().requires_grad_(True)
+            s = self._fn(log)(copies, dim=-1)
+            (g,) = torch.autograd.grad((s * eye[:, None, :]).sum(), copies)
         J = np.ascontiguousarray(self._numpy(g).transpose(1, 0, 2))  # g[i, r, k] = J_r[i, k]
         return _fix_masked_jacobian(J, X, log, lambda: self.softmax(X, info, False))
 
@@ -373,6 +374,7 @@ class JaxAdapter(Implementation):
 
     name = "jax"
     complex_ok = False
+    thread_safe = True
     honours_dtype = True  # jax computes and returns arrays of the dtype
 
     def __init__(self, jax):

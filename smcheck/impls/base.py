@@ -51,6 +51,11 @@ class Implementation:
     #: built-ins and adapters round into it); otherwise its results are checked for the dtype
     honours_dtype: bool = False
 
+    #: whether two threads may call it at once (smcheck's own code and the framework adapters;
+    #: a user's function may keep state, and its warnings are caught per call): a check that
+    #: builds cases of its own then runs beside the others (checks.run_checks)
+    thread_safe: bool = False
+
     #: whether it can only return a whole n x n Jacobian (a user's f(x) -> J): beyond
     #: --max-dense, where smcheck probes v^T J u instead, it cannot be checked
     dense_jacobian_only: bool = False

@@ -12,6 +12,7 @@ from .formulas import (_BUILTINS, builtin_jacobian, builtin_loss_grad, builtin_v
 @dataclass
 class Builtin(Implementation):
     name: str
+    thread_safe = True
     honours_dtype = True
     grad_x_from_softmax = True
 
