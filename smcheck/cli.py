@@ -25,10 +25,10 @@ from . import __version__
 from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Axis, Batched, Check, Device, Dps,
                           Dtype, Engine, FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText,
                           MaxSize, MaxUlp, Metric, NoColor, Output, PanelCommand, Positional,
-                          PresetOpt, Quiet, Random, Rows, Rtol, Scale, Seed, ShowCompletion,
-                          StrictDtype, SweepSeed, Tensor, TFile, Top, TText, Validate, Verify,
-                          VFile, VText, Workers, XFile, XText, negative_input, no_such_option,
-                          options_of)
+                          PresetOpt, ProgressMode, Quiet, Random, Rows, Rtol, Scale, Seed,
+                          ShowCompletion, StrictDtype, SweepSeed, Tensor, TFile, Top, TText,
+                          Validate, Verify, VFile, VText, Workers, XFile, XText, negative_input,
+                          no_such_option, options_of)
 from .exceptions import SmcheckError
 from .output import Destination, show, write_file
 from .process import keep_freed_memory
@@ -85,13 +85,13 @@ def forward(
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
-    output: Output = None, no_color: NoColor = False,
+    output: Output = None, no_color: NoColor = False, progress: ProgressMode = "auto",
 ):
     """Check softmax (or log-softmax with --log) against the exact values, entry by entry."""
     from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run("forward", src, Progress(not quiet, no_color), x=src.array, workers=workers,
+    report = _run("forward", src, (progress, quiet, no_color), x=src.array, workers=workers,
                   keep_arrays=plot is not None, **options_of(locals(), drop=("seed",)))
     if plot:
         from .plot import plot_forward
@@ -100,11 +100,11 @@ def forward(
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
 
-def _run(command, src, progress: Progress, *, x, workers=None, companions=None,
+def _run(command, src, shown: tuple, *, x, workers=None, companions=None,
          keep_arrays=False, **kw):
     """``command`` over the rows of x, in chunks on ``workers`` processes (see
-    smcheck.run.check_rows), ``progress`` drawing the bar; ``kw`` are the options
-    (smcheck.options.Options)."""
+    smcheck.run.check_rows), its progress shown as ``shown`` (--progress, --quiet,
+    --no-color) asks; ``kw`` are the options (smcheck.options.Options)."""
     from .impls import get_implementation
     from .options import Options
     from .run import check_rows
@@ -114,12 +114,12 @@ def _run(command, src, progress: Progress, *, x, workers=None, companions=None,
         get_implementation(options.impl).for_options(options)
         workers = 1
     keep_freed_memory()
-    try:
+    progress = Progress(*shown, command=command)
+    progress.entries = int(x.size)  # the lines count the input's entries
+    with progress:  # closes the bar, or writes the last line
         report = check_rows(command, x, options, workers=workers,
                             companions=companions or {}, progress=progress,
                             keep_arrays=keep_arrays)
-    finally:
-        progress.close()
     if src is not None:
         report.options["input"] = src.description
     return report
@@ -143,13 +143,13 @@ def jacobian(
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
-    output: Output = None, no_color: NoColor = False,
+    output: Output = None, no_color: NoColor = False, progress: ProgressMode = "auto",
 ):
     """Check the Jacobian J = diag(s) - s s^T (or I - 1 s^T with --log) entry by entry."""
     from .sources import load_x
 
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
-    report = _run("jacobian", src, Progress(not quiet, no_color), x=src.array, workers=workers,
+    report = _run("jacobian", src, (progress, quiet, no_color), x=src.array, workers=workers,
                   **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
@@ -166,7 +166,7 @@ def vjp(
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
-    output: Output = None, no_color: NoColor = False,
+    output: Output = None, no_color: NoColor = False, progress: ProgressMode = "auto",
 ):
     """Check the vector-Jacobian product z = v J = s * (v - <v, s>), computed in O(n)."""
     from .sources import flag_name, load_companion, load_x, same_shape
@@ -174,7 +174,7 @@ def vjp(
     src = load_x(input, x, x_file, random, rows, seed, scale, preset, max_size)
     varr = load_companion("v", v, v_file, max_size=max_size)
     same_shape(flag_name("v", v, v_file), varr, "x", src.array)
-    report = _run("vjp", src, Progress(not quiet, no_color), x=src.array, workers=workers,
+    report = _run("vjp", src, (progress, quiet, no_color), x=src.array, workers=workers,
                   companions={"v": varr}, **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 
@@ -197,7 +197,7 @@ def loss(
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
-    output: Output = None, no_color: NoColor = False,
+    output: Output = None, no_color: NoColor = False, progress: ProgressMode = "auto",
 ):
     """Check the loss gradient -t / z of l(z, t) = -sum t_i log z_i, and the z_i = 0 condition.
 
@@ -222,7 +222,7 @@ def loss(
     if src is not None:
         same_shape(flag_name("v", v, v_file), varr, "x", src.array)
         same_shape(flag_name("z", z, z_file), zarr, "x", src.array)
-    report = _run("loss", src, Progress(not quiet, no_color),
+    report = _run("loss", src, (progress, quiet, no_color),
                   x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
@@ -279,18 +279,15 @@ def sweep(
         show_default=False)] = None,
     dps: Dps = 50, seed: SweepSeed = 0, engine: Engine = "auto", allow_ftz: AllowFtz = False,
     check: Check = False, json: Json = False, quiet: Quiet = False, output: Output = None,
-    no_color: NoColor = False, device: Device = "cpu",
+    no_color: NoColor = False, device: Device = "cpu", progress: ProgressMode = "auto",
 ):
     """Run every preset x dtype x (forward, log-softmax, jacobian, vjp, loss) on one impl."""
     from .sweep import resolve_dtypes, run_sweep
 
     dts = resolve_dtypes(dtype or ["float64"])
-    bar = SweepProgress(not quiet, no_color)
-    try:
+    with SweepProgress(progress, quiet, no_color) as bar:
         res = run_sweep(impl, dts, preset, dps=dps, seed=seed, engine=engine, progress=bar,
                         allow_ftz=allow_ftz, device=device)
-    finally:
-        bar.close()
     if junit:
         from .sweep import junit_xml
 

@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 from .exceptions import InputError
 from .options import Options
 from .output import output_path
+from .progress import INTERVAL, MODES
 
 
 class PanelCommand(TyperCommand):
@@ -118,6 +119,21 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the v
                                      "exit status (implies --check)", rich_help_panel=COMMON)]
 Top = Annotated[int, typer.Option("--top", help="rows in the table of worst entries",
                                   rich_help_panel=COMMON)]
+
+
+def _progress_mode(value: str) -> str:
+    """--progress: auto, always or never (any case)."""
+    mode = str(value).strip().lower()
+    if mode not in MODES:
+        raise InputError(f"--progress {value}: use one of {', '.join(MODES)}")
+    return mode
+
+
+ProgressMode = Annotated[str, typer.Option(
+    "--progress", help=f"auto: a bar on a terminal for long work; when stderr is not a terminal "
+    f"(a CI log), a line on stderr every {INTERVAL:g} s of a long run and one at its end; "
+    "nothing with --quiet. always: the same even for short work and with --quiet. never: "
+    "nothing", rich_help_panel=COMMON, callback=_progress_mode)]
 Engine = Annotated[str, typer.Option(
     "--engine", help="reference engine: auto (mpmath below 4096 reference entries; above, "
     "double-double for float64 results and the float64 tier for narrower ones), mpmath (forces "

@@ -381,7 +381,7 @@ def test_sweep_bar_shows_done_of_total(monkeypatch):
     err = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setenv("COLUMNS", "120")
-    bar = SweepProgress(enabled=True)
+    bar = SweepProgress()
     try:
         run_sweep("stable", ["float64"], ["benign"], dps=20, progress=bar)
     finally:
