@@ -50,10 +50,11 @@ class ProgressLines:
     always with ``always``."""
 
     def __init__(self, command: str, unit: str = "entries", *, always: bool = False,
-                 stream=None, clock=time.monotonic, interval: float = INTERVAL):
+                 stream=None, clock=time.monotonic, interval: float | None = None):
         self.command, self.unit, self.always = command, unit, always
         self.stream = sys.stderr if stream is None else stream
-        self.clock, self.interval = clock, interval
+        self.clock = clock
+        self.interval = INTERVAL if interval is None else interval
         self.start = clock()
         self.last = None if always else self.start  # the time of the last line
         self.done, self.total = 0, None
@@ -110,7 +111,7 @@ class _Shown:
 
     def __init__(self, mode: str = "auto", quiet: bool = False, no_color: bool = False, *,
                  command: str = "check", unit: str = "entries", stream=None,
-                 clock=time.monotonic, interval: float = INTERVAL):
+                 clock=time.monotonic, interval: float | None = None):
         stream = sys.stderr if stream is None else stream
         shown = mode == "always" or (mode == "auto" and not quiet)
         self.always = mode == "always"
