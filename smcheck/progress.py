@@ -86,9 +86,10 @@ class ProgressLines:
 
     def close(self, failed: bool = False) -> None:
         """The last line: what was done, in how long (only if a line was written before,
-        or with ``always``)."""
+        or with ``always`` when the run ended well: an error before any line stays the one
+        ``error:`` line on stderr)."""
         with self._lock:
-            if not (self.printed or self.always):
+            if not (self.printed or (self.always and not failed)):
                 return
             took = self.clock() - self.start
             if failed:
@@ -115,7 +116,7 @@ class _Shown:
         stream = sys.stderr if stream is None else stream
         shown = mode == "always" or (mode == "auto" and not quiet)
         self.always = mode == "always"
-        self.bar_on = shown and stream.isatty()
+        self.bar_on = shown and bool(getattr(stream, "isatty", None) and stream.isatty())
         self.stream, self.no_color = stream, no_color
         self.lines = (ProgressLines(command, unit, always=self.always, stream=stream,
                                     clock=clock, interval=interval)

@@ -271,6 +271,18 @@ def test_quiet_with_always_prints_lines_and_quiet_alone_nothing():
     assert control.returncode == 0 and control.stdout == control.stderr == ""
 
 
+def test_an_input_error_in_the_run_stays_one_error_line():
+    r = smcheck("forward", "--x", "1,2", "--workers", 0, "--progress", "always")
+    assert r.returncode == 2
+    assert r.stderr == "error: --workers 0: must be >= 1\n"
+    log = Log()  # control: a run stopped after a line was written says so
+    with pytest.raises(ValueError):
+        with Progress("always", command="forward", stream=log, clock=Clock()) as p:
+            p(1, 2)
+            raise ValueError
+    assert log.lines()[-1] == "smcheck forward: stopped after 0.0 s, at 1 of 2 entries"
+
+
 @pytest.mark.parametrize("value", ["sometimes", "", "1"])
 def test_a_bad_value_is_one_error_line_and_exit_2(value):
     r = smcheck("forward", "--x", "1,2", "--progress", value)
