@@ -1,0 +1,233 @@
+"""Scale (issue 19): peak memory and the cost per entry from 10^5 to 10^8 entries, each
+figure from a fresh ``smcheck`` process as a user runs it (interpreter, imports and reading
+the input included; peak RSS is the process's own VmHWM).
+
+    python benchmarks/scale.py               # everything (about 5 minutes on 2 cores)
+    python benchmarks/scale.py --quick       # up to 10^7 entries
+    python benchmarks/scale.py --dir /data   # where the input files go (default: a temp dir)
+
+1. The cost per entry (ns) of ``forward``, ``vjp`` and ``loss`` in float32 on batches of rows
+   of 10^4 logits, 10^5 to 10^8 entries, read from memory-mapped ``.npy`` files (v and t too),
+   printed as a curve with its spread (largest / smallest: the done-when asks for < 2).
+2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
+   array as a zarr store (when zarr is installed), and one row of 10^8 entries.
+3. ``smcheck forward --random 1000000`` against the per-element mpmath loop (50 digits), each
+   in fresh processes, alternately; the medians' ratio (the done-when asks for >= 20).
+
+Not part of the test suite's pass/fail: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+N = 10 ** 4  # logits per row in the batches
+
+#: a program reporting its own peak RSS (VmHWM) on stderr as it exits
+_HWM = ("import atexit, sys\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        sys.stderr.write(next(l for l in f if l.startswith('VmHWM')))\n"
+        "atexit.register(hwm)\n")
+#: smcheck, timing its run after the imports (RUN seconds on stderr) as well: the cost per
+#: entry without the fixed start-up
+SMCHECK = _HWM + """
+import time
+from smcheck.cli import main
+import mpmath, smcheck.run, smcheck.sources, smcheck.jsondoc, smcheck.report  # the imports
+t0 = time.perf_counter()
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+sys.stderr.write(f"RUN {time.perf_counter() - t0}\\n")
+sys.exit(code)
+"""
+MPMATH_LOOP = _HWM + """
+import mpmath, numpy as np
+from smcheck.inputs import random_input
+x = random_input(int(sys.argv[1]), seed=0)
+with mpmath.workdps(50):  # exp, fsum, divide per element, as a hand-written reference does
+    a = mpmath.mpf(float(np.max(x)))
+    e = [mpmath.exp(mpmath.mpf(float(v)) - a) for v in x]
+    S = mpmath.fsum(e)
+    s = [float(v / S) for v in e]
+"""
+
+
+def _tree_pss_kib(root: int) -> int:
+    """The proportional set size (PSS: a page shared by k processes counts 1/k in each) of
+    ``root`` and every process below it (smcheck's forked workers, Dask's), in KiB."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+class Run:
+    """A fresh interpreter's run: wall seconds, the run's own seconds after the imports (smcheck
+    only), peak memory of the whole process tree (PSS sampled every 20 ms: workers included),
+    the exit status."""
+
+    def __init__(self, program: str, *args):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", program, *map(str, args)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_pss_kib(proc.pid))
+            time.sleep(0.02)
+        err = proc.stderr.read()
+        self.seconds = time.perf_counter() - t0
+        self.code = proc.returncode
+        run = [line.split()[1] for line in err.splitlines() if line.startswith("RUN")]
+        self.run_seconds = float(run[-1]) if run else float("nan")
+        hwm = [int(line.split()[1]) for line in err.splitlines() if line.startswith("VmHWM")]
+        self.mib = max(peak, hwm[-1] if hwm else 0) / 1024
+        if self.code not in (0, 1):
+            tail = [line for line in err.splitlines() if not line.startswith(("VmHWM", "RUN"))]
+            print(f"    exit {self.code}: {' '.join(tail)[-300:]}")
+
+
+def fresh(program: str, *args) -> tuple[float, float, int]:
+    """(seconds, peak memory in MiB, exit status) of ``program ARGS`` in a fresh interpreter."""
+    r = Run(program, *args)
+    return r.seconds, r.mib, r.code
+
+
+def save(path: str, rows: int, n: int, kind: str) -> str:
+    """A float32 (rows, n) .npy written a block of rows at a time (never whole in memory):
+    logits (standard normal, scale 3), v (standard normal), or t (one-hot targets)."""
+    if os.path.exists(path):
+        return path
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, n))
+    rng = np.random.default_rng({"x": 0, "v": 1, "t": 2}[kind])
+    step = max(1, 2 ** 22 // n)
+    for lo in range(0, rows, step):
+        hi = min(lo + step, rows)
+        if kind == "t":
+            block = np.zeros((hi - lo, n), dtype=np.float32)
+            block[np.arange(hi - lo), rng.integers(0, n, hi - lo)] = 1.0
+        else:
+            block = rng.standard_normal((hi - lo, n)).astype(np.float32) * (3 if kind == "x" else 1)
+        out[lo:hi] = block
+    out.flush()
+    del out
+    return path
+
+
+def curve(folder: str, sizes: list[int]) -> dict:
+    print(f"1. cost per entry (ns), float32, rows of {N:,} logits, fresh processes: the run "
+          "after the imports (whole process in brackets), and peak memory (PSS, workers included)")
+    print(f"   {'entries':>12}  {'forward':>16}  {'vjp':>16}  {'loss':>16}   MiB (fwd / vjp / loss)")
+    table = {}
+    for size in sizes:
+        rows = size // N
+        f = {k: save(os.path.join(folder, f"{k}_{rows}.npy"), rows, N, k) for k in "xvt"}
+        common = ("--x-file", f["x"], "--dtype", "float32", "--json")
+        runs = {"forward": Run(SMCHECK, "forward", *common),
+                "vjp": Run(SMCHECK, "vjp", *common, "--v-file", f["v"]),
+                "loss": Run(SMCHECK, "loss", *common, "--t-file", f["t"])}
+        table[size] = runs
+        cells = "  ".join(f"{r.run_seconds / size * 1e9:>7.0f} [{r.seconds / size * 1e9:>6.0f}]"
+                          for r in runs.values())
+        mib = " / ".join(f"{r.mib:.0f}" for r in runs.values())
+        print(f"   {size:>12,}  {cells}   {mib}", flush=True)
+    for cmd in ("forward", "vjp", "loss"):
+        ns = [table[s][cmd].run_seconds / s for s in sizes]
+        print(f"   {cmd}: largest / smallest cost per entry of the run = {max(ns) / min(ns):.2f} "
+              "(target < 2)")
+    return table
+
+
+def memory(folder: str) -> None:
+    print("2. peak RSS of forward over 10^8 float32 entries (fresh processes)")
+    x = save(os.path.join(folder, f"x_{10 ** 4}.npy"), 10 ** 4, N, "x")
+    t, rss, _ = fresh(SMCHECK, "forward", "--x-file", x, "--dtype", "float32", "--json")
+    print(f"   .npy, 10^4 rows x 10^4: {rss:,.0f} MiB, {t:.1f} s, {t / 1e8 * 1e9:.0f} ns per entry")
+    try:
+        import zarr
+    except ImportError:
+        print("   zarr store: zarr is not installed (pip install 'smcheck[dask]')")
+    else:
+        store = os.path.join(folder, "x.zarr")
+        if not os.path.exists(store):
+            src = np.load(x, mmap_mode="r")
+            z = zarr.open_array(store, mode="w", shape=src.shape, dtype=src.dtype,
+                                chunks=(256, N))
+            for lo in range(0, src.shape[0], 1024):
+                z[lo:lo + 1024] = src[lo:lo + 1024]
+        t, rss, _ = fresh(SMCHECK, "forward", "--x-file", store, "--dtype", "float32", "--json")
+        print(f"   zarr store, chunks (256, 10^4): {rss:,.0f} MiB, {t:.1f} s, "
+              f"{t / 1e8 * 1e9:.0f} ns per entry")
+    row = os.path.join(folder, "row.npy")
+    if not os.path.exists(row):
+        np.save(row, np.load(x, mmap_mode="r").reshape(1, -1))
+    t, rss, code = fresh(SMCHECK, "forward", "--x-file", row, "--dtype", "float32", "--json")
+    print(f"   .npy, one row of 10^8: exit {code}, {rss:,.0f} MiB, {t:.1f} s")
+
+
+def versus_mpmath(repeat: int = 3) -> float:
+    n = 10 ** 6
+    print(f"3. smcheck forward --random {n:,} against the per-element mpmath loop, fresh "
+          f"processes, {repeat} pairs")
+    ours, loop = [], []
+    for i in range(repeat):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for which in order:
+            if which == 0:
+                ours.append(fresh(SMCHECK, "forward", "--random", n, "--json")[0])
+            else:
+                loop.append(fresh(MPMATH_LOOP, n)[0])
+    a, b = statistics.median(ours), statistics.median(loop)
+    print(f"   smcheck {a:.2f} s (runs {', '.join(f'{t:.2f}' for t in ours)}), mpmath loop "
+          f"{b:.2f} s: {b / a:.1f}x (target >= 20x)")
+    return b / a
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="up to 10^7 entries")
+    p.add_argument("--dir", default=None, help="where the input files go")
+    a = p.parse_args()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "smcheck")],
+                   check=True)
+    with tempfile.TemporaryDirectory(dir=a.dir) as folder:
+        sizes = [10 ** 5, 10 ** 6, 10 ** 7] + ([] if a.quick else [10 ** 8])
+        curve(folder, sizes)
+        if not a.quick:
+            memory(folder)
+        versus_mpmath()
+
+
+if __name__ == "__main__":
+    main()
