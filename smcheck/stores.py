@@ -120,7 +120,7 @@ class RowStore:
 
 def check_dtype(dtype: np.dtype, where: str) -> None:
     """Real numbers only: complex, structured, bytes and objects are refused by name."""
-    if dtype.hasobject:
+    if dtype.kind == "O":
         raise InputError(f"{where}: contains pickled objects; smcheck never unpickles files")
     if dtype.kind == "c":
         raise InputError(f"{where}: complex values are not supported (softmax needs real "
@@ -291,7 +291,10 @@ class ZarrRows(RowStore):
             node = zarr.open(self.path, mode="r")
         except Exception as exc:  # noqa: BLE001 - zarr's errors for a corrupt store, an
             # unknown data type (bfloat16), missing metadata: each means the store is unreadable
-            raise InputError(f"{self.where}: not a readable zarr store ({one_line(exc)})"
+            hint = ("; zarr-python reads no bfloat16 arrays: store them as float32, which holds "
+                    "bfloat16 exactly, and check with --dtype bfloat16"
+                    if "bfloat16" in str(exc) else "")
+            raise InputError(f"{self.where}: not a readable zarr store ({one_line(exc)}){hint}"
                              ) from None
         if isinstance(node, zarr.Array):
             if self.name is not None:
@@ -323,9 +326,6 @@ class ZarrRows(RowStore):
         except Exception as exc:  # noqa: BLE001 - a missing or corrupt chunk
             raise InputError(f"{self.where}: cannot read rows {lo} to {hi} of the zarr store "
                              f"({one_line(exc)})") from None
-
-    def __reduce__(self):
-        return type(self), self._args()
 
     def _args(self):
         return self.path, self.name, self.where, self.max_size
