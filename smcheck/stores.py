@@ -166,8 +166,8 @@ def _npy_file_header(path: str, where: str, what: str) -> tuple[tuple, np.dtype]
         with open(path, "rb") as f:
             magic = f.read(len(NPY_MAGIC))
             if magic != NPY_MAGIC:
-                raise InputError(f"{where}: {'empty file' if not magic else 'not a .npy file'}"
-                                 f"{'' if not magic else ' (no NPY header)'}")
+                raise InputError(f"{where}: " + ("not a .npy file (no NPY header)" if magic
+                                                 else "empty file"))
             f.seek(0)
             return npy_header(f, where, os.fstat(f.fileno()).st_size, what)
     except OSError as exc:

@@ -262,6 +262,9 @@ def test_store_errors_are_one_line(cli, tmp_path, files):
         (str(tmp_path / "missing.zarr"), "no such zarr store"),
     ]
     (tmp_path / "mixed" / "notes.txt").write_text("hi")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.npy").write_text("1,2,3")
+    cases.append((str(tmp_path / "junk"), "shard a.npy: not a .npy file (no NPY header)"))
     cases[1] = (cases[1][0], "shard notes.txt is not a .npy file")
     g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     g.create_array("a", shape=(3, 4), dtype="f8")
