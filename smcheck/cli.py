@@ -223,7 +223,9 @@ def loss(
         same_shape(flag_name("v", v, v_file), varr, "x", src.array)
         same_shape(flag_name("z", z, z_file), zarr, "x", src.array)
     report = _run("loss", src, (progress, quiet, no_color),
-                  x=np.zeros(np.shape(zarr)) if src is None else src.array, workers=workers,
+                  # z alone: x is zeros of its shape, a read-only view (no memory for a store)
+                  x=np.broadcast_to(0.0, np.shape(zarr)) if src is None else src.array,
+                  workers=workers,
                   companions={"t": tarr, "v": varr, "z": zarr}, **options_of(locals()))
     emit(report, json_out=json, quiet=quiet, check=check, top=top, to=Destination(output, no_color))
 

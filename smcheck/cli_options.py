@@ -50,8 +50,9 @@ XText = Annotated[Optional[str], typer.Option(
     "--x", help="numbers separated by commas/spaces or a JSON array; ';' separates rows",
     rich_help_panel=INPUT, show_default=False)]
 XFile = Annotated[Optional[str], typer.Option(
-    "--x-file", help=".npy, .npz[:key], .safetensors[:name], .json, .csv, .tsv, .txt, or - "
-    "for stdin (never a pickle: .pt/.pkl are refused)",
+    "--x-file", help=".npy, .npz[:key], .safetensors[:name], .json, .csv, .tsv, .txt, - "
+    "for stdin, or a directory, read lazily: a zarr store[:name] or .npy shards (rows in "
+    "sorted name order); never a pickle: .pt/.pkl are refused",
     rich_help_panel=INPUT, show_default=False)]
 Random = Annotated[Optional[int], typer.Option(
     "--random", help="N random normal entries (see --rows, --seed, --scale)",
@@ -75,12 +76,16 @@ PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="a named adversarial input (see 'smcheck presets')",
     rich_help_panel=INPUT, show_default=False)]
 MaxSize = Annotated[int, typer.Option(
-    "--max-size", help="refuse an input (x, v, t or z) of more than this many numbers, checked "
-    "before its data is read (a .npy by its header, text by its length: 32 bytes a number); "
-    "the default admits a 2000 x 4096 batch or a 10^6 vocabulary many times over",
+    "--max-size", help="what an input (x, v, t or z) may make smcheck hold at once, checked "
+    "before its data is read: a streamed input (a 2-D .npy of 1 MiB or more, .npy shards, "
+    "a zarr store) is read a chunk of rows at a time, and its rows may not be longer "
+    "than this; any other input (text, JSON, .npz, .safetensors, a smaller .npy, --random, "
+    "--preset) may not have more numbers than this in all (a .npy by its header, text by its "
+    "length: 32 bytes a number); the default admits a 2000 x 4096 batch or a 10^6 vocabulary "
+    "many times over",
     rich_help_panel=INPUT)]
 #: --max-size's default, 10^8 numbers (800 MB in float64); the same as
-#: smcheck.inputs.DEFAULT_MAX_SIZE (not imported here: that would load numpy for --help)
+#: smcheck.limits.DEFAULT_MAX_SIZE (not imported here: that would load numpy for --help)
 MAX_SIZE = 100_000_000
 Impl = Annotated[str, typer.Option(
     "--impl", help="stable, naive, divfree (built in); scipy, torch, jax (imports that "

@@ -17,3 +17,9 @@ class InputError(SmcheckError):
 
 class ImplementationError(SmcheckError):
     """The implementation under test could not be loaded, raised, or returned a wrong shape."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (numpy's and zarr's can span several; an
+    ``error:`` line must not), or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__

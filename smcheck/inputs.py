@@ -21,8 +21,9 @@ from typing import TextIO
 
 import numpy as np
 
-from smcheck import tensorfiles
-from smcheck.exceptions import InputError
+from smcheck import stores, tensorfiles
+from smcheck.exceptions import InputError, one_line as _one_line
+from smcheck.limits import DEFAULT_MAX_SIZE, TEXT_BYTES_PER_NUMBER, check_size  # noqa: F401
 
 _FILE_TYPES = ".npy, .npz, .safetensors, .json, .csv, .tsv or .txt"
 _TEXT_SEPARATORS = {
@@ -33,39 +34,6 @@ _TEXT_SEPARATORS = {
 _NPY_MAGIC = b"\x93NUMPY"
 # A zip local-file header, or the end-of-directory record an archive with no members starts with.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-
-#: The largest input (x, v, t or z), in numbers, read unless ``--max-size`` raises it: 10^8
-#: float64 numbers are 800 MB, twelve times a 2000 x 4096 batch and a hundred vocabularies of 10^6.
-DEFAULT_MAX_SIZE = 10**8
-#: Bytes of text allowed per number of the limit, checked before a text input is read: the
-#: longest float64 spelling, -2.2250738585072014e-308, takes 24 characters, plus separators.
-TEXT_BYTES_PER_NUMBER = 32
-
-
-def check_size(where: str, max_size: int | None, *, count: int | None = None,
-               text: int | None = None, unit: str = "bytes") -> None:
-    """The input size limit (``--max-size``), enforced here and nowhere else.
-
-    ``count`` is a number of numbers (a file's shape, read from its header before the data;
-    ``--random N`` times ``--rows``; the numbers parsed so far), ``text`` the length of a text
-    input before it is parsed (limit: TEXT_BYTES_PER_NUMBER per number). ``max_size=None``
-    means no limit (library use); with neither ``count`` nor ``text`` only the limit itself is
-    validated.
-    """
-    if max_size is None:
-        return
-    if isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1:
-        raise InputError(f"--max-size must be a whole number of at least 1, got {max_size!r}")
-    if count is not None and count > max_size:
-        raise InputError(f"{where}: {count:,} numbers, more than the limit of {max_size:,} "
-                         "(raise it with --max-size)")
-    limit = max_size * TEXT_BYTES_PER_NUMBER
-    if text is not None and text > limit:
-        raise InputError(
-            f"{where}: {text:,} {unit} of text, more than the limit of {limit:,} "
-            f"({TEXT_BYTES_PER_NUMBER} per number of --max-size {max_size:,}; raise it with "
-            "--max-size)")
-
 
 def _read_text(stream, max_size: int | None):
     """All of ``stream`` (bytes or str), but no more than one unit past the text limit of
@@ -101,10 +69,12 @@ def parse_text(text: str, name: str = "x", max_size: int | None = DEFAULT_MAX_SI
 def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
               max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
     """Load an array from ``PATH``, ``PATH.npz:KEY``, ``PATH.safetensors:NAME`` or ``-`` (text
-    on stdin), by file extension; pickle formats (.pt, .pkl, ...) are refused unopened.
+    on stdin), by file extension; pickle formats (.pt, .pkl, ...) are refused unopened. A
+    directory is a store read lazily (:mod:`smcheck.stores`): zarr (``DIR:NAME``, an array of a
+    group), else .npy shards; so is a 2-D .npy of MMAP_MIN_BYTES or more.
 
     Inputs beyond ``max_size`` numbers are refused before their data is read (see
-    :func:`check_size`)."""
+    :func:`check_size`); a streamed one (a store) when its rows are longer than that."""
     check_size("--max-size", max_size)
     if spec == "-":
         where = f"--{name}-file - (stdin)"
@@ -120,6 +90,9 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
     where = f"--{name}-file {spec}"
     path, key = spec, None
     head, sep, tail = spec.rpartition(":")
+    if os.path.isdir(spec) or (sep and os.path.isdir(head)):  # streamed, a row limited
+        return stores.open_store(*((spec, None) if os.path.isdir(spec) else (head, tail)),
+                                 where, max_size)
     if sep and head.lower().endswith((".npz", ".safetensors")):
         path, key = head, tail
     ext = os.path.splitext(path)[1].lower()
@@ -129,6 +102,8 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
     if ext == ".safetensors":
         return _as_float_array(tensorfiles.load_safetensors(
             path, key, where, lambda count: check_size(where, max_size, count=count)), where)
+    if ext == ".zarr":
+        raise InputError(f"{where}: no such zarr store (a directory)")
     if ext not in (".npy", ".npz", ".json", *_TEXT_SEPARATORS):
         kind = f"unknown file type '{ext}'" if ext else "no file extension"
         raise InputError(f"{where}: {kind} (use {_FILE_TYPES})")
@@ -302,13 +277,13 @@ def _json_number(item, where: str, at: str) -> float:
         raise InputError(f"{where}: integer too large for float64 ({at})") from None
 
 
-#: a 2-D .npy larger than this is memory-mapped, not read: the checks read it a chunk of rows
-#: at a time, so a batch larger than memory streams
+#: a 2-D .npy larger than this is memory-mapped, not read (:class:`~smcheck.stores.NpyRows`):
+#: the checks read it a chunk of rows at a time, so a batch larger than memory streams
 MMAP_MIN_BYTES = 2 ** 20
 
 
 def _load_npy(f, where: str, path: str | None = None,
-              max_size: int | None = DEFAULT_MAX_SIZE) -> np.ndarray:
+              max_size: int | None = DEFAULT_MAX_SIZE):
     # Check the magic first: np.load treats anything unrecognised as a pickle, and its message
     # for junk would wrongly say "pickled data".
     magic = f.read(len(_NPY_MAGIC))
@@ -317,45 +292,21 @@ def _load_npy(f, where: str, path: str | None = None,
     if magic != _NPY_MAGIC:
         raise InputError(f"{where}: not a .npy file (no NPY header)")
     f.seek(0)
-    _check_npy_header(f, where, max_size, os.fstat(f.fileno()).st_size, ".npy file")
+    size = os.fstat(f.fileno()).st_size
+    shape, dtype = stores.npy_header(f, where, size, ".npy file")
+    if (path is not None and size >= MMAP_MIN_BYTES and len(shape) == 2
+            and dtype.kind in "biuf" and math.prod(shape)):
+        return stores.NpyRows(path, where, max_size)  # --max-size limits its rows' length
+    check_size(where, max_size, count=math.prod(shape))
     f.seek(0)
-    if path is not None and os.path.getsize(path) >= MMAP_MIN_BYTES:
-        mm = _checked(lambda: np.lib.format.open_memmap(path, mode="r"), where,
-                      "corrupt or truncated .npy file")
-        if mm.ndim == 2 and mm.dtype.kind in "biuf" and mm.size:
-            return mm  # float64 conversion happens chunk by chunk
-        del mm
     return _checked(lambda: np.load(f, allow_pickle=False), where, "corrupt or truncated .npy file")
 
 
 def _check_npy_header(fp, where: str, max_size: int | None, total_bytes: int, what: str) -> None:
     """Read the .npy header at ``fp`` and, before any data is read, refuse object arrays (their
     data is a pickle), data shorter than the shape needs, and a shape beyond ``max_size``."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fp)
-        else:  # 3.0 only differs in the encoding of structured field names
-            impl = getattr(np.lib, "_format_impl", fmt)  # numpy >= 2 keeps the reader there
-            shape, _, dtype = impl._read_array_header(fp, version)
-        data_start = fp.tell()
-    except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and tokenize:
-        # ValueError, SyntaxError, tokenize.TokenError, EOFError, ... all mean a corrupt file
-        if "max_header_size" in str(exc):  # numpy's advice (to allow pickles) is not for us
-            raise InputError(f"{where}: corrupt or truncated {what} (header larger than "
-                             "numpy reads safely)") from None
-        raise InputError(f"{where}: corrupt or truncated {what} ({_one_line(exc)})") from None
-    if dtype.hasobject:
-        raise InputError(f"{where}: contains pickled objects; smcheck never unpickles files")
-    count = math.prod(shape)
-    need, have = count * dtype.itemsize, total_bytes - data_start
-    if need > have:
-        raise InputError(f"{where}: corrupt or truncated {what} (shape {shape} of {dtype} "
-                         f"needs {need:,} bytes of data, it has {max(have, 0):,})")
-    check_size(where, max_size, count=count)
+    shape, _ = stores.npy_header(fp, where, total_bytes, what)
+    check_size(where, max_size, count=math.prod(shape))
 
 
 def _load_npz(f, key: str | None, where: str,
@@ -411,11 +362,6 @@ def _checked(load, where: str, what: str):
     return _as_float_array(result, where) if isinstance(result, np.ndarray) else result
 
 
-def _one_line(exc: BaseException) -> str:
-    # numpy's header errors can span lines; InputError messages must not.
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
     """Accept any real numeric dtype as float64; a scalar becomes a length-1 vector.
     Integers beyond 2^53 are refused: float64 cannot hold them exactly. float16 and float32
@@ -427,8 +373,6 @@ def _as_float_array(array: np.ndarray, where: str) -> np.ndarray:
         if bool(np.any(array > lim)) or (kind == "i" and bool(np.any(array < -lim))):
             raise InputError(f"{where}: integers beyond 2^53 = 9007199254740992 are not exact "
                              "in float64 (write them as floating-point numbers to round them)")
-    if isinstance(array, np.memmap):
-        return array  # a large file, converted a chunk of rows at a time (N-d: see --axis)
     if kind == "c":
         raise InputError(f"{where}: complex values are not supported (softmax needs real numbers)")
     if kind not in "biuf":

@@ -10,12 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from .exceptions import InputError
+from .stores import RowStore
 
 
 def as_rows(x, axis: int = -1, name: str = "x") -> tuple[np.ndarray, tuple[int, ...] | None]:
     """``x`` as a 1-D vector or a 2-D batch of rows along ``axis``, and the shape of the other
-    axes (None for an input that is already a vector or a batch with ``axis`` last). The
-    rows of a memory-mapped file stay a view when ``axis`` is the last one."""
+    axes (None for an input that is already a vector or a batch with ``axis`` last). A 2-D
+    store (:mod:`smcheck.stores`) along its last axis stays a store, read a chunk of rows at a
+    time; along another axis, or N-d, it is read whole (within --max-size)."""
+    if isinstance(x, RowStore) and x.ndim == 2 and axis in (-1, 1):
+        return x, None
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
     if a.ndim == 0:
         return a, None
@@ -35,12 +39,11 @@ def companion_rows(arr, axis: int, batch: tuple[int, ...] | None, name: str):
     and an input without N-d layout stay as they are."""
     if arr is None or batch is None:
         return arr
-    a = np.asarray(arr)
-    if a.ndim == 1:
-        return a
-    rows, shape = as_rows(a, axis, name)
+    if np.ndim(arr) == 1:
+        return np.asarray(arr)
+    rows, shape = as_rows(arr, axis, name)
     if shape != batch:
-        raise InputError(f"--{name} has shape {a.shape} but x's rows along --axis {axis} are "
+        raise InputError(f"--{name} has shape {np.shape(arr)} but x's rows along --axis {axis} are "
                          f"{batch} (each of length n)")
     return rows
 

@@ -3,8 +3,9 @@
 A batch is cut into chunks of rows (:func:`rows_per_chunk`, from the shape and the engine only,
 *whatever the number of workers*), and each chunk
 is checked exactly as it would be alone (rows are independent; the chunk knows its row offset),
-so the merged report is identical for 1 worker or many. A memory-mapped input is read one
-chunk at a time, so a batch larger than memory streams.
+so the merged report is identical for 1 worker or many. A memory-mapped input, or a store of
+:mod:`smcheck.stores`, is read one chunk at a time (``x[lo:hi]``), so a batch larger than
+memory streams.
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[
     if workers < 1:
         raise InputError(f"--workers {workers}: must be >= 1")
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
+        # a batch is sliced, not converted whole: a store reads its rows (not np.asarray)
         with using_threads(workers):
-            return fn(np.asarray(x, dtype=np.float64), *args, progress=progress,
-                      **{k: None if a is None else np.asarray(a, dtype=np.float64)
-                         for k, a in companions.items()})
+            return fn(np.asarray(x[0:rows] if x_is_batch else x, dtype=np.float64), *args,
+                      progress=progress, **{k: None if a is None else np.asarray(
+                          _part(a, 0, rows), dtype=np.float64) for k, a in companions.items()})
 
     import multiprocessing as mp
 

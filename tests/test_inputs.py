@@ -316,7 +316,7 @@ def test_missing_file_and_directory(tmp_path):
         load_file("bad\0name.csv")
     directory = tmp_path / "dir.npy"
     directory.mkdir()
-    with raises("dir.npy", "cannot read file"):
+    with raises("dir.npy", "empty directory"):  # a directory is a store (of .npy shards)
         load_file(str(directory))
 
 

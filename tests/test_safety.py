@@ -8,6 +8,7 @@ in a fresh ``python -m smcheck`` process.
 from __future__ import annotations
 
 import io
+import math
 import json
 import os
 import pickle
@@ -20,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clirunner import Result
+
+from smcheck import inputs
+from smcheck.exceptions import InputError
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -438,20 +442,40 @@ def test_stdin_over_the_limit_is_refused(cli):
     _limit_error(cli("forward", "-", "--max-size", "5", stdin="1 2 3 4 5 6\n"), "6 numbers")
 
 
-def test_npy_over_the_limit_is_refused_from_its_header_alone(cli, tmp_path, monkeypatch):
-    """Only the header is read: a file claiming 10^9 float64 with its data all there would be
-    8 GB, so a header plus a sparse file stands in for it."""
-    path = tmp_path / "huge.npy"
+def _sparse_npy(path, shape) -> None:
+    """A .npy whose header claims ``shape`` of float64, its data a sparse hole (no disk)."""
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f8", "fortran_order": False, "shape": (10**5, 10**4)})
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape})
     with open(path, "wb") as fh:
         fh.write(header.getvalue())
-        fh.truncate(len(header.getvalue()) + 8 * 10**9)  # sparse: no disk used
+        fh.truncate(len(header.getvalue()) + 8 * math.prod(shape))
+
+
+def test_npy_over_the_limit_is_refused_from_its_header_alone(cli, tmp_path, monkeypatch):
+    """Only the header is read: a file claiming rows of 10^9 float64 with its data all there
+    would be 8 GB, so a header plus a sparse file stands in for it. A large 2-D .npy streams
+    (memory-mapped, a chunk of rows at a time): --max-size limits the length of its rows."""
+    path = tmp_path / "huge.npy"
+    _sparse_npy(path, (1, 10**9))
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("the data was read"))
     monkeypatch.setattr(np.lib.format, "open_memmap", lambda *a, **k: pytest.fail("mapped"))
     r = cli("forward", "--x-file", path)
-    _limit_error(r, "huge.npy", "1,000,000,000 numbers", "limit of 100,000,000")
+    _limit_error(r, "huge.npy", "rows of 1,000,000,000 numbers", "limit of 100,000,000")
+
+
+def test_streamed_npy_is_limited_in_its_rows_not_its_total(tmp_path):
+    """10^9 numbers in rows of 10^4 stream under the default limit (nothing read yet); the
+    same file read whole (along --axis 0) is refused by its total, before it is read."""
+    path = tmp_path / "huge.npy"
+    _sparse_npy(path, (10**5, 10**4))
+    x = inputs.load_file(str(path))
+    assert x.shape == (10**5, 10**4) and x.size == 10**9
+    assert inputs.load_file(str(path), max_size=10**4).shape == (10**5, 10**4)
+    with pytest.raises(InputError, match="rows of 10,000 numbers, more than the limit of 9,999"):
+        inputs.load_file(str(path), max_size=10**4 - 1)
+    with pytest.raises(InputError, match="read whole.*1,000,000,000 numbers"):
+        np.asarray(x)
 
 
 @pytest.mark.parametrize("argv, name", [
