@@ -194,7 +194,16 @@ class NpyRows(RowStore):
     def _read(self, lo, hi):
         if self._mm is None:
             self._mm = _memmap(self.path, self.where)
-        return np.asarray(self._mm[lo:hi])  # a view of the mapped file: read as it is used
+        mm = self._mm
+        if not mm.flags.c_contiguous:  # Fortran order: a row is not one run of bytes
+            return np.ascontiguousarray(mm[lo:hi])
+        # read, not viewed through the map: pages of the mapping stay resident (and count in
+        # the process's memory) while it lives, a read buffer is freed with its chunk
+        n = self.shape[1]
+        with open(self.path, "rb") as f:
+            rows = np.fromfile(f, dtype=self.dtype, count=(hi - lo) * n,
+                               offset=mm.offset + lo * n * self.dtype.itemsize)
+        return rows.reshape(hi - lo, n)
 
     def _args(self):
         return self.path, self.where, self.max_size

@@ -139,6 +139,24 @@ def test_memory_mapped_npy_is_a_store_too(cli, files, monkeypatch):
     same_json(cli, ["forward"], [files["npy"], files["zarr"]])
 
 
+def test_a_fortran_order_npy_gives_the_rows_of_a_c_order_one(cli, files, monkeypatch):
+    """Rows of a memory-mapped .npy are read with one read each (C order) or copied out of
+    the map in C order (Fortran order): an implementation gets the same contiguous rows, so
+    float32 sums run in the same order and the JSON is identical; the control reads the
+    rows as a Fortran-ordered array and its float32 results differ."""
+    monkeypatch.setattr(inputs, "MMAP_MIN_BYTES", 1024)
+    x = np.where(np.isfinite(files["x"]), files["x"], 0.0).astype(np.float32)
+    np.save(files["tmp"] / "c.npy", x)
+    np.save(files["tmp"] / "f.npy", np.asfortranarray(x))
+    store = inputs.load_file(str(files["tmp"] / "f.npy"))
+    assert store[3:9].flags.c_contiguous and np.array_equal(store[3:9], x[3:9])
+    doc = same_json(cli, ["forward", "--dtype", "float32"],
+                    [files["tmp"] / "c.npy", files["tmp"] / "f.npy"])
+    control = check_rows("forward", np.asfortranarray(x.astype(np.float64)),
+                         Options(dtype="float32"), workers=1)
+    assert json.dumps(report_json(control, "x")["checks"]) != json.dumps(doc["checks"])
+
+
 def test_float16_stores_and_bfloat16_values_in_a_float32_store(cli, tmp_path):
     x = batch()
     for dtype, name in ((np.float16, "float16"), (ml_dtypes.bfloat16, "bfloat16")):
