@@ -25,6 +25,7 @@ of letting it pass silently.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,10 +79,33 @@ def _row_stats(d, s):
     return W, S
 
 
-def gap_stats(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(W, S) of every row of 2-D ``d`` and ``s``, in blocks."""
+def gap_stats(d: np.ndarray, s: np.ndarray, stats: "RowStats | None" = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(W, S) of every row of 2-D ``d`` and ``s``, in blocks; ``stats``: the whole row's,
+    where d and s hold a segment of one row."""
+    if stats is not None:
+        return np.array([stats.W]), np.array([stats.S])
     d, s = (np.asarray(a, dtype=np.float64) for a in (d, s))
     return row_reduce(_row_stats, (d, s), d.shape, 2)
+
+
+@dataclass(frozen=True)
+class RowStats:
+    """What the allowances know of a whole row when their arrays hold a segment of it (a row
+    too long to hold, :mod:`smcheck.longrow`): W = sum_j s_j |d_j|, S = sum_j exp(d_j), the
+    length n, the number of subnormal s_j, and for the strict log-softmax bound T and W' (the
+    sum, and the exp-weighted mean |d_j|, over the entries other than the first maximum)."""
+
+    W: float
+    S: float
+    n: int
+    small: int = 0
+    T: float = 0.0
+    Wp: float = 0.0
+
+
+def _n(d: np.ndarray, stats: RowStats | None) -> int:
+    return d.shape[-1] if stats is None else stats.n
 
 
 def _rel(d, row, u, gaps):
@@ -101,7 +125,7 @@ def _log_scaled(d, y, row, u):
 
 
 def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
-                from_log: bool = False) -> np.ndarray:
+                from_log: bool = False, stats: RowStats | None = None) -> np.ndarray:
     """r_i = min(u (12 + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may
     make at each entry of the 2-D arrays, dividing e^(d_i) by the sum (or multiplying by its
     reciprocal). ``from_log``: s formed as exp of the rounded log-softmax d_i - log S, which
@@ -109,9 +133,9 @@ def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
     forms the log-softmax Jacobian I - 1 s^T that way). The factor 1 marks an entry the dtype
     cannot resolve."""
     d = np.asarray(d, dtype=np.float64)
-    W, S = gap_stats(d, s)
+    W, S = gap_stats(d, s, stats)
     with np.errstate(divide="ignore"):
-        row = C_OPS + W + summation_allowance(d.shape[-1], info) + (
+        row = C_OPS + W + summation_allowance(_n(d, stats), info) + (
             np.log(S) if from_log else 0.0)
     gaps = 2.0 if from_log else 1.0
     (r,) = map_blocks(lambda d, row: _rel(d, row, info.u, gaps), (d, row[:, None]), d.shape,
@@ -124,16 +148,18 @@ SOFTMAX_FORMULA = ("|c - s_i| <= u*(12 + |d_i| + W + sigma(n))*s_i + 2*unit, d_i
 
 
 def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
-                      ftz: bool = False) -> Tolerance:
+                      ftz: bool = False, stats: RowStats | None = None) -> Tolerance:
     """Allowance for s_i = softmax(x)_i computed in ``info``'s format: a relative error r_i
     (:func:`softmax_rel`) plus two roundings into the subnormal range."""
     unit = underflow_unit(info, ftz)
-    return Tolerance(atol=2.0 * unit, rtol=softmax_rel(d, s, info), formula=SOFTMAX_FORMULA,
+    return Tolerance(atol=2.0 * unit, rtol=softmax_rel(d, s, info, stats=stats),
+                     formula=SOFTMAX_FORMULA,
                      metric="relative", under=unit)
 
 
 def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: DtypeInfo,
-                          metric: str = "scaled", ftz: bool = False) -> Tolerance:
+                          metric: str = "scaled", ftz: bool = False,
+                          stats: RowStats | None = None) -> Tolerance:
     """Allowance for y_i = log softmax(x)_i in ``info``'s format.
 
     ``scaled`` (default): the absolute error of the shifted evaluation (x_i - max) - log S,
@@ -145,10 +171,14 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     loses the digits of y_max ≈ 0 to cancellation.
     """
     u = info.u
-    sig = summation_allowance(d.shape[-1], info)
+    sig = summation_allowance(_n(d, stats), info)
     finite = np.isfinite(d)
     ad = np.where(finite, np.abs(d), 0.0)
     unit = underflow_unit(info, ftz)
+    if metric == "strict" and stats is not None:
+        rtol = np.minimum(u * (C_OPS + stats.Wp + sig) * np.ones_like(d), 1.0)
+        return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=STRICT_LOG_FORMULA,
+                         under=unit)
     if metric == "strict":
         with np.errstate(under="ignore"):
             e = np.where(finite, np.exp(np.where(finite, d, 0.0)), 0.0)
@@ -161,10 +191,9 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
         T = np.sum(others, axis=-1, keepdims=True)
         Wp = np.sum(others * ad, axis=-1, keepdims=True) / np.where(T > 0, T, 1.0)
         rtol = np.minimum(u * (C_OPS + Wp + sig) * np.ones_like(d), 1.0)
-        formula = ("|c - y_i| <= u*(12 + W' + sigma(n))*|y_i| + unit,"
-                   " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
-        return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=formula, under=unit)
-    W, S = gap_stats(d, s)
+        return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=STRICT_LOG_FORMULA,
+                         under=unit)
+    W, S = gap_stats(d, s, stats)
     with np.errstate(divide="ignore"):
         row = (C_OPS + W + np.log(S) + sig)[:, None]  # the per-row terms
     (atol,) = map_blocks(lambda d, y, row: _log_scaled(d, y, row, u),
@@ -175,8 +204,12 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula, under=unit)
 
 
+STRICT_LOG_FORMULA = ("|c - y_i| <= u*(12 + W' + sigma(n))*|y_i| + unit,"
+                      " W' = mean |x_j - max| over non-max j weighted by exp(x_j - max)")
+
+
 def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: bool = False,
-                            ftz: bool = False) -> np.ndarray:
+                            ftz: bool = False, stats: RowStats | None = None) -> np.ndarray:
     """Per row, what |sum_i ŝ_i - 1| (``log``: |sum_i exp(ŷ_i) - 1|) may be for a correct
     implementation: the sum's own error and the rounding of the results, never the entries'
     allowances added up (those reach 1 on wide inputs, where the sum of a correct softmax is
@@ -192,15 +225,15 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
     a flushed value below the smallest normal); the exp that smcheck applies to
     a computed log-softmax (in float64) by 2^-53 per unit of the sum.
     """
-    W, S = gap_stats(d, s)
+    W, S = gap_stats(d, s, stats)
     u, unit = info.u, underflow_unit(info, ftz)
-    sig = summation_allowance(d.shape[-1], info)
+    sig = summation_allowance(_n(d, stats), info)
     with np.errstate(divide="ignore", invalid="ignore"):
         logS = np.log(S)
     H = W + logS
     if log:
         return u * (sig + H + logS + C_NORM) + 4 * 2.0 ** -53
-    small = np.sum((s > 0) & (s < info.tiny), axis=-1)
+    small = np.sum((s > 0) & (s < info.tiny), axis=-1) if stats is None else stats.small
     return u * (sig + H + C_NORM) + unit * small
 
 

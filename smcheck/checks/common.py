@@ -45,6 +45,8 @@ class Case:
     engine: str = "auto"
     ftz: bool = False  # --allow-ftz: subnormal results may be flushed to zero
     strict_dtype: bool = False  # --strict-dtype: a result not in the dtype fails
+    #: the index in its row of the first entry here (a segment of a long row, smcheck.longrow)
+    col0: int = 0
 
 
 def score(ratio: np.ndarray, pos) -> float:
@@ -59,15 +61,16 @@ def exceed_words(bad: int, size: int) -> str:
     return f"{bad} of {size} entries exceed their allowance"
 
 
-def where_words(rows, pos) -> str:
-    """'row 3, index 5' or 'row 3, entry (2, 5)' for a position of a (rows, ...) array."""
+def where_words(rows, pos, col0: int = 0) -> str:
+    """'row 3, index 5' or 'row 3, entry (2, 5)' for a position of a (rows, ...) array (whose
+    entries start at index ``col0`` of their rows)."""
     rest = [int(p) for p in pos[1:]]
-    idx = f"index {rest[0]}" if len(rest) == 1 else "entry (" + ", ".join(map(str, rest)) + ")"
+    idx = f"index {rest[0] + col0}" if len(rest) == 1 else "entry (" + ", ".join(map(str, rest)) + ")"
     return f"row {int(rows[pos[0]])}, {idx}"
 
 
 def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
-                cause: Callable[..., str]) -> list[Entry]:
+                cause: Callable[..., str], col0: int = 0) -> list[Entry]:
     """The k entries furthest over (or closest to) their allowance, worst first. Works for
     (rows, n) comparisons (index i) and (rows, n, n) ones (index (i, k); x is x_i); X None:
     the entries are not entries of x (probes), their x is nan."""
@@ -88,7 +91,7 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
     for f in idx:
         pos = np.unravel_index(int(f), cmp.ratio.shape)
         r, rest = int(pos[0]), tuple(int(p) for p in pos[1:])
-        index = rest[0] if len(rest) == 1 else rest
+        index = rest[0] + col0 if len(rest) == 1 else rest
         out.append(Entry(row=int(rows[r]), index=index,
                          x=math.nan if X is None else float(X[r, rest[0]]),
                          computed=float(cmp.computed[pos]), reference=float(cmp.ref[pos]),
@@ -121,13 +124,14 @@ def headline_from(res: CheckResult, cmp: Comparison, rows: np.ndarray, label: st
     res.score = at["ratio"]
 
 
-def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "") -> Failure:
+def worst_failure(cmp: Comparison, rows: np.ndarray, cause: str = "", col0: int = 0) -> Failure:
     """A failing comparison as a record: how many entries, and the worst with its numbers next
     to what was allowed (and the cause, when one is known)."""
     w = cmp.worst_index()
     rest = tuple(int(p) for p in w[1:])
     return Failure("exceed", count=int((~cmp.ok).sum()), total=int(cmp.ok.size),
-                   row=int(rows[w[0]]), index=rest[0] if len(rest) == 1 else rest, computed=float(cmp.computed[w]),
+                   row=int(rows[w[0]]), index=rest[0] + col0 if len(rest) == 1 else rest,
+                   computed=float(cmp.computed[w]),
                    exact=float(cmp.ref[w]), error=float(cmp.abs_err[w]),
                    allowance=float(cmp.allowed[w]), ulp=float(cmp.ulp_err_at(w)), cause=cause)
 
@@ -164,7 +168,8 @@ UNRESOLVED_TEMPLATE = ("{count} entr{ies} cannot be resolved in {dtype}: the hon
 
 
 def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndarray,
-                      statement: str, flushed_mask: np.ndarray | None = None) -> CheckResult:
+                      statement: str, flushed_mask: np.ndarray | None = None,
+                      col0: int = 0) -> CheckResult:
     """A CheckResult carrying a comparison's maxima, worst entry and allowance, and the
     findings every comparison may have: entries the dtype cannot resolve (a note), and
     results flushed to zero (the failure's cause; ``flushed_mask`` where a command knows more
@@ -172,7 +177,7 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
     w = cmp.worst_index()
     at = None if w is None else at_entry(cmp, w)
     worst = None if w is None else {"row": int(rows[w[0]]),
-                                    "index": int(w[1]) if len(w) == 2 else [int(i) for i in w[1:]],
+                                    "index": int(w[1]) + col0 if len(w) == 2 else [int(i) for i in w[1:]],
                                     "ratio": at["ratio"]}
     m = cmp.maxima()
     bad = int(np.count_nonzero(~cmp.ok))
@@ -190,7 +195,7 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
         res.findings.append(Finding(
             "unresolvable", int(unresolved.sum()), int(cmp.ok.size),
             UNRESOLVED_TEMPLATE.replace("{dtype}", info.name),
-            f"{where_words(rows, pos)}: exact {fmt(cmp.ref[pos])}, allowed "
+            f"{where_words(rows, pos, col0)}: exact {fmt(cmp.ref[pos])}, allowed "
             f"{fmt(cmp.allowed[pos])}"))
     if bad:
         ftz = (flushed(cmp.computed, cmp.ref, info) if flushed_mask is None else
@@ -200,7 +205,7 @@ def comparison_result(name: str, cmp: Comparison, info: DtypeInfo, rows: np.ndar
             res.findings.append(Finding(
                 "flush_to_zero", int(ftz.sum()), int(cmp.ok.size),
                 FTZ_TEMPLATE.replace("{dtype}", info.name),
-                f"{where_words(rows, pos)} (exact {fmt(cmp.ref[pos])})", fails=True))
+                f"{where_words(rows, pos, col0)} (exact {fmt(cmp.ref[pos])})", fails=True))
     return res
 
 
@@ -261,43 +266,60 @@ def shift_invariance(case, quantity: str) -> CheckResult:
     info = case.info
     a = np.max(case.X, axis=-1, keepdims=True)
     statement = shift_statement(quantity, info)
-    res, worst_key, worst_label, per_shift, by_shift = None, None, None, [], {}
+    parts = []
     for label, target in shift_targets(info).items():
         with np.errstate(over="ignore", invalid="ignore"):
             c = target - a
             Xs = info.round(case.X + c).astype(np.float64)
-        shifted = case.at(Xs, c[:, 0])
-        cmp = shifted.cmp
-        one = comparison_result("shift_invariance", cmp, info, case.rows, statement,
-                                getattr(shifted, "flushed", None))
-        if getattr(shifted, "grad_x", None) is not None:
-            headline_from(one, shifted.grad_x, case.rows, "gradient in x")
-        # what fails beside the compared quantity (the loss's gradient in x)
-        extra = [replace(f, extra={**f.extra, "shift": label}) for f in (
-            shifted.extra_failures() if hasattr(shifted, "extra_failures") else [])]
-        one.passed = one.passed and not extra
-        exact = shifted.exact_softmax
-        per_shift.append({"shift": label, "max_of_shifted_x": float(target),
-                          "passed": one.passed, "max_abs_err": one.max_abs_err,
-                          "max_rel_err": one.max_rel_err, "max_ulp": one.max_ulp,
-                          "reference": exact.precision, "reference_bound": exact.rel_bound})
-        # each shift's worst entries: a merged batch shows those of the worst shift overall
-        by_shift[label] = {"failing": one.details["failing_entries"], "entries": top_entries(
-            cmp, Xs if getattr(shifted, "dense", True) else None, case.rows, case.top,
-            shifted.cause), "findings": one.findings,
-            "extra": extra}
-        key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
-        if getattr(shifted, "grad_x", None) is not None and one.score is not None:
-            key = max(key, one.score)  # the gradient in x, when it is the worse
-        if res is None or key > worst_key:
-            res, worst_key, worst_label = one, key, label
-        del Xs, shifted, cmp, exact
-    res.passed = all(p["passed"] for p in per_shift)
-    res.details["shifts"] = per_shift
+        parts.append(shift_one(case.at(Xs, c[:, 0]), label, target, statement, case.rows,
+                               case.top))
+        del Xs
+    return shift_combine(parts)
+
+
+def shift_one(shifted, label: str, target: float, statement: str, rows, top: int) -> dict:
+    """One shift's part of shift_invariance: the comparison at the shifted rows (``shifted``,
+    a case whose ``cmp`` compares there) as a result, its line of the per-shift table, its
+    worst entries and findings, and how bad it is (``key``)."""
+    cmp = shifted.cmp
+    one = comparison_result("shift_invariance", cmp, shifted.info, rows, statement,
+                            getattr(shifted, "flushed", None), col0=shifted.col0)
+    if getattr(shifted, "grad_x", None) is not None:
+        headline_from(one, shifted.grad_x, rows, "gradient in x")
+    # what fails beside the compared quantity (the loss's gradient in x)
+    extra = [replace(f, extra={**f.extra, "shift": label}) for f in (
+        shifted.extra_failures() if hasattr(shifted, "extra_failures") else [])]
+    one.passed = one.passed and not extra
+    exact = shifted.exact_softmax
+    per = {"shift": label, "max_of_shifted_x": float(target), "passed": one.passed,
+           "max_abs_err": one.max_abs_err, "max_rel_err": one.max_rel_err,
+           "max_ulp": one.max_ulp, "reference": exact.precision,
+           "reference_bound": exact.rel_bound}
+    # each shift's worst entries: a merged batch shows those of the worst shift overall
+    by = {"failing": one.details["failing_entries"], "entries": top_entries(
+        cmp, shifted.X if getattr(shifted, "dense", True) else None, rows, top,
+        shifted.cause, shifted.col0), "findings": one.findings, "extra": extra}
+    key = float(np.max(cmp.ratio)) if cmp.ratio.size else 0.0
+    if getattr(shifted, "grad_x", None) is not None and one.score is not None:
+        key = max(key, one.score)  # the gradient in x, when it is the worse
+    return {"label": label, "one": one, "per": per, "by": by, "key": key}
+
+
+def shift_combine(parts: list[dict]) -> CheckResult:
+    """shift_invariance from its shifts' parts (:func:`shift_one`): the worst shift's result
+    (the first of equals), every shift's line and worst entries."""
+    worst = parts[0]
+    for p in parts[1:]:
+        if p["key"] > worst["key"]:
+            worst = p
+    res = worst["one"]
+    by_shift = {p["label"]: p["by"] for p in parts}
+    res.passed = all(p["per"]["passed"] for p in parts)
+    res.details["shifts"] = [p["per"] for p in parts]
     res.merge_data["extra"] = [line for s in by_shift.values() for line in s["extra"]]
-    res.entries = by_shift[worst_label]["entries"]
-    res.merge_data.update(worst_shift=worst_label, by_shift=by_shift)
-    res.findings = by_shift[worst_label]["findings"]
+    res.entries = worst["by"]["entries"]
+    res.merge_data.update(worst_shift=worst["label"], by_shift=by_shift)
+    res.findings = worst["by"]["findings"]
     res.failures = _shift_lines(res, {k: _first_cause(v["entries"]) for k, v in by_shift.items()})
     return res
 

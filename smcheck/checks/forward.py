@@ -21,8 +21,8 @@ from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure, Finding
 from ..sentences import ilist, pair
-from ..tolerance import (NORMALIZATION_FORMULA, log_softmax_tolerance, normalization_allowance,
-                         softmax_tolerance)
+from ..tolerance import (NORMALIZATION_FORMULA, RowStats, log_softmax_tolerance,
+                         normalization_allowance, softmax_tolerance)
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
                      shift_invariance, top_entries, worst_failure)
 
@@ -87,6 +87,11 @@ class ForwardCase(Case):
     computed: np.ndarray
     exact: ExactSoftmax
     progress: Callable[[int], None] | None = None
+    #: a segment of a row too long to hold (smcheck.longrow): the whole row's statistics for
+    #: the allowances, and what the causes say of the row (its exp overflows, whether every
+    #: exp underflows, max |x|, the computed row's sum and that sum's allowance)
+    stats: RowStats | None = None
+    row_info: dict | None = None
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
 
@@ -101,9 +106,10 @@ class ForwardCase(Case):
     def tolerance(self, exact: ExactSoftmax, metric: str | None = None) -> Tolerance:
         m = metric or self.metric
         if self.log:
-            tol = log_softmax_tolerance(exact.d, exact.s_hi, exact.y_hi, self.info, m, self.ftz)
+            tol = log_softmax_tolerance(exact.d, exact.s_hi, exact.y_hi, self.info, m, self.ftz,
+                                        self.stats)
         else:
-            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz)
+            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz, self.stats)
         return apply_overrides(tol, self.overrides)
 
     def compare(self, computed, exact: ExactSoftmax, metric: str | None = None) -> Comparison:
@@ -134,8 +140,20 @@ class ForwardCase(Case):
         return replace(self, X=Xs, computed=self.evaluate(Xs), exact=exact, _main=None,
                        _scaled_ok=None)
 
+    def _overflows(self, r: int) -> np.ndarray:
+        if self.row_info is not None:
+            return self.row_info["overflow_indices"]
+        return np.flatnonzero(exp_overflows(self.X[r], self.info))
+
+    def _all_underflow(self, r: int) -> bool:
+        if self.row_info is not None:
+            return self.row_info["every_exp_underflows"]
+        return bool(np.all(exp_underflows(self.X[r], self.info)))
+
     def row_total(self, r: int) -> float:
         """The sum of row r of the computed softmax (log: of exp of it)."""
+        if self.row_info is not None:
+            return self.row_info["total"]
         c = self.computed[r]
         with np.errstate(over="ignore", invalid="ignore"):
             return math.fsum(np.exp(c) if self.log else c) if np.all(np.isfinite(
@@ -146,11 +164,11 @@ class ForwardCase(Case):
         X, cmp, info = self.X, self.main, self.info
         c, ref = cmp.computed[r, i], cmp.ref[r, i]
         if np.isnan(c):
-            ov = np.flatnonzero(exp_overflows(X[r], info))
+            ov = self._overflows(r)
             if ov.size:
                 return cause("overflow", f"exp(x_j) overflows for x_j > log(realmax) = "
                              f"{info.log_max:.2f} (indices {ilist(ov)}), inf/inf = nan")
-            if np.all(exp_underflows(X[r], info)):
+            if self._all_underflow(r):
                 return cause("zero sum", f"every exp(x_j) underflows (x_j < log(min "
                              f"subnormal) = {info.log_eta:.2f}), 0/0 = nan")
             return ""
@@ -161,7 +179,7 @@ class ForwardCase(Case):
         if not self.log:
             # a division by an infinite sum gives 0 whatever the exact value (a subnormal
             # one included: that 0 is not a flush to zero)
-            if c == 0 and exp_overflows(X[r], info).any():
+            if c == 0 and self._overflows(r).size:
                 return cause("infinite sum", f"exp(x_j) overflows (x_j > log(realmax) = "
                              f"{info.log_max:.2f}), so every finite term / inf = 0")
             ftz = ftz_cause(c, ref, info)
@@ -176,15 +194,17 @@ class ForwardCase(Case):
                 self._scaled_ok = self.compare(self.computed, self.exact, "scaled").ok
             if self._scaled_ok[r, i]:
                 return cause("cancellation", "relative digits lost (within the scaled bound)")
-        m = float(np.max(np.abs(X[r][np.isfinite(X[r])])))
+        m = (self.row_info["max_abs_x"] if self.row_info is not None else
+             float(np.max(np.abs(X[r][np.isfinite(X[r])]))))
         scale = abs(ref) if not self.log else 1.0
         # rounding at |x| (logsumexp formed at the magnitude of max(x)) errs by up to u |x|
         if info.u * m * scale > cmp.allowed[r, i] and cmp.abs_err[r, i] <= 2 * info.u * m * scale:
             return cause("rounding at |x|", f"|x| up to {fmt(m)}, not the gaps x_i - max(x): "
                          "e.g. x - logsumexp(x) without the shift")
         total = self.row_total(r)
-        allowed = normalization_allowance(self.exact.d[r:r + 1], self.exact.s_hi[r:r + 1],
-                                          info, self.log, self.ftz)[0]
+        allowed = (self.row_info["sum_allowed"] if self.row_info is not None else
+                   normalization_allowance(self.exact.d[r:r + 1], self.exact.s_hi[r:r + 1],
+                                           info, self.log, self.ftz)[0])
         if abs(total - 1) > allowed:
             off = f"the row sums to 1 {'+' if total > 1 else '-'} {fmt(abs(total - 1))}"
             if info.p < 24 and total > 1:
@@ -199,12 +219,13 @@ def forward_reference(case: ForwardCase) -> CheckResult:
     res = comparison_result(
         "reference", cmp, case.info, case.rows,
         f"{case.impl.name} {case.quantity} in {case.info.name} agrees with the exact "
-        f"{case.quantity} of the rounded input, entry by entry")
-    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause)
+        f"{case.quantity} of the rounded input, entry by entry", col0=case.col0)
+    res.entries = top_entries(cmp, case.X, case.rows, case.top, case.cause, case.col0)
     bad = ~cmp.ok
     if bad.any():
         w = cmp.worst_index()
-        res.failures.append(worst_failure(cmp, case.rows, case.cause(*w)))
+        res.failures.append(worst_failure(cmp, case.rows, case.cause(*w), case.col0))
+    if bad.any() and case.row_info is None:  # a long row's are the row's (smcheck.longrow)
         nonfinite_rows = bad.any(axis=-1) & ~np.all(np.isfinite(cmp.computed), axis=-1)
         named = 0  # rows named where exp overflows or underflows: the first ROWS_NAMED
         for r in np.flatnonzero(nonfinite_rows):
@@ -232,7 +253,8 @@ def forward_reference(case: ForwardCase) -> CheckResult:
         res.details["cancelled"] = []
         if lost.any():
             idx = np.argwhere(lost)
-            res.details["cancelled"] = [[int(case.rows[r]), int(i)] for r, i in idx[:LIST_MAX]]
+            res.details["cancelled"] = [[int(case.rows[r]), int(i) + case.col0]
+                                        for r, i in idx[:LIST_MAX]]
             r, i = idx[np.argmax(strict.ratio[lost])]
             # the same entries are what the generic note calls unresolvable: one note
             res.findings = [f for f in res.findings if f.kind != "unresolvable"]
@@ -242,7 +264,7 @@ def forward_reference(case: ForwardCase) -> CheckResult:
                 "x_max - logsumexp(x) cancels when softmax saturates; -log1p(sum over j != max "
                 "of exp(x_j - max)) keeps the digits. Within the scaled bound; --metric strict "
                 "fails it.",
-                f"row {case.rows[r]}, index {i}: exact {fmt(strict.ref[r, i], 6)}, computed "
+                f"row {case.rows[r]}, index {i + case.col0}: exact {fmt(strict.ref[r, i], 6)}, computed "
                 f"{fmt(strict.computed[r, i], 6)} (relative error {fmt(strict.rel_err_at((r, i)))}"
                 f", strict bound {fmt(strict.allowed[r, i] / max(abs(strict.ref[r, i]), 1e-300))})"))
     return res
@@ -267,21 +289,26 @@ def _rows_exp_fails(X: np.ndarray, info: DtypeInfo) -> tuple[int, int]:
 def forward_normalization(case: ForwardCase) -> CheckResult:
     """Each row's sum against the summation error of a correct implementation (never the
     entries' allowances added up, which reach 1 on wide inputs)."""
+    allowed = normalization_allowance(case.exact.d, case.exact.s_hi, case.info, case.log,
+                                      case.ftz)
     cmp = case.main
-    info = case.info
-    allowed = normalization_allowance(case.exact.d, case.exact.s_hi, info, case.log, case.ftz)
     with np.errstate(over="ignore", invalid="ignore"):
-        if case.log:
-            terms = np.exp(case.computed)
-            what = "|sum_i exp(y_i) - 1|"
-        else:
-            terms = case.computed
-            what = "|sum_i s_i - 1|"
+        terms = np.exp(case.computed) if case.log else case.computed
         if cmp.tolerance.source == "user":  # the user's looser entries loosen their sum
             a = np.where(np.isfinite(cmp.allowed), cmp.allowed, 0.0)
             allowed = np.maximum(allowed, np.sum(a * case.exact.s_hi if case.log else a, -1))
         th, tl = row_sums_blocked(_plain_terms, (terms,), terms.shape)  # exact to 2^-100
-        totals = np.where(np.all(np.isfinite(terms), axis=-1), th + tl, np.nan)
+    return normalization_result(case, th, tl, np.all(np.isfinite(terms), axis=-1), allowed)
+
+
+def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckResult:
+    """The normalization check from each row's sum of the computed terms (s_i, or exp(y_i))
+    as a pair (th, tl), whether every term was finite, and the allowance of the sum."""
+    info = case.info
+    cmp = case.main
+    what = "|sum_i exp(y_i) - 1|" if case.log else "|sum_i s_i - 1|"
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = np.where(finite, th + tl, np.nan)
         err = np.abs((th - 1.0) + tl)
         err = np.where(np.isnan(totals), np.nan, err)
         err = np.where(np.isnan(err), np.inf, err)
@@ -337,10 +364,11 @@ def forward_finite(case: ForwardCase) -> CheckResult:
     res.merge_data = {"count": nbad, **counts}
     if nbad:
         r, i = np.argwhere(bad)[0]
-        res.worst = {"row": int(case.rows[r]), "index": int(i)}
-        res.merge_data["first"] = f"row {case.rows[r]}, index {i} = {case.computed[r, i]}"
+        res.worst = {"row": int(case.rows[r]), "index": int(i) + case.col0}
+        res.merge_data["first"] = (f"row {case.rows[r]}, index {i + case.col0} = "
+                                   f"{case.computed[r, i]}")
         res.failures.append(_finite_record(res.merge_data))
-    res.details["non_finite"] = [[int(case.rows[r]), int(i)]
+    res.details["non_finite"] = [[int(case.rows[r]), int(i) + case.col0]
                                  for r, i in np.argwhere(bad)[:LIST_MAX]]
     return res
 
