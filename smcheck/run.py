@@ -24,6 +24,7 @@ from .errors_ulp import METRICS, Overrides
 from .exceptions import InputError
 from .finite_diff import METHODS
 from .impls import get_implementation
+from .longrow import FULLY_MASKED, LONG_ROW, check_long_rows, is_long, undefined_reason
 from .ndim import as_rows, companion_rows
 from .options import Options
 from .parallel import rows_per_chunk, run_rows
@@ -60,16 +61,10 @@ def split_rows(x: np.ndarray, info: DtypeInfo, row_offset: int = 0):
     Xr = info.round(X).astype(np.float64)
     undefined, defined = [], []
     for r in range(X.shape[0]):
-        row, orig = Xr[r], X[r]
-        reason = None
-        if np.any(np.isnan(row)):
-            reason = f"x_{int(np.flatnonzero(np.isnan(row))[0])} = nan"
-        elif np.any(row == np.inf):
-            i = int(np.flatnonzero(row == np.inf)[0])
-            reason = (f"x_{i} = +inf" if orig[i] == np.inf else
-                      f"x_{i} = {orig[i]:g} rounds to +inf in {info.name}")
-        elif np.all(row == -np.inf):
-            reason = "every entry is -inf (fully masked)"
+        row = Xr[r]
+        reason = undefined_reason(row, X[r], info)
+        if reason is None and np.all(row == -np.inf):
+            reason = FULLY_MASKED
         if reason:
             undefined.append({"row": r + row_offset, "reason": f"softmax undefined: {reason}"})
         else:
@@ -100,9 +95,7 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     o = Options.of(options, **kw)
     dps, log, metric, top, verify = o.dps, o.log, o.metric, o.top, o.verify
     allow_ftz, strict_dtype = o.allow_ftz, o.strict_dtype
-    if metric != "scaled" and not log and metric in METRICS:
-        raise InputError(f"--metric {metric} applies to log-softmax (--log) and to the Jacobian: "
-                         "softmax entries are judged by their relative error")
+    _validate_forward(o)
     info, implementation, overrides, engine, x, Xr, rows, undefined = _prepare(
         x, o, "forward", row_offset)
     batch = x.ndim == 2
@@ -156,6 +149,12 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
 
 #: Beyond this n the Jacobian is not formed: v^T J u on random probe pairs instead.
 MAX_DENSE = 2048
+
+
+def _validate_forward(o: Options) -> None:
+    if o.metric != "scaled" and not o.log and o.metric in METRICS:
+        raise InputError(f"--metric {o.metric} applies to log-softmax (--log) and to the "
+                         "Jacobian: softmax entries are judged by their relative error")
 
 
 def _prepare(x, o: Options, command: str, row_offset=0):
@@ -383,6 +382,14 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
     rounded = np.empty(0) if np.size(x) == 0 else x
     engine = choose_engine(rounded, options.engine, options.dtype, command)
     options = options.with_(engine=engine)
+    if is_long(command, n, engine):  # a segment at a time (smcheck.longrow)
+        validate_common(options.dps, Overrides(options.rtol, options.atol, options.max_ulp),
+                        options.top, options.metric)
+        _validate_forward(options)
+        if options.verify:
+            raise InputError(f"--verify-reference recomputes every entry with mpmath: rows of "
+                             f"more than {LONG_ROW:,} entries are too long for it")
+        return with_layout(check_long_rows(x, options, engine, progress), options)
     dense = command in DENSE_COMMANDS
     chunk_rows = chunk_rows or rows_per_chunk(n, dense, engine == "mpmath")
     batch = options.batch_shape

@@ -387,8 +387,9 @@ def merge_finite(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     out.measured = _non_finite_words(d["count"])
     first = next((p for p in parts if not p.passed), None)
     out.worst = None if first is None else first.worst
-    out.failures = ([] if first is None else
-                    [_finite_record({**d, "first": first.merge_data["first"]})])
+    if first is not None:  # kept, so that merged results merge again (rows of segments)
+        d["first"] = first.merge_data["first"]
+    out.failures = [] if first is None else [_finite_record(d)]
     out.merge_data = d
 
 

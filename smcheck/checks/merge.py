@@ -275,3 +275,19 @@ def merge(reports: list[Report], shape: list[int], top: int = 10,
                   blocks=_merged_blocks(reports, shape), options=first.options,
                   vectors={}, result=result, arrays=arrays,
                   reference_bound=stated.reference_bound)
+
+
+def merge_shift_parts(parts: list[dict], top: int) -> dict:
+    """One shift's part of shift_invariance (:func:`.common.shift_one`) from the parts of the
+    segments of one row (:mod:`smcheck.longrow`), as the whole row would give it."""
+    per = dict(parts[0]["per"])
+    per.update(passed=all(p["per"]["passed"] for p in parts),
+               **{k: _max(p["per"][k] for p in parts)
+                  for k in ("max_abs_err", "max_rel_err", "max_ulp", "reference_bound")})
+    bys = [p["by"] for p in parts]
+    by = {"failing": sum(b["failing"] for b in bys),
+          "entries": sorted((e for b in bys for e in b["entries"]), key=entry_order)[:top],
+          "findings": merge_findings([b["findings"] for b in bys]),
+          "extra": [f for b in bys for f in b["extra"]]}
+    return {"label": parts[0]["label"], "one": merge_checks([p["one"] for p in parts], top),
+            "per": per, "by": by, "key": max(p["key"] for p in parts)}

@@ -62,7 +62,60 @@ def divfree_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.nda
         return y if log else np.exp(y)
 
 
-_BUILTINS = {"stable": stable_softmax, "naive": naive_softmax, "divfree": divfree_softmax}
+#: rows longer than this are computed a segment of SEGMENT entries at a time
+LONG_ROW = 2 ** 22
+SEGMENT = 2 ** 20
+
+
+def _segmented(name: str, X: np.ndarray, info: DtypeInfo, log: bool) -> np.ndarray:
+    """The built-in ``name`` on rows too long to hold many copies of, as a kernel that streams
+    a row does: passes over segments (the max; the sum of the exps, each segment's in the
+    accumulator, the segments' sums pairwise; the entries), so memory is the result and one
+    segment's work. The same formulas; only the sum's order differs from a whole-row sum."""
+    dt, acc = info.np_dtype, info.accumulator
+    rows, n = X.shape
+    out = np.empty(X.shape, dtype=dt)
+    cuts = [slice(a, min(a + SEGMENT, n)) for a in range(0, n, SEGMENT)]
+    with _errstate():
+        for r in range(rows):
+            x = X[r]
+            a = np.max(x).astype(dt) if name != "naive" else dt.type(0)
+            first = int(np.argmax(x))
+
+            def exps(c, a=a, x=x):
+                return np.exp((x[c] - a).astype(dt, copy=False))
+
+            def others(c, first=first):
+                e = exps(c)
+                if c.start <= first < c.stop and name == "stable" and log:
+                    e[first - c.start] = 0
+                return np.sum(e, dtype=acc)
+
+            S = np.sum(np.array([others(c) for c in cuts], dtype=acc), dtype=acc)
+            for c in cuts:
+                if name == "stable" and log:
+                    out[r, c] = ((x[c] - a).astype(dt, copy=False)
+                                 - np.log1p(S).astype(dt, copy=False))
+                elif name == "divfree":
+                    y = (x[c] - (a + np.log(S).astype(dt, copy=False)).astype(dt)).astype(dt)
+                    out[r, c] = y if log else np.exp(y)
+                else:
+                    s = (exps(c).astype(acc, copy=False) / S).astype(dt, copy=False)
+                    out[r, c] = np.log(s) if log else s
+    return out
+
+
+def _long_rows_too(fn):
+    def builtin(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
+        if X.ndim == 2 and X.shape[-1] > LONG_ROW:
+            return _segmented(fn.__name__.split("_")[0], X, info, log)
+        return fn(X, info, log)
+
+    return builtin
+
+
+_BUILTINS = {"stable": _long_rows_too(stable_softmax), "naive": _long_rows_too(naive_softmax),
+             "divfree": _long_rows_too(divfree_softmax)}
 
 
 def _by_rows(fn, X: np.ndarray) -> np.ndarray:
