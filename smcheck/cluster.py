@@ -33,6 +33,9 @@ from .options import DASK
 
 #: chunks in flight per worker thread (as smcheck.parallel.IN_FLIGHT, which imports this module)
 IN_FLIGHT = 3
+#: a LocalCluster's scheduler without a dashboard, its HTTP routes (which it always serves) on
+#: a free port: 8787, Dask's default, may be another cluster's
+QUIET_HTTP = {"dashboard_address": ":0", "scheduler_kwargs": {"dashboard": False}}
 #: seconds to reach the scheduler at an address before giving up (one error line)
 CONNECT_TIMEOUT = 10.0
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def client(scheduler: str, workers: int):
             if scheduler == DASK:
                 cluster = stack.enter_context(dist.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.CRITICAL))
+                    silence_logs=logging.CRITICAL, **QUIET_HTTP))
                 address = cluster
             else:
                 address = scheduler
