@@ -30,6 +30,7 @@ import numpy as np
 
 from .exceptions import InputError, SmcheckError
 from .options import DASK
+from .process import keep_freed_memory
 
 #: chunks in flight per worker thread (as smcheck.parallel.IN_FLIGHT, which imports this module)
 IN_FLIGHT = 3
@@ -111,9 +112,22 @@ def rows_of(src, lo: int, hi: int):
     return np.asarray(src[lo:hi])
 
 
+#: whether this worker process keeps freed memory yet (see :func:`_task`)
+_KEEPS_FREED: list = []
+
+
 def _task(runner, fn, xs, comps: dict, lo: int, hi: int, fn_args: tuple, keep_arrays: bool,
           keep_result: bool):
-    """A chunk on a Dask worker: its rows read there, then ``runner`` (smcheck.parallel's)."""
+    """A chunk on a Dask worker: its rows read there, then ``runner`` (smcheck.parallel's).
+
+    The worker process first keeps freed memory for reuse, as the smcheck process does
+    (smcheck.process): a Dask worker returns freed memory to the system at once (its nanny
+    sets MALLOC_TRIM_THRESHOLD_=65536), and the page faults of mapping every temporary afresh
+    made a chunk 3 to 4 times slower (benchmarks/scheduler.py). A chunk's temporaries are
+    what is kept: peak memory is unchanged."""
+    if not _KEEPS_FREED:
+        keep_freed_memory()
+        _KEEPS_FREED.append(True)
     x = rows_of(xs, lo, hi)
     part = {k: rows_of(s, lo, hi) for k, s in comps.items()}
     return runner((fn, x, part, lo, fn_args, keep_arrays, keep_result))
