@@ -63,11 +63,13 @@ class Rows:
 
 
 def mapped(a) -> Mapped | None:
-    """``a`` as a :class:`Mapped` when it is a view of a file mapped by numpy whose data is one
-    contiguous run of the file (a .npy read by smcheck, or its rows as an N-d input's view);
-    None otherwise."""
+    """``a`` as a :class:`Mapped` when it is a view of a file mapped by numpy (shared, not
+    copy-on-write) whose data is one contiguous run of the file (a .npy read by smcheck, or
+    its rows as an N-d input's view); None otherwise."""
     mm = getattr(a, "_mmap", None)
     if not isinstance(a, np.memmap) or mm is None or not getattr(a, "filename", None):
+        return None
+    if getattr(a, "mode", None) == "c":  # copy-on-write: what it holds may not be the file's
         return None
     order = "C" if a.flags.c_contiguous else "F" if a.flags.f_contiguous else None
     if order is None:

@@ -87,9 +87,16 @@ def same(local, remote):
     return local.json()
 
 
-def test_forward_json_identical_on_the_cluster_with_failures_merged(cli, files, address):
+def test_forward_json_identical_on_the_cluster_with_failures_merged(cli, files, address,
+                                                                   monkeypatch):
+    carried = []
+    payload = cluster.payload
+    monkeypatch.setattr(cluster, "payload", lambda a, src, lo, hi: carried.append(
+        payload(a, src, lo, hi)) or carried[-1])
     local, remote = both(cli, address, "forward", files["x"],
                          "--impl", "naive", "--check")
+    # the tasks named the file, its 3 chunks each by their rows: no data was sent
+    assert len(carried) == 3 and all(isinstance(c, cluster.Mapped) for c in carried)
     doc = same(local, remote)
     assert local.code == 1 and doc["passed"] is False  # naive overflows in two chunks
     assert [u["row"] for u in doc["undefined_rows"]] == [5, ROWS // 2, ROWS - 2]
@@ -169,6 +176,12 @@ def test_without_dask_distributed_one_error_line(cli, files, monkeypatch):
     assert cli("forward", files["x"], "--json").code == 0  # local needs no dask
 
 
+def test_a_device_runs_in_this_process_only(cli, files):
+    r = cli("forward", files["x"], "--device", "cuda", "--scheduler", "dask")
+    assert (r.code, r.err) == (2, "error: --device cuda runs in this process: use --scheduler "
+                                  "local, not dask\n")
+
+
 # --- what a task carries ---------------------------------------------------------------------
 
 def test_a_mapped_view_travels_as_its_place_in_the_file(files):
@@ -179,6 +192,9 @@ def test_a_mapped_view_travels_as_its_place_in_the_file(files):
         np.testing.assert_array_equal(cluster.rows_of(src, 3, 9), np.asarray(view[3:9]))
     strided = mm[:, ::2]  # not one run of the file: cut per task like an array in memory
     assert cluster.source(strided) is None
+    cow = np.load(files["x"], mmap_mode="c")  # copy-on-write: its changes are not the file's
+    cow[0, 0] = 7.0
+    assert cluster.source(cow) is None
 
 
 def test_an_array_in_memory_travels_one_chunk_a_task():
