@@ -5,9 +5,10 @@ worker's smcheck error is the local run's error line; an unreachable address or 
 dask is one error line."""
 
 import json
-import logging
+import os
 import pickle
 import socket
+import subprocess
 import sys
 from functools import partial
 
@@ -26,12 +27,37 @@ from smcheck.run import check_rows, run_forward  # noqa: E402
 ROWS, N = 600, 512  # 3 chunks of forward, vjp and loss; 2.4 MB: a memory-mapped .npy
 
 
+#: a LocalCluster of two worker processes, in a process of its own (its workers, and the
+#: resource tracker that starting them leaves, are not this process's children: the forked
+#: pool's tests count those), until its stdin closes
+SERVE = ("import logging, sys\n"
+         "from distributed import LocalCluster\n"
+         "from smcheck.cluster import QUIET_HTTP\n"
+         "with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,\n"
+         "                  silence_logs=logging.CRITICAL, **QUIET_HTTP) as c:\n"
+         "    print(c.scheduler_address, flush=True)\n"
+         "    sys.stdin.read()\n")
+
+
 @pytest.fixture(scope="module")
 def address():
     """One LocalCluster of two worker processes for the module: its tcp:// address."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  silence_logs=logging.CRITICAL, **cluster.QUIET_HTTP) as c:
-        yield c.scheduler_address
+    here = os.path.dirname(os.path.abspath(__file__))  # its workers import OnDisk from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        addr = proc.stdout.readline().strip()
+        assert addr.startswith("tcp://"), addr
+        yield addr
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            proc.wait()
 
 
 def hard_batch(rows, n, seed=0):
@@ -123,8 +149,15 @@ def test_jacobian_of_an_array_in_memory(cli, files, address):
 
 
 def test_scheduler_dask_starts_its_own_cluster(cli, files):
-    doc = same(*both(cli, "dask", "forward", files["x"], "--dtype", "float32", "--log"))
-    assert doc["shape"] == [ROWS, N]
+    """In a fresh smcheck process, as a user runs it (its cluster's processes are that
+    process's children, not this one's)."""
+    argv = ("forward", files["x"], "--dtype", "float32", "--log", "--json")
+    local = cli(*argv)
+    remote = subprocess.run([sys.executable, "-m", "smcheck", *argv, "--scheduler", "dask",
+                             "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert (remote.returncode, remote.stderr) == (local.code, local.err) == (0, "")
+    assert remote.stdout == local.out
+    assert local.json()["shape"] == [ROWS, N]
 
 
 def test_control_a_differing_input_gives_different_json(cli, files, address):
@@ -143,12 +176,18 @@ def test_a_workers_smcheck_error_is_the_local_error_line(cli, files, address):
 
 
 def test_smcheck_errors_pickle_across():
-    from smcheck.exceptions import ImplementationError, InputError
-
-    for exc in (ImplementationError("--impl f raised ValueError on row 3: no"),
-                InputError("--v must be finite")):
-        back = pickle.loads(pickle.dumps(exc))
-        assert type(back) is type(exc) and str(back) == str(exc)
+    """By plain pickle, in a process without distributed (which, imported, makes tblib
+    pickle every exception, as it is in this one)."""
+    code = ("import pickle, sys\n"
+            "from smcheck.exceptions import ImplementationError, InputError\n"
+            "for exc in (ImplementationError('--impl f raised ValueError on row 3: no'),\n"
+            "            InputError('--v must be finite')):\n"
+            "    back = pickle.loads(pickle.dumps(exc))\n"
+            "    assert type(back) is type(exc) and str(back) == str(exc)\n"
+            "assert 'distributed' not in sys.modules\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout == "ok\n", out.stderr
 
 
 def test_an_unreachable_address_is_one_error_line(cli, files, monkeypatch):
@@ -223,17 +262,11 @@ class OnDisk:
 
 
 def test_an_array_like_travels_as_it_is_and_is_read_on_the_workers(files, address):
-    import cloudpickle
-
     lazy = OnDisk(files["x"])
     assert cluster.source(lazy) is lazy and len(pickle.dumps(lazy)) < 1000
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers lack this module
-    try:
-        fn = partial(run_forward, options=Options(impl="naive"))
-        kw = dict(chunk_rows=256, merge=lambda r, s: merge_reports(r, s, 10))
-        there = parallel.run_rows(fn, lazy, scheduler=address, **kw)
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    fn = partial(run_forward, options=Options(impl="naive"))
+    kw = dict(chunk_rows=256, merge=lambda r, s: merge_reports(r, s, 10))
+    there = parallel.run_rows(fn, lazy, scheduler=address, **kw)
     here = parallel.run_rows(fn, np.load(files["x"]), workers=1, **kw)
     assert json.dumps(report_json(there, "t")) == json.dumps(report_json(here, "t"))
 
