@@ -29,7 +29,11 @@ class SoftmaxCheckError(AssertionError):
 
 def check(command: str, x=None, impl=None, **options):
     """Run ``command`` ("forward", "log_softmax", "jacobian", "vjp", "loss") and return its
-    :class:`~smcheck.results.Report` (``.passed``, ``.checks`` with errors and worst entries)."""
+    :class:`~smcheck.results.Report` (``.passed``, ``.checks`` with errors and worst entries).
+
+    ``workers=N`` checks the rows of a batch in chunks on N processes (as ``--workers``);
+    ``scheduler="dask"`` (a LocalCluster of ``workers`` processes) or ``"tcp://HOST:PORT"``
+    on a Dask cluster: the same report as the CLI's with those options."""
     fns = {"forward": run.run_forward, "jacobian": run.run_jacobian, "vjp": run.run_vjp,
            "loss": run.run_loss}
     if command == "log_softmax":
@@ -39,9 +43,13 @@ def check(command: str, x=None, impl=None, **options):
                          "vjp or loss)")
     comps = {k: options.pop(k) for k in ("v", "t", "z") if k in options}
     comps = {k: a for k, a in comps.items() if a is not None}
+    workers = options.pop("workers", None)
     if impl is not None:
         options["impl"] = impl
     o = Options.of(options.pop("options", None), **options)
+    if o.scheduler != "local" or workers is not None:  # in chunks of rows (see run_rows)
+        return run.check_rows(command, x, o, companions=comps, workers=workers,
+                              keep_arrays=True)
     x, comps, o = run.nd_inputs(x, comps, o)
     return run.with_layout(fns[command](x, options=o, **comps), o)
 

@@ -25,7 +25,8 @@ from . import __version__
 from .cli_options import (COMMON, MAX_SIZE, AllowFtz, Atol, Axis, Batched, Check, Device, Dps,
                           Dtype, Engine, FdOpt, Impl, InstallCompletion, Json, LogOpt, LossVText,
                           MaxSize, MaxUlp, Metric, NoColor, Output, PanelCommand, Positional,
-                          PresetOpt, ProgressMode, Quiet, Random, Rows, Rtol, Scale, Seed,
+                          PresetOpt, ProgressMode, Quiet, Random, Rows, Rtol, Scale, Scheduler,
+                          Seed,
                           ShowCompletion, StrictDtype, SweepSeed, Tensor, TFile, Top, TText,
                           Validate, Verify, VFile, VText, Workers, XFile, XText, negative_input,
                           no_such_option, options_of)
@@ -81,7 +82,7 @@ def forward(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="draw each entry's error in ULPs against x_i - max(x), with the "
         "tolerance, to this image file (needs matplotlib)", show_default=False)] = None,
-    workers: Workers = None, verify_reference: Verify = False,
+    workers: Workers = None, scheduler: Scheduler = "local", verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
@@ -111,6 +112,9 @@ def _run(command, src, shown: tuple, *, x, workers=None, companions=None,
 
     options = Options(**kw)
     if options.device != "cpu":  # usable (else one error line, before the run); one process
+        if options.scheduler != "local":
+            raise SmcheckError(f"--device {options.device} runs in this process: use "
+                               f"--scheduler local, not {options.scheduler}")
         get_implementation(options.impl).for_options(options)
         workers = 1
     keep_freed_memory()
@@ -139,7 +143,7 @@ def jacobian(
         "(componentwise relative)", rich_help_panel=COMMON)] = "scaled",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None, verify_reference: Verify = False,
+    workers: Workers = None, scheduler: Scheduler = "local", verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
@@ -162,7 +166,7 @@ def vjp(
     v: VText = None, v_file: VFile = None, fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None, verify_reference: Verify = False,
+    workers: Workers = None, scheduler: Scheduler = "local", verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,
@@ -193,7 +197,7 @@ def loss(
     fd: FdOpt = "auto",
     impl: Impl = "stable", dtype: Dtype = "float64", dps: Dps = 50, engine: Engine = "auto",
     rtol: Rtol = None, atol: Atol = None, max_ulp: MaxUlp = None,
-    workers: Workers = None, verify_reference: Verify = False,
+    workers: Workers = None, scheduler: Scheduler = "local", verify_reference: Verify = False,
     allow_ftz: AllowFtz = False, strict_dtype: StrictDtype = False,
     batched: Batched = False, tensor: Tensor = "numpy", axis: Axis = -1, device: Device = "cpu",
     check: Check = False, json: Json = False, quiet: Quiet = False, top: Top = 10,

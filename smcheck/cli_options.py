@@ -161,6 +161,12 @@ Axis = Annotated[int, typer.Option(
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", help="processes for the rows of a batch (default: every core); the results "
     "are the same for any number", rich_help_panel=COMMON, show_default=False)]
+Scheduler = Annotated[str, typer.Option(
+    "--scheduler", help="where the chunks of rows of a batch run: local (this machine's "
+    "processes), dask (a Dask LocalCluster of --workers processes, started for the run) or "
+    "the address of a running Dask scheduler, tcp://HOST:PORT (its workers read a .npy input "
+    "from the same path); needs smcheck[dask] but for local; the results are the same for "
+    "every scheduler", rich_help_panel=COMMON)]
 AllowFtz = Annotated[bool, typer.Option(
     "--allow-ftz", help="accept subnormal results flushed to zero (FTZ/DAZ arithmetic, as on "
     "GPUs and XLA's CPU backend); by default they fail, named as flush-to-zero",

@@ -8,6 +8,23 @@ from .exceptions import InputError
 
 #: the kinds of device ``--device`` names (cuda:N for one of several GPUs)
 DEVICES = ("cpu", "cuda", "mps")
+#: the schedulers of chunks of rows that are not an address: this machine's processes, or a
+#: Dask LocalCluster started for the run (see smcheck.parallel and smcheck.cluster)
+LOCAL = "local"
+DASK = "dask"
+
+
+def check_scheduler(value: str) -> str:
+    """``local``, ``dask`` or an address ``distributed.Client`` takes (``tcp://HOST:PORT``,
+    ``tls://...``, ``HOST:PORT``), normalised; anything else is an InputError."""
+    s = str(value).strip()
+    if s.lower() in (LOCAL, DASK):
+        return s.lower()
+    host, sep, port = s.rpartition(":")
+    if "://" in s or (sep and host and port.isdigit()):
+        return s
+    raise InputError(f"--scheduler {value}: use local, dask, or the address of a Dask "
+                     "scheduler (tcp://HOST:PORT)")
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,8 @@ class Options:
     tensor: str = "numpy"  # what a user's callable is given: numpy, torch or jax arrays
     device: str = "cpu"  # torch (the adapter, or --tensor torch): cpu, cuda, cuda:N, mps
     axis: int = -1  # the axis of x that softmax runs along (N-d inputs)
+    #: where chunks of rows run: local, dask (a LocalCluster) or a Dask scheduler's address
+    scheduler: str = LOCAL
     #: the shape of x's other axes, when x is N-d (set from x and ``axis``; not an option)
     batch_shape: tuple | None = None
 
@@ -44,6 +63,7 @@ class Options:
         if device.split(":")[0] not in DEVICES:
             raise InputError(f"--device {self.device}: use cpu, cuda, cuda:N or mps")
         object.__setattr__(self, "device", device)
+        object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
 
     def with_(self, **changes) -> "Options":
         return replace(self, **changes)

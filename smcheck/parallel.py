@@ -16,8 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from . import cluster
 from .blocks import set_threads, using_threads
 from .exceptions import InputError, SmcheckError
+from .options import DASK, LOCAL, check_scheduler
 from .results import NO_RESULT, RESULT_MAX, Report
 
 #: entries per chunk: of x, or of the Jacobian (n^2 a row) for a dense one. 2^17 keeps a
@@ -81,15 +83,23 @@ def rows_per_chunk(n: int, dense: bool = False, small: bool = False) -> int:
 def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[..., Report],
              chunk_rows: int, workers: int | None = None, companions: dict | None = None,
              progress: Callable[[int, int], None] | None = None,
-             keep_arrays: bool = False) -> Report:
+             keep_arrays: bool = False, scheduler: str = "local") -> Report:
     """``fn(x, *args, row_offset=..., progress=..., **companions)`` over the rows of ``x`` in
     chunks of ``chunk_rows`` rows, on ``workers`` processes (default: every core), and
     ``merge(reports, shape)`` of the chunks' reports, in row order. ``companions`` are
     row-aligned arrays cut the same way; a 1-D companion is passed whole. What ``fn`` checks
-    and how reports merge is the caller's: this module only schedules."""
+    and how reports merge is the caller's: this module only schedules.
+
+    ``scheduler``: ``local`` (this machine's processes: forked, or a process pool where there
+    is no fork), ``dask`` (a Dask LocalCluster of ``workers`` processes, started for the run)
+    or the address of a Dask scheduler (``workers``: at most so many of its threads busy;
+    default all); see :mod:`smcheck.cluster`. One chunk is checked in this process whatever
+    the scheduler."""
     companions = {k: a for k, a in (companions or {}).items()}
     x_is_batch = np.ndim(x) == 2
     rows = np.shape(x)[0] if x_is_batch else 1
+    scheduler = check_scheduler(scheduler)
+    given = workers
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise InputError(f"--workers {workers}: must be >= 1")
@@ -120,7 +130,11 @@ def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[
         if progress is not None:
             progress((hi - lo) * n, total)
 
-    if workers == 1:
+    if scheduler != LOCAL:  # on a Dask cluster: tasks that read their own rows
+        cluster.run_chunks(_call, fn, x, companions, bounds, args, keep_arrays=keep_arrays,
+                           keep_result=total <= RESULT_MAX, scheduler=scheduler,
+                           workers=workers if scheduler == DASK else given, done=done)
+    elif workers == 1:
         with using_threads(1):
             for (lo, hi), job in zip(bounds, jobs):
                 done(_run(job), lo, hi)
@@ -149,8 +163,8 @@ def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[
 
 
 #: chunks in flight per worker: enough that a worker never waits for the next while a slower
-#: one finishes, few enough that memory stays O(chunk)
-IN_FLIGHT = 3
+#: one finishes, few enough that memory stays O(chunk) (the same on a Dask cluster)
+IN_FLIGHT = cluster.IN_FLIGHT
 
 
 def _feed(pool, bounds, jobs, workers, done):

@@ -370,12 +370,15 @@ COMMANDS = {"forward": run_forward, "jacobian": run_jacobian, "vjp": run_vjp, "l
 
 def check_rows(command: str, x, options: Options, *, companions: dict | None = None,
                workers: int | None = None, progress=None, keep_arrays: bool = False,
-               chunk_rows: int | None = None) -> Report:
+               chunk_rows: int | None = None, scheduler: str | None = None) -> Report:
     """``command`` over the rows of x: the engine chosen once on the whole input, the rows in
-    chunks (on ``workers`` processes; :mod:`smcheck.parallel`), the chunks' reports merged
+    chunks (on ``workers`` processes, or on the Dask cluster ``scheduler`` names, default
+    ``options.scheduler``; :mod:`smcheck.parallel`), the chunks' reports merged
     (:mod:`smcheck.checks.merge`). ``chunk_rows`` defaults to
     :func:`~smcheck.parallel.rows_per_chunk` of the row length and the engine; the report is
-    the same for any chunking and any number of workers."""
+    the same for any chunking, any number of workers and any scheduler."""
+    if scheduler is not None:
+        options = options.with_(scheduler=scheduler)
     x, companions, options = nd_inputs(x, companions, options)
     shape = np.shape(x)
     n = int(shape[-1]) if len(shape) else 1
@@ -398,7 +401,7 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
         chunk_rows = max(inner, chunk_rows // inner * inner)
     report = run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
                       chunk_rows=chunk_rows, companions=companions, progress=progress,
-                      keep_arrays=keep_arrays,
+                      keep_arrays=keep_arrays, scheduler=options.scheduler,
                       merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))
     return with_layout(report, options)
 

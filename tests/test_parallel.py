@@ -271,6 +271,9 @@ def _failing_at(row, action):
 class _Unpicklable(Exception):
     def __init__(self, a, b):  # pickle re-creates it with one argument: it cannot come back
         super().__init__(f"{a} and {b}")
+        # nor by its __dict__, as tblib pickles exceptions once distributed is imported
+        # (tests/test_cluster.py imports it into this process)
+        self.lock = __import__("threading").Lock()
 
 
 def _raise(exc):
