@@ -23,6 +23,7 @@ from smcheck.inputs import load_file  # noqa: E402
 from smcheck.options import Options  # noqa: E402
 from smcheck.report import report_json  # noqa: E402
 from smcheck.run import check_rows, run_forward  # noqa: E402
+from smcheck.stores import NpyRows  # noqa: E402
 
 ROWS, N = 600, 512  # 3 chunks of forward, vjp and loss; 2.4 MB: a memory-mapped .npy
 
@@ -94,9 +95,9 @@ def files(tmp_path_factory):
         "        raise ValueError('row too wide')\n"
         "    e = np.exp(x - x.max())\n"
         "    return e / e.sum()\n")
-    for k in ("x", "v", "t"):  # big enough that smcheck maps the file, not reads it
-        assert isinstance(load_file(str(paths[k])), np.memmap)
-    assert not isinstance(load_file(str(paths["jx"])), np.memmap)
+    for k in ("x", "v", "t"):  # big enough that smcheck streams the file, not reads it
+        assert isinstance(load_file(str(paths[k])), NpyRows)
+    assert not isinstance(load_file(str(paths["jx"])), NpyRows)
     return {k: str(p) for k, p in paths.items()}
 
 
@@ -121,8 +122,10 @@ def test_forward_json_identical_on_the_cluster_with_failures_merged(cli, files, 
         payload(a, src, lo, hi)) or carried[-1])
     local, remote = both(cli, address, "forward", files["x"],
                          "--impl", "naive", "--check")
-    # the tasks named the file, its 3 chunks each by their rows: no data was sent
-    assert len(carried) == 3 and all(isinstance(c, cluster.Mapped) for c in carried)
+    # the tasks named the file (a store pickles as its path), its 3 chunks each by their
+    # rows: no data was sent
+    assert len(carried) == 3 and all(isinstance(c, NpyRows) for c in carried)
+    assert all(len(pickle.dumps(c)) < 1000 for c in carried)
     doc = same(local, remote)
     assert local.code == 1 and doc["passed"] is False  # naive overflows in two chunks
     assert [u["row"] for u in doc["undefined_rows"]] == [5, ROWS // 2, ROWS - 2]
@@ -224,7 +227,8 @@ def test_a_device_runs_in_this_process_only(cli, files):
 # --- what a task carries ---------------------------------------------------------------------
 
 def test_a_mapped_view_travels_as_its_place_in_the_file(files):
-    mm = load_file(files["x"])
+    """A memmap a caller of the Python API passes (the CLI reads files as stores)."""
+    mm = np.load(files["x"], mmap_mode="r")
     for view in (mm, mm[37:245], mm.reshape(ROWS * 2, N // 2)[10:]):
         src = cluster.source(view)
         assert isinstance(src, cluster.Mapped) and len(pickle.dumps(src)) < 1000
