@@ -5,10 +5,13 @@ the input included; peak RSS is the process's own VmHWM).
     python benchmarks/scale.py               # everything (about 5 minutes on 2 cores)
     python benchmarks/scale.py --quick       # up to 10^7 entries
     python benchmarks/scale.py --dir /data   # where the input files go (default: a temp dir)
+    python benchmarks/scale.py --only curve  # one part: curve, memory or mpmath
 
 1. The cost per entry (ns) of ``forward``, ``vjp`` and ``loss`` in float32 on batches of rows
    of 10^4 logits, 10^5 to 10^8 entries, read from memory-mapped ``.npy`` files (v and t too),
-   printed as a curve with its spread (largest / smallest: the done-when asks for < 2).
+   printed as a curve with its spread (largest / smallest: the done-when asks for < 2): the
+   run's own time per entry (after the imports), and its marginal cost, the run's time less
+   that of a run on one row (the parsing, threads, first touches and JSON every run pays).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), and one row of 10^8 entries.
 3. ``smcheck forward --random 1000000`` against the per-element mpmath loop (50 digits), each
@@ -145,15 +148,17 @@ def save(path: str, rows: int, n: int, kind: str) -> str:
     return path
 
 
-def curve(folder: str, sizes: list[int]) -> dict:
-    print(f"1. cost per entry (ns), float32, rows of {N:,} logits, fresh processes: the run "
+def curve(folder: str, sizes: list[int], workers: int | None = None) -> dict:
+    print(f"1. cost per entry (ns), float32, rows of {N:,} logits, --workers "
+          f"{workers or 'default (every core)'}, fresh processes: the run "
           "after the imports (whole process in brackets), and peak memory (PSS, workers included)")
     print(f"   {'entries':>12}  {'forward':>16}  {'vjp':>16}  {'loss':>16}   MiB (fwd / vjp / loss)")
     table = {}
     for size in sizes:
         rows = size // N
         f = {k: save(os.path.join(folder, f"{k}_{rows}.npy"), rows, N, k) for k in "xvt"}
-        common = ("--x-file", f["x"], "--dtype", "float32", "--json")
+        common = ("--x-file", f["x"], "--dtype", "float32", "--json",
+                  *(("--workers", workers) if workers else ()))
         runs = {"forward": Run(SMCHECK, "forward", *common),
                 "vjp": Run(SMCHECK, "vjp", *common, "--v-file", f["v"]),
                 "loss": Run(SMCHECK, "loss", *common, "--t-file", f["t"])}
@@ -162,10 +167,29 @@ def curve(folder: str, sizes: list[int]) -> dict:
                           for r in runs.values())
         mib = " / ".join(f"{r.mib:.0f}" for r in runs.values())
         print(f"   {size:>12,}  {cells}   {mib}", flush=True)
+    # what a run costs whatever its size (parsing, threads, the first touches of memory, the
+    # JSON): the run on one row of N logits, taken off each run's time
+    x1 = save(os.path.join(folder, "x_1.npy"), 1, N, "x")
+    v1, t1 = (save(os.path.join(folder, f"{k}_1.npy"), 1, N, k) for k in "vt")
+    common = ("--x-file", x1, "--dtype", "float32", "--json",
+              *(("--workers", workers) if workers else ()))
+    fixed = {"forward": min(Run(SMCHECK, "forward", *common).run_seconds for _ in range(3)),
+             "vjp": min(Run(SMCHECK, "vjp", *common, "--v-file", v1).run_seconds
+                        for _ in range(3)),
+             "loss": min(Run(SMCHECK, "loss", *common, "--t-file", t1).run_seconds
+                         for _ in range(3))}
+    print("   fixed cost of a run (one row, best of 3): " + ", ".join(
+        f"{k} {v * 1e3:.0f} ms" for k, v in fixed.items()))
+    print(f"   {'entries':>12}  marginal cost per entry, ns ((run - fixed) / entries)")
+    for size in sizes:
+        cells = "  ".join(f"{cmd} {(table[size][cmd].run_seconds - fixed[cmd]) / size * 1e9:>5.0f}"
+                          for cmd in fixed)
+        print(f"   {size:>12,}  {cells}")
     for cmd in ("forward", "vjp", "loss"):
         ns = [table[s][cmd].run_seconds / s for s in sizes]
-        print(f"   {cmd}: largest / smallest cost per entry of the run = {max(ns) / min(ns):.2f} "
-              "(target < 2)")
+        marginal = [(table[s][cmd].run_seconds - fixed[cmd]) / s for s in sizes]
+        print(f"   {cmd}: largest / smallest cost per entry: of the run {max(ns) / min(ns):.2f}, "
+              f"marginal {max(marginal) / min(marginal):.2f} (target < 2)")
     return table
 
 
@@ -218,15 +242,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="up to 10^7 entries")
     p.add_argument("--dir", default=None, help="where the input files go")
+    p.add_argument("--workers", type=int, default=None,
+                   help="--workers for the curve (default: smcheck's, every core)")
+    p.add_argument("--only", choices=("curve", "memory", "mpmath"), default=None,
+                   help="run one part")
     a = p.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "smcheck")],
                    check=True)
     with tempfile.TemporaryDirectory(dir=a.dir) as folder:
         sizes = [10 ** 5, 10 ** 6, 10 ** 7] + ([] if a.quick else [10 ** 8])
-        curve(folder, sizes)
-        if not a.quick:
+        if a.only in (None, "curve"):
+            curve(folder, sizes, a.workers)
+        if a.only in (None, "memory") and not a.quick:
             memory(folder)
-        versus_mpmath()
+        if a.only in (None, "mpmath"):
+            versus_mpmath()
 
 
 if __name__ == "__main__":

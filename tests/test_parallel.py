@@ -340,3 +340,19 @@ def test_a_failing_batch_lists_the_same_failures_however_it_is_chunked(chunk_row
     assert "(2560 entries in the 40 rows)" in lines[6]
     assert failure_lines(parts.checks[0]) == lines
     assert report_json(parts, "t") == report_json(one, "t")
+
+
+def test_a_findings_total_counts_the_chunks_without_it_too():
+    """"N of M entries": M is every entry of the batch, also where a chunk has no such
+    entry (the chunks' totals were added only where the finding was: 130560 of 153088 here).
+    The control is one chunk of every row."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 512)) * 6
+    v = rng.standard_normal((300, 512))
+    one = run_rows(run_vjp, x, workers=1, chunk_rows=300, companions={"v": v},
+                   dtype="float32")
+    parts = run_rows(run_vjp, x, workers=1, chunk_rows=16, companions={"v": v},
+                     dtype="float32")
+    found = [(c.name, f.kind, f.count, f.total) for c in one.checks for f in c.findings]
+    assert found and all(total in (300 * 512, 300) for *_, total in found)
+    assert [(c.name, f.kind, f.count, f.total) for c in parts.checks for f in c.findings] == found

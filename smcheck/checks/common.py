@@ -81,7 +81,7 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
     key = np.where(np.isnan(flat), np.inf, flat) if np.isnan(flat).any() else flat
     if flat.size > k:
         # the k largest; of equal ratios at the cut, the first in row-major order
-        kth = np.partition(key, flat.size - k)[flat.size - k]
+        kth = _kth_largest(key, k)
         above = np.flatnonzero(key > kth)
         idx = np.concatenate([above, np.flatnonzero(key == kth)[:k - above.size]])
     else:
@@ -99,6 +99,24 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
                          ulp_err=cmp.ulp_err_at(pos), allowed=float(cmp.allowed[pos]),
                          cause=cause(r, *rest), ulp=float(cmp.ulp[pos])))
     return out
+
+
+def _kth_largest(key: np.ndarray, k: int) -> float:
+    """The k-th largest value of ``key`` (1-D, no nan). The k largest lie among the values at
+    least as large as the k-th largest of the maxima of runs of 1024: a partition of those
+    few, not of every value (a large array is mostly far below its worst entries)."""
+    run = 1024
+    if key.size < 64 * run:
+        return key[np.argpartition(key, key.size - k)[key.size - k]]
+    full = key.size - key.size % run
+    maxima = np.max(key[:full].reshape(-1, run), axis=-1)
+    if full < key.size:
+        maxima = np.append(maxima, np.max(key[full:]))
+    if maxima.size < k:
+        return key[np.argpartition(key, key.size - k)[key.size - k]]
+    bound = np.partition(maxima, maxima.size - k)[maxima.size - k]
+    few = key[key >= bound]  # holds the k largest: at least k values (k runs' maxima)
+    return few[np.argpartition(few, few.size - k)[few.size - k]]
 
 
 def at_entry(cmp: Comparison, pos) -> dict:
@@ -348,7 +366,8 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     shift = [p.merge_data["by_shift"][label] for p in parts]
     out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
     out.details["failing_entries"] = sum(s["failing"] for s in shift)
-    out.findings = merge_findings([s["findings"] for s in shift])
+    out.findings = finding_totals(merge_findings([s["findings"] for s in shift]),
+                                  [(s["findings"], p.merge_data) for s, p in zip(shift, parts)])
     out.merge_data["extra"] = _worst_of_each_kind(
         [f for p in parts for f in p.merge_data.get("extra", [])])
     causes = {}
@@ -356,6 +375,19 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
         each = [p.merge_data["by_shift"][key]["entries"] for p in parts]
         causes[key] = _first_cause(sorted((e for s in each for e in s), key=entry_order)[:top])
     out.failures = _shift_lines(out, causes)
+
+
+def finding_totals(findings: list, parts: list[tuple[list, dict]]) -> list:
+    """Merged findings with each total ("N of M entries") over every chunk, those without
+    the finding too: ``parts`` are each chunk's (findings, merge_data); the total is the
+    chunks' entries (or rows) where that is what the chunks that have the finding count."""
+    for f in findings:
+        having = [(data, g) for found, data in parts for g in found if g.kind == f.kind]
+        for key in ("entries", "row_count"):
+            if having and all(data.get(key) == g.total for data, g in having):
+                f.total = sum(data.get(key, 0) for _, data in parts)
+                break
+    return findings
 
 
 def _worst_of_each_kind(records: list) -> list:

@@ -327,6 +327,7 @@ def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckRes
         statement=f"each row of the computed {case.quantity} sums to 1"
         + (" after exp" if case.log else "") + " within the error of a correct sum",
         score=score(ratio, r))
+    res.merge_data["row_count"] = int(allowed.size)
     if not res.passed:
         stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
         res.failures.append(Failure(

@@ -17,7 +17,7 @@ from ..reference.verify import merge as merge_verification
 from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
                        ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report,
                        merge_findings, result_size)
-from .common import entry_order
+from .common import entry_order, finding_totals
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
 Hook = Callable[[CheckResult, list[CheckResult], int], None]
@@ -66,12 +66,14 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
     out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
     out.notes = _merge_notes([c.notes for c in results], w.notes)
     out.failures = _merge_failures(results, w)
-    if "entries" in w.merge_data:
-        out.merge_data["entries"] = sum(c.merge_data.get("entries", 0) for c in results)
+    for key in ("entries", "row_count"):
+        if key in w.merge_data:
+            out.merge_data[key] = sum(c.merge_data.get(key, 0) for c in results)
     entries = sorted((e for c in results for e in c.entries), key=entry_order)
     out.entries = entries[:max(top, 0)]
     out.details = _merge_details([c.details for c in results], w.details)
-    out.findings = merge_findings([c.findings for c in results])
+    out.findings = finding_totals(merge_findings([c.findings for c in results]),
+                                  [(c.findings, c.merge_data) for c in results])
     out.kind = w.kind
     if hook is not None:
         hook(out, results, top)
@@ -287,7 +289,9 @@ def merge_shift_parts(parts: list[dict], top: int) -> dict:
     bys = [p["by"] for p in parts]
     by = {"failing": sum(b["failing"] for b in bys),
           "entries": sorted((e for b in bys for e in b["entries"]), key=entry_order)[:top],
-          "findings": merge_findings([b["findings"] for b in bys]),
+          "findings": finding_totals(merge_findings([b["findings"] for b in bys]),
+                                     [(b["findings"], p["one"].merge_data)
+                                      for b, p in zip(bys, parts)]),
           "extra": [f for b in bys for f in b["extra"]]}
     return {"label": parts[0]["label"], "one": merge_checks([p["one"] for p in parts], top),
             "per": per, "by": by, "key": max(p["key"] for p in parts)}
