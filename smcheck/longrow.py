@@ -291,7 +291,7 @@ def _shifts(row, impl, eng, base, info, log, top, progress, n) -> CheckResult:
         out = _computed(impl, shifted, info, log)
         pieces = []
 
-        def on_case(case, label=label, target=target):
+        def on_case(case, label=label, target=target, pieces=pieces):
             pieces.append(shift_one(case, label, target, statement, case.rows, top))
             if progress is not None:
                 progress(case.X.size, 3 * n)
