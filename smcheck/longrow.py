@@ -159,7 +159,8 @@ def _segment(row: _Row, a: int, b: int, info: DtypeInfo) -> np.ndarray:
             np.float64)[None, :]
 
 
-def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInfo):
+def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInfo,
+              tick=None):
     """The row's exact constants, its statistics for the allowances, and the computed row's
     sum (a pair) and whether every computed term is finite."""
     n = row.n
@@ -185,6 +186,8 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
             c = out[:, a:b].astype(np.float64)
             terms = np.exp(c) if log else c
         finite = finite and bool(np.all(np.isfinite(terms)))
+        if tick is not None:
+            tick(b - a)
         sums.append(tuple(float(v[0]) for v in row_sums_blocked(
             lambda t: (t, np.zeros_like(t), np.ones(t.shape, dtype=bool)), (terms,),
             terms.shape)))
@@ -195,11 +198,11 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
     return consts, stats, (float(th[0]), float(tl[0])), finite
 
 
-def _compare_row(row, out, engine, base, info, log, on_case) -> tuple:
+def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple:
     """Passes one and two over a row: ``on_case(case)`` for each segment's case (one segment's
     arrays alive at a time); returns the constants, statistics, the computed sum and whether
     it was finite, and the last case."""
-    consts, stats, total, finite = _pass_one(row, out, engine, log, info)
+    consts, stats, total, finite = _pass_one(row, out, engine, log, info, tick)
     allowed = float(normalization_allowance(np.zeros((1, 0)), np.zeros((1, 0)), info, log,
                                             base["ftz"], stats)[0])
     row_info = {"overflow_indices": np.array(row.overflow, dtype=np.int64),
@@ -222,7 +225,9 @@ def check_long_rows(x, o: Options, engine: str, progress=None) -> Report:
     batch = np.ndim(x) == 2
     X = x if batch else np.asarray(x)[None, :]
     rows, n = (int(v) for v in np.shape(X))
-    tick = None if progress is None else (lambda k, total: progress(k, 3 * rows * n))
+    # each row is passed over six times (twice at x and at each shift): progress in entries
+    # of those passes, of 6 rows n in all
+    tick = None if progress is None else (lambda k: progress(k, 6 * rows * n))
     reports = [forward_long_row(X, r, o, engine, tick, batch) for r in range(rows)]
     return merge_reports(reports, [rows, n], o.top)
 
@@ -259,9 +264,10 @@ def forward_long_row(x, r: int, o: Options, engine: str, progress=None,
             a = np.where(np.isfinite(case.main.allowed), case.main.allowed, 0.0)
             user.append(float(np.sum(a * case.exact.s_hi if log else a)))
         if progress is not None:
-            progress(case.X.size, 3 * n)
+            progress(case.X.size)
 
-    _, stats, (th, tl), finite, case = _compare_row(row, out, eng, base, info, log, on_case)
+    _, stats, (th, tl), finite, case = _compare_row(row, out, eng, base, info, log, on_case,
+                                                    progress)
     reference = merge_checks(ref, o.top)
     if not reference.passed and not np.all(np.isfinite(out)):
         reference.failures += _row_failures(row, r, info)
@@ -294,9 +300,9 @@ def _shifts(row, impl, eng, base, info, log, top, progress, n) -> CheckResult:
         def on_case(case, label=label, target=target, pieces=pieces):
             pieces.append(shift_one(case, label, target, statement, case.rows, top))
             if progress is not None:
-                progress(case.X.size, 3 * n)
+                progress(case.X.size)
 
-        _compare_row(shifted, out, eng, base, info, log, on_case)
+        _compare_row(shifted, out, eng, base, info, log, on_case, progress)
         parts.append(merge_shift_parts(pieces, top))
         del shifted, out
     return shift_combine(parts)

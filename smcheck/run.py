@@ -389,9 +389,11 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
         validate_common(options.dps, Overrides(options.rtol, options.atol, options.max_ulp),
                         options.top, options.metric)
         _validate_forward(options)
-        if options.verify:
-            raise InputError(f"--verify-reference recomputes every entry with mpmath: rows of "
-                             f"more than {LONG_ROW:,} entries are too long for it")
+        for asked, what in ((options.verify, "--verify-reference recomputes every entry with "
+                             "mpmath"), (keep_arrays, "--plot draws every entry")):
+            if asked:
+                raise InputError(f"{what}: rows of more than {LONG_ROW:,} entries are too "
+                                 "long for it")
         return with_layout(check_long_rows(x, options, engine, progress), options)
     dense = command in DENSE_COMMANDS
     chunk_rows = chunk_rows or rows_per_chunk(n, dense, engine == "mpmath")

@@ -177,3 +177,20 @@ def test_long_rows_through_the_cli(cli, monkeypatch, tmp_path):
     assert differences(whole, long) == []
     r = cli("forward", "--x-file", str(tmp_path / "x.npy"), "--verify-reference")
     assert r.code == 2 and r.err.startswith("error: --verify-reference")
+    r = cli("forward", "--x-file", str(tmp_path / "x.npy"), "--plot", str(tmp_path / "p.png"))
+    assert r.code == 2 and r.err.startswith("error: --plot draws every entry")
+    assert len(r.err.splitlines()) == 1
+
+
+def test_progress_counts_the_six_passes_over_each_row(monkeypatch):
+    """Progress comes in entries of the passes over each row (the row and its two shifts,
+    twice each), adding up to the total it announces; the control is the number of calls."""
+    monkeypatch.setattr(longrow, "LONG_ROW", 1000)
+    monkeypatch.setattr(longrow, "SEGMENT", 333)
+    calls = []
+    x = batch()
+    check_rows("forward", x, Options(), workers=1, progress=lambda k, total: calls.append(
+        (k, total)))
+    assert {total for _, total in calls} == {6 * x.size}
+    assert sum(k for k, _ in calls) == 6 * x.size
+    assert len(calls) == 6 * 3 * 7  # 7 segments of 333 in a row of 2000, 3 rows
