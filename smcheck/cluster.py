@@ -119,15 +119,17 @@ _KEEPS_FREED: list = []
 
 
 def _task(runner, fn, xs, comps: dict, lo: int, hi: int, fn_args: tuple, keep_arrays: bool,
-          keep_result: bool):
+          keep_result: bool, own: bool = False):
     """A chunk on a Dask worker: its rows read there, then ``runner`` (smcheck.parallel's).
 
-    The worker process first keeps freed memory for reuse, as the smcheck process does
-    (smcheck.process): a Dask worker returns freed memory to the system at once (its nanny
-    sets MALLOC_TRIM_THRESHOLD_=65536), and the page faults of mapping every temporary afresh
-    made a chunk 3 to 4 times slower (benchmarks/scheduler.py). A chunk's temporaries are
-    what is kept: peak memory is unchanged."""
-    if not _KEEPS_FREED:
+    On a LocalCluster of this run (``own``), the worker process first keeps freed memory for
+    reuse, as the smcheck process does (smcheck.process): a Dask worker returns freed memory
+    to the system at once (its nanny sets MALLOC_TRIM_THRESHOLD_=65536), and the page faults
+    of mapping every temporary afresh made a chunk 3 to 4 times slower
+    (benchmarks/scheduler.py). A chunk's temporaries are what is kept: peak memory is
+    unchanged. The workers of a cluster reached by address are someone else's: left as they
+    are."""
+    if own and not _KEEPS_FREED:
         keep_freed_memory()
         _KEEPS_FREED.append(True)
     x = rows_of(xs, lo, hi)
@@ -207,7 +209,8 @@ def run_chunks(runner: Callable, fn, x, companions: dict, bounds: list, fn_args:
                 fut = c.submit(_task, runner, fn, payload(x, xs, lo, hi),
                                {k: payload(companions[k], s, lo, hi)
                                 for k, s in comp_src.items()},
-                               lo, hi, fn_args, keep_arrays, keep_result, pure=False,
+                               lo, hi, fn_args, keep_arrays, keep_result, scheduler == DASK,
+                               pure=False,
                                key=f"smcheck-rows-{lo}-{hi}-{run}")
                 where[fut.key] = (lo, hi)
                 return fut
