@@ -91,11 +91,10 @@ def test_a_long_row_is_judged_as_the_whole_row(name, monkeypatch):
 
 
 def test_strict_log_metric_on_a_long_row(monkeypatch):
+    """Rows 0 and 1 have different worst shifts here: shift_invariance's maxima are still
+    those of the shift worst over all rows (as the whole pipeline has them)."""
     whole, long = whole_and_long(batch(), monkeypatch, log=True, metric="strict")
-    # the shifted log-softmax references differ in their last bits (derived from the
-    # unshifted reference, or afresh), which moves an error of half an ULP by a few percent
-    diffs = [d for d in differences(whole, long) if not d[0].startswith("/checks[2]/max_")]
-    assert diffs == []
+    assert differences(whole, long) == []
 
 
 def test_a_kernel_wrong_in_one_segment_fails_there(monkeypatch, tmp_path):

@@ -356,3 +356,20 @@ def test_a_findings_total_counts_the_chunks_without_it_too():
     found = [(c.name, f.kind, f.count, f.total) for c in one.checks for f in c.findings]
     assert found and all(total in (300 * 512, 300) for *_, total in found)
     assert [(c.name, f.kind, f.count, f.total) for c in parts.checks for f in c.findings] == found
+
+
+def test_shift_invariance_maxima_are_the_worst_shifts_over_every_chunk():
+    """shift_invariance's max errors are those of the shift that is worst over all rows, as
+    one chunk has them, also where each chunk's own worst shift is another (row 0's worst
+    shift here is not row 1's: chunks of one row mixed the two)."""
+    x = np.random.default_rng(0).standard_normal((3, 2000)) * 5
+    x[0, 7] = -np.inf
+    x[1, :5] = -np.inf
+    kw = {"log": True, "metric": "strict"}
+    one = run_rows(run_forward, x, workers=1, chunk_rows=3, **kw).checks[2]
+    parts = run_rows(run_forward, x, workers=1, chunk_rows=1, **kw).checks[2]
+    assert parts.name == "shift_invariance"
+    worst = next(s for s in one.details["shifts"] if s["shift"] == one.merge_data["worst_shift"])
+    assert one.max_ulp == worst["max_ulp"]
+    for key in ("max_abs_err", "max_rel_err", "max_ulp"):
+        assert getattr(parts, key) == getattr(one, key)

@@ -364,6 +364,13 @@ def entry_order(e):
 def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     label = out.merge_data["worst_shift"]
     shift = [p.merge_data["by_shift"][label] for p in parts]
+    # the maxima of the worst shift over every chunk, as one chunk has them (each chunk's
+    # own worst shift may be the other one)
+    lines = [s for p in parts for s in p.details["shifts"] if s["shift"] == label]
+    for key in ("max_abs_err", "max_rel_err", "max_ulp"):
+        vals = [s[key] for s in lines if s[key] is not None]
+        if vals:
+            setattr(out, key, math.nan if any(v != v for v in vals) else max(vals))
     out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
     out.details["failing_entries"] = sum(s["failing"] for s in shift)
     out.findings = finding_totals(merge_findings([s["findings"] for s in shift]),
