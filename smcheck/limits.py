@@ -15,6 +15,10 @@ from .exceptions import InputError
 #: The largest input (x, v, t or z), in numbers, read unless ``--max-size`` raises it: 10^8
 #: float64 numbers are 800 MB, twelve times a 2000 x 4096 batch and a hundred vocabularies of 10^6.
 DEFAULT_MAX_SIZE = 10**8
+#: rows longer than this are not held whole beside their checks: ``forward`` checks them a segment
+#: at a time (smcheck.longrow), the built-ins compute them a segment at a time
+#: (smcheck.impls.formulas)
+LONG_ROW = 2 ** 22
 #: Bytes of text allowed per number of the limit, checked before a text input is read: the
 #: longest float64 spelling, -2.2250738585072014e-308, takes 24 characters, plus separators.
 TEXT_BYTES_PER_NUMBER = 32

@@ -30,7 +30,7 @@ import numpy as np
 from .checks import merge_reports
 from .checks.common import shift_combine, shift_one, shift_statement, shift_targets
 from .checks.forward import (ForwardCase, exp_overflows, exp_underflows, forward_finite,
-                             forward_reference, merge_finite, normalization_result)
+                             forward_reference, merge_finite, normalization_result, plain_terms)
 from .checks.merge import merge_checks, merge_shift_parts
 from .ddmath import pair_row_sums, row_sums_blocked
 from .dtypes import DtypeInfo, dtype_info
@@ -38,12 +38,11 @@ from .errors_ulp import Overrides
 from .exceptions import ImplementationError
 from .impls import get_implementation
 from .options import Options
-from .reference.segments import partial_sum, row_constants, scale_of, segment_softmax
+from .reference.segments import dd_partial_sum, row_constants, scale_of, segment_softmax
 from .results import INDEX_LIST_MAX, NO_RESULT, CheckResult, Failure, Report
+from .limits import LONG_ROW
 from .tolerance import RowStats, normalization_allowance
 
-#: rows longer than this are checked a segment at a time (forward; engines dd and f64)
-LONG_ROW = 2 ** 22
 #: entries per segment: a segment's arrays (about 170 bytes an entry) stay near 85 MiB
 SEGMENT = 2 ** 19
 FULLY_MASKED = "every entry is -inf (fully masked)"
@@ -106,9 +105,7 @@ def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None)
             with np.errstate(over="ignore"):
                 seg = info.round(orig).astype(np.float64)
         else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                seg = info.round(base.xd[a:b].astype(np.float64) + shift).astype(np.float64)
-            orig = seg
+            seg = orig = _shifted(base, shift, a, b, info)
         if not own:
             row.xd[a:b] = seg
         if row.reason is None:
@@ -150,13 +147,17 @@ def _computed(impl, row: _Row, info: DtypeInfo, log: bool) -> np.ndarray:
     return out
 
 
+def _shifted(base: _Row, shift: float, a: int, b: int, info: DtypeInfo) -> np.ndarray:
+    """Entries a to b of base's row plus shift, rounded to the dtype, as float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return info.round(base.xd[a:b].astype(np.float64) + shift).astype(np.float64)
+
+
 def _segment(row: _Row, a: int, b: int, info: DtypeInfo) -> np.ndarray:
     """Entries a to b of the row, as float64 (1, b - a)."""
     if row.xd is not None:
         return row.xd[a:b].astype(np.float64)[None, :]
-    with np.errstate(over="ignore", invalid="ignore"):
-        return info.round(row.base.xd[a:b].astype(np.float64) + row.shift).astype(
-            np.float64)[None, :]
+    return _shifted(row.base, row.shift, a, b, info)[None, :]
 
 
 def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInfo,
@@ -171,26 +172,27 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
     finite = True
     for a, b in _segments(n):
         X = _segment(row, a, b, info)
-        parts.append(partial_sum(X, engine, row.a, row.first, K, a))
-        fin = X > -np.inf
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            d = np.where(fin, X - row.a, 0.0)
-            e = np.where(fin, np.exp(d), 0.0)
-            ad = np.abs(d)
+            fin = X > -np.inf
+            ad = np.where(fin, np.abs(X - row.a), 0.0)  # |d_j|, 0 where masked
+            e = np.exp(np.where(fin, X - row.a, -np.inf))  # one exp an entry
             others = e.copy()
             if a <= row.first < b:
                 others[0, row.first - a] = 0.0
+            t = float(np.sum(others))
             S, W = S + float(np.sum(e)), W + float(np.sum(e * ad))
-            T, Wp = T + float(np.sum(others)), Wp + float(np.sum(others * ad))
+            T, Wp = T + t, Wp + float(np.sum(others * ad))
             small_e += int(np.sum((e > 0) & (e < info.tiny)))
             c = out[:, a:b].astype(np.float64)
             terms = np.exp(c) if log else c
+        # the segment's share of T: the float64 tier's is the float64 sum just taken
+        parts.append(dd_partial_sum(X, row.a, row.first, K, a) if engine == "double-double"
+                     else (t, 0.0))
         finite = finite and bool(np.all(np.isfinite(terms)))
         if tick is not None:
             tick(b - a)
         sums.append(tuple(float(v[0]) for v in row_sums_blocked(
-            lambda t: (t, np.zeros_like(t), np.ones(t.shape, dtype=bool)), (terms,),
-            terms.shape)))
+            plain_terms, (terms,), terms.shape)))
     consts = row_constants(engine, n, row.a, row.first, K, parts)
     stats = RowStats(W=W / S, S=S, n=n, small=small_e, T=T, Wp=Wp / T if T > 0 else 0.0)
     th, tl = pair_row_sums(np.array([[h for h, _ in sums]]), np.array([[lo for _, lo in sums]]),
@@ -200,8 +202,8 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
 
 def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple:
     """Passes one and two over a row: ``on_case(case)`` for each segment's case (one segment's
-    arrays alive at a time); returns the constants, statistics, the computed sum and whether
-    it was finite, and the last case."""
+    arrays alive at a time); returns the statistics, the computed sum and whether it was
+    finite, and the last case."""
     consts, stats, total, finite = _pass_one(row, out, engine, log, info, tick)
     allowed = float(normalization_allowance(np.zeros((1, 0)), np.zeros((1, 0)), info, log,
                                             base["ftz"], stats)[0])
@@ -216,7 +218,7 @@ def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple
                            exact=segment_softmax(X, consts, base["dps"]), stats=stats,
                            row_info=row_info, col0=a, **base)
         on_case(case)
-    return consts, stats, total, finite, case
+    return stats, total, finite, case
 
 
 def check_long_rows(x, o: Options, engine: str, progress=None) -> Report:
@@ -266,7 +268,7 @@ def forward_long_row(x, r: int, o: Options, engine: str, progress=None,
         if progress is not None:
             progress(case.X.size)
 
-    _, stats, (th, tl), finite, case = _compare_row(row, out, eng, base, info, log, on_case,
+    stats, (th, tl), finite, case = _compare_row(row, out, eng, base, info, log, on_case,
                                                     progress)
     reference = merge_checks(ref, o.top)
     if not reference.passed and not np.all(np.isfinite(out)):

@@ -270,7 +270,8 @@ def forward_reference(case: ForwardCase) -> CheckResult:
     return res
 
 
-def _plain_terms(t):
+def plain_terms(t):
+    """Terms of a plain sum for :func:`~smcheck.ddmath.row_sums_blocked`: t, no low parts, all."""
     return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
 
 
@@ -297,7 +298,7 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
         if cmp.tolerance.source == "user":  # the user's looser entries loosen their sum
             a = np.where(np.isfinite(cmp.allowed), cmp.allowed, 0.0)
             allowed = np.maximum(allowed, np.sum(a * case.exact.s_hi if case.log else a, -1))
-        th, tl = row_sums_blocked(_plain_terms, (terms,), terms.shape)  # exact to 2^-100
+        th, tl = row_sums_blocked(plain_terms, (terms,), terms.shape)  # exact to 2^-100
     return normalization_result(case, th, tl, np.all(np.isfinite(terms), axis=-1), allowed)
 
 

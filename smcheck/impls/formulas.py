@@ -17,6 +17,7 @@ import numpy as np
 
 from ..blocks import BLOCK, for_each
 from ..dtypes import DtypeInfo
+from ..limits import LONG_ROW
 
 BUILTIN_NAMES = ("stable", "naive", "divfree")
 
@@ -62,8 +63,7 @@ def divfree_softmax(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.nda
         return y if log else np.exp(y)
 
 
-#: rows longer than this are computed a segment of SEGMENT entries at a time
-LONG_ROW = 2 ** 22
+#: rows longer than LONG_ROW are computed a segment of SEGMENT entries at a time
 SEGMENT = 2 ** 20
 
 
@@ -105,17 +105,17 @@ def _segmented(name: str, X: np.ndarray, info: DtypeInfo, log: bool) -> np.ndarr
     return out
 
 
-def _long_rows_too(fn):
+def _long_rows_too(name: str, fn):
     def builtin(X: np.ndarray, info: DtypeInfo, log: bool = False) -> np.ndarray:
         if X.ndim == 2 and X.shape[-1] > LONG_ROW:
-            return _segmented(fn.__name__.split("_")[0], X, info, log)
+            return _segmented(name, X, info, log)
         return fn(X, info, log)
 
     return builtin
 
 
-_BUILTINS = {"stable": _long_rows_too(stable_softmax), "naive": _long_rows_too(naive_softmax),
-             "divfree": _long_rows_too(divfree_softmax)}
+_BUILTINS = {name: _long_rows_too(name, fn) for name, fn in
+             (("stable", stable_softmax), ("naive", naive_softmax), ("divfree", divfree_softmax))}
 
 
 def _by_rows(fn, X: np.ndarray) -> np.ndarray:

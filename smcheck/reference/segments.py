@@ -3,10 +3,10 @@
 The engines of :mod:`.dd` compute a row's constants (the max, the sum S, log S, 1/S) and its
 entries in one go. Here the same arithmetic runs in two passes over segments of the row:
 
-1. :func:`partial_sum` per segment: the segment's share of T = sum over the entries other
-   than the first maximum of exp(x_j - max) (double-double: of the terms 2^(k_j - K) m_j that
-   :func:`.dd.softmax_dd` sums, each segment pairwise; the float64 tier: a float64 pairwise
-   sum); :func:`row_constants` sums the segments' shares pairwise too (the two trees
+1. per segment, its share of T = sum over the entries other than the first maximum of
+   exp(x_j - max): double-double, :func:`dd_partial_sum`, of the terms 2^(k_j - K) m_j that
+   :func:`.dd.softmax_dd` sums, each segment pairwise; the float64 tier, the segment's float64
+   pairwise sum (the caller's, which has the exps at hand); :func:`row_constants` sums the segments' shares pairwise too (the two trees
    together log2(n) deep, so the stated bounds hold as for a whole row; the float64 tier's
    by math.fsum, one rounding) and forms S = 1 + T, log S (mpmath) and 1/S;
 2. :func:`segment_softmax`: a segment's exact values from those constants, as
@@ -60,17 +60,12 @@ def _first_mask(shape, first: int, col0: int) -> np.ndarray:
     return mask
 
 
-def partial_sum(X: np.ndarray, engine: str, a: float, first: int, K: int,
-                col0: int) -> tuple[float, float]:
-    """The (1, L) segment X's share of T (entries at col0 ...), as a pair (hi, lo)."""
-    A = np.array([[a]])
+def dd_partial_sum(X: np.ndarray, a: float, first: int, K: int,
+                   col0: int) -> tuple[float, float]:
+    """The (1, L) segment X's share of T (entries at col0 ...), double-double, as a pair."""
     mask = _first_mask(X.shape, first, col0)
-    if engine == "float64":
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            e = np.exp(np.where(X > -np.inf, X - a, -np.inf))
-        return float(np.sum(np.where(mask, 0.0, e))), 0.0
     f64 = np.float64
-    dh, dl, k, mh, ml, fin = map_blocks(_exp_block, (X, A), X.shape,
+    dh, dl, k, mh, ml, fin = map_blocks(_exp_block, (X, np.array([[a]])), X.shape,
                                         (f64, f64, np.int64, f64, f64, bool))
     Kc = np.array([[K]], dtype=np.int64)
     Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, Kc, dh, mask), X.shape)
