@@ -108,7 +108,8 @@ def apply_overrides(tol: Tolerance, ov: Overrides | None) -> Tolerance:
                      metric=tol.metric, formula=formula, under=tol.under)
 
 
-_MANT = (1 << 52) - 1
+_EXP = 0x7FF0000000000000  # float64's exponent field
+_ABS = 0x7FFFFFFFFFFFFFFF
 
 
 def ulp(hi: np.ndarray, lo: np.ndarray, info: DtypeInfo) -> np.ndarray:
@@ -117,22 +118,21 @@ def ulp(hi: np.ndarray, lo: np.ndarray, info: DtypeInfo) -> np.ndarray:
     The spacing 2^(E-p+1) of the binade [2^E, 2^(E+1)) holding |r|; in the subnormal range and
     at 0 it is the smallest subnormal eta, so a correctly rounded underflow errs by <= 0.5 ULP.
     When hi is a power of two but the exact value lies just below it (lo of opposite sign), the
-    binade below is the right one. (E is read from the float64 bits, and 2^(E-p+1) is written
-    as bits: every format's exponent range lies inside float64's.)
+    binade below is the right one. (2^E is |hi| with its significand bits cleared, and
+    2^(E-p+1) = 2^E 2^(1-p) is exact down to eta: every format's exponent range lies inside
+    float64's; below the format's eta, and at 0, the floor eta holds; inf and nan give inf.)
     """
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
-    bits = np.abs(hi).view(np.int64)
-    eb = bits >> 52
+    bits = hi.view(np.int64) & _ABS
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        E = eb - (1023 + (info.p - 1)) - (((bits & _MANT) == 0) & (lo * hi < 0))
-    k = np.maximum(E, info.emin - (info.p - 1))  # the exponent of one ULP
-    out = ((np.maximum(k, -1022) + 1023) << 52).view(np.float64)
-    sub = k < -1022  # a subnormal ULP (float64 below 2^-970): written by ldexp
-    if sub.any():
-        out = np.where(sub, np.ldexp(1.0, np.minimum(k, 0).astype(np.int32)), out)
-    out = np.where(eb == 2047, np.inf, out)  # inf or nan
-    return np.where(bits == 0, info.eta, out)
+        p2 = (bits & _EXP).view(np.float64)  # 2^E; 0 below 2^-1022; inf for inf and nan
+        out = p2 * (2.0 ** (1 - info.p))
+        # signs compared, not lo * hi < 0: that product underflows for hi below 2^-500
+        below = (bits == p2.view(np.int64)) & ((lo < 0) != (hi < 0)) & (lo != 0)
+        if below.any():
+            out = np.where(below, 0.5 * out, out)
+    return np.maximum(out, info.eta)
 
 
 @dataclass

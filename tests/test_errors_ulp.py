@@ -35,6 +35,23 @@ def test_ulp_just_below_a_power_of_two_uses_the_lower_binade():
     assert ulp(np.array([1.0]), np.array([2.0 ** -60]), info)[0] == 2.0 ** -52
 
 
+@pytest.mark.parametrize("e", [-600, -1000, -1022])
+def test_ulp_below_a_tiny_power_of_two(e):
+    """The same at hi = 2^e so small that lo * hi underflows to 0 (an old test of the sign)."""
+    info = dtype_info("float64")
+    hi, lo = np.array([2.0 ** e, -(2.0 ** e)]), np.array([-(2.0 ** (e - 60)), 2.0 ** (e - 60)])
+    expected = max(2.0 ** (e - 53), 5e-324)
+    assert list(ulp(hi, lo, info)) == [expected, expected]
+    assert list(ulp(hi, -lo, info)) == [max(2.0 ** (e - 52), 5e-324)] * 2
+
+
+def test_ulp_of_non_finite_and_zero():
+    for name in DTYPE_NAMES:
+        info = dtype_info(name)
+        out = ulp(np.array([np.inf, -np.inf, np.nan, 0.0, -0.0]), np.zeros(5), info)
+        assert list(out[:3]) == [np.inf] * 3 and list(out[3:]) == [info.eta] * 2
+
+
 @pytest.mark.parametrize("name", DTYPE_NAMES)
 @given(st.floats(min_value=-1e4, max_value=1e4))
 def test_correct_rounding_is_at_most_half_an_ulp(name, v):
