@@ -54,8 +54,13 @@ def _split(a):
 
 
 def two_prod(a, b):
+    return _two_prod_split(a, *_split(a), b)
+
+
+def _two_prod_split(a, ah, al, b):
+    """two_prod(a, b) with a's split (ah, al) given: a factor used in several products is
+    split once (the same bits)."""
     p = a * b
-    ah, al = _split(a)
     bh, bl = _split(b)
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
@@ -99,17 +104,21 @@ _TABLE: tuple | None = None
 
 
 def _table():
-    """2^(j/64), j = 0..63, as pairs (mpmath at 40 digits, computed once)."""
+    """2^(j/64), j = 0..63, as pairs, computed once with the decimal module at 40 digits (its
+    power is correctly rounded but in rare ties: 10^-40 relative, far below the pair's 2^-106;
+    equal to mpmath's, tests/test_ddmath.py). decimal, not mpmath: a forward run in double-double
+    then never imports mpmath (50 ms of a fresh process)."""
     global _TABLE
     if _TABLE is None:
-        import mpmath
+        from decimal import Decimal, localcontext
 
         hi, lo = np.zeros(64), np.zeros(64)
-        with mpmath.workdps(40):
+        with localcontext() as ctx:
+            ctx.prec = 40
             for j in range(64):
-                v = mpmath.power(2, mpmath.mpf(j) / 64)
-                hi[j] = float(v)
-                lo[j] = float(v - mpmath.mpf(hi[j]))
+                v = Decimal(2) ** (Decimal(j) / 64)
+                hi[j] = float(v)  # correctly rounded
+                lo[j] = float(v - Decimal(hi[j]))
         _TABLE = (hi, lo)
     return _TABLE
 
@@ -136,11 +145,11 @@ CW = _cody_waite(LN2_64)
 _TAIL = tuple(1.0 / math.factorial(j) for j in range(10, 5, -1))
 
 
-def _fma_pair(ch, cl, xh, xl, rh, rl):
+def _fma_pair(ch, cl, xh, xl, rh, rl, rsplit):
     """(ch + cl) + (rh + rl)(xh + xl) as a pair, for |r x| much smaller than c (no
     cancellation: the Horner steps of exp(r) - 1): the product exact to 2^-106 relative,
-    the sum one two_sum."""
-    p, e = two_prod(rh, xh)
+    the sum one two_sum. ``rsplit``: rh's split, taken once for every step."""
+    p, e = _two_prod_split(rh, *rsplit, xh)
     e = e + (rh * xl + rl * xh)
     s, f = two_sum(ch, p)
     return quick_two_sum(s, f + (cl + e))
@@ -159,9 +168,10 @@ def dd_expm1_small(rh, rl):
     t = rh * w
     s, f = two_sum(TAYLOR[3][0], t)
     ph, pl = quick_two_sum(s, f + TAYLOR[3][1])
+    rsplit = _split(rh)
     for ch, cl in (TAYLOR[2], TAYLOR[1], TAYLOR[0], (1.0, 0.0)):  # 1/4!, 1/3!, 1/2!, 1
-        ph, pl = _fma_pair(ch, cl, ph, pl, rh, rl)
-    p, e = two_prod(rh, ph)  # r (1 + r/2 + ...)
+        ph, pl = _fma_pair(ch, cl, ph, pl, rh, rl, rsplit)
+    p, e = _two_prod_split(rh, *rsplit, ph)  # r (1 + r/2 + ...)
     return quick_two_sum(p, e + (rh * pl + rl * ph))
 
 

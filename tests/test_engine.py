@@ -179,6 +179,18 @@ def test_dd_exp_agrees_with_mpmath_to_2_to_the_minus_104():
             assert abs(got - want) <= 2.0 ** -104 * want, (a, b)
 
 
+def test_exp_table_is_mpmaths_2_to_the_j_over_64_as_pairs():
+    """The table (computed with the decimal module, so that a forward run never imports
+    mpmath) is the correctly rounded pair of 2^(j/64) from mpmath at 60 digits."""
+    from smcheck.ddmath import _table
+
+    hi, lo = _table()
+    with mpmath.workdps(60):
+        for j in range(64):
+            v = mpmath.power(2, mpmath.mpf(j) / 64)
+            assert hi[j] == float(v) and lo[j] == float(v - mpmath.mpf(hi[j])), j
+
+
 # --- the float64 tier (forward, float32/float16/bfloat16 results) -----------------------------
 
 @pytest.mark.parametrize("row", ADVERSARIAL + [list(np.random.default_rng(4).standard_normal(3000)

@@ -234,10 +234,22 @@ def _logs(dh, dl, Lh, Ll):
     return yh, np.where(np.isfinite(yh), yl, 0.0)
 
 
-def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
+def _log_sums(Uh, Ul, K):
+    """log S = log1p(T) per row, T = (Uh + Ul) 2^K, as pairs (mpmath at 40 digits): from the
+    unscaled pair, so that a T in the subnormal range is not rounded first."""
     import mpmath
 
+    rows = len(Uh)
+    Lh, Ll = np.zeros(rows), np.zeros(rows)
+    with mpmath.workdps(40):
+        for r in range(rows):
+            L = mpmath.log1p(mpmath.ldexp(mpmath.mpf(Uh[r]) + mpmath.mpf(Ul[r]), int(K[r])))
+            Lh[r] = float(L)
+            Ll[r] = float(L - mpmath.mpf(Lh[r]))
+    return Lh, Ll
 
+
+def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     rows, n = X.shape
     first = np.zeros((rows, n), dtype=bool)
     first[np.arange(rows), m] = True
@@ -248,14 +260,6 @@ def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     Uh, Ul = row_sums_blocked(_scaled_terms, (mh, ml, k, K, dh, first), (rows, n))  # T / 2^K
     Th, Tl = scale_pair(Uh, Ul, K[:, 0].astype(np.int32))
     Sh, Sl = dd_add(np.ones(rows), np.zeros(rows), Th, Tl)
-    Lh, Ll = np.zeros(rows), np.zeros(rows)
-    with mpmath.workdps(40):
-        for r in range(rows):
-            # from the unscaled pair: a T in the subnormal range must not be rounded first
-            T = mpmath.ldexp(mpmath.mpf(Uh[r]) + mpmath.mpf(Ul[r]), int(K[r, 0]))
-            L = mpmath.log1p(T)
-            Lh[r] = float(L)
-            Ll[r] = float(L - mpmath.mpf(Lh[r]))
     # one reciprocal per row, then products: a pair division per entry costs four times more
     Rh, Rl = dd_div(np.ones(rows), np.zeros(rows), Sh, Sl)
     Rh, Rl = Rh[:, None], Rl[:, None]
@@ -277,9 +281,13 @@ def _finish(X, dh, dl, fin, m, a, k, mh, ml, one_minus):
     # d = fl(x - max) (-inf where masked) is the pair's hi part
     ex = ExactSoftmax(s_hi, s_lo, None, None, dh, 0, om_hi, om_lo, engine="double-double")
     ex.state = (None, None, fin, m)  # what shifted_softmax_dd needs (the mask, the maxima)
-    # log-softmax only when asked for (forward --log): a pass fewer for everything else
-    ex._y_maker = lambda: map_blocks(_logs, (dh, dl, Lh[:, None], Ll[:, None]), (rows, n),
-                                     (f64, f64))
+    # log-softmax only when asked for (forward --log): a pass fewer, and no log S, for
+    # everything else
+    def logs():
+        Lh, Ll = _log_sums(Uh, Ul, K[:, 0])
+        return map_blocks(_logs, (dh, dl, Lh[:, None], Ll[:, None]), (rows, n), (f64, f64))
+
+    ex._y_maker = logs
     return ex
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..blocks import map_blocks
 from ..ddmath import dd_add, dd_div, pair_row_sums, row_sums_blocked, scale_pair
-from .dd import DEAD, _exp_block, _logs, _probabilities, _scaled_terms, f64_bound
+from .dd import DEAD, _exp_block, _log_sums, _logs, _probabilities, _scaled_terms, f64_bound
 from .exact import ExactSoftmax
 
 
@@ -75,8 +75,6 @@ def dd_partial_sum(X: np.ndarray, a: float, first: int, K: int,
 def row_constants(engine: str, n: int, a: float, first: int, K: int,
                   parts: list[tuple[float, float]]) -> RowConstants:
     """The row's constants from its segments' shares of T (in row order)."""
-    import mpmath
-
     c = RowConstants(engine, n, a, first, K)
     if engine == "float64":
         T = math.fsum(h for h, _ in parts)
@@ -88,10 +86,7 @@ def row_constants(engine: str, n: int, a: float, first: int, K: int,
     Uh, Ul = pair_row_sums(hi, lo, np.ones(hi.shape, dtype=bool))  # T / 2^K, pairwise
     Th, Tl = scale_pair(Uh, Ul, np.array([K], dtype=np.int32))
     Sh, Sl = dd_add(np.ones(1), np.zeros(1), Th, Tl)
-    with mpmath.workdps(40):  # from the unscaled pair, as .dd._finish does
-        L = mpmath.log1p(mpmath.ldexp(mpmath.mpf(float(Uh[0])) + mpmath.mpf(float(Ul[0])), K))
-        Lh = float(L)
-        Ll = float(L - mpmath.mpf(Lh))
+    Lh, Ll = (float(v[0]) for v in _log_sums(Uh, Ul, [K]))  # unscaled, as .dd._finish does
     Rh, Rl = dd_div(np.ones(1), np.zeros(1), Sh, Sl)
     c.T, c.S = (float(Th[0]), float(Tl[0])), (float(Sh[0]), float(Sl[0]))
     c.L, c.R = (Lh, Ll), (float(Rh[0]), float(Rl[0]))
