@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import cluster
+from .beside import spare_processes
 from .blocks import set_threads, using_threads
 from .exceptions import InputError, SmcheckError
 from .options import DASK, LOCAL, check_scheduler
@@ -29,6 +30,12 @@ CHUNK_ENTRIES = 2 ** 17
 #: with the mpmath engine (about 10 us an entry) a chunk is smaller, so that the workers share
 #: even a small batch
 CHUNK_ENTRIES_MPMATH = 2 ** 11
+#: entries of work (of x, of J for a dense command) from which one chunk's blocks run on
+#: threads. Below it the threads cost more than they give (warm runs of forward in float64 on
+#: 2 cores, 1 thread against 2: 10 rows of 10^4 float32 26 against 40 ms; one row of 3 10^5
+#: 108 against 151 ms, of 10^6 316-340 against 418-431 ms, of 3 10^6 1058 against 1247 ms);
+#: the Jacobian of 2048 logits (4 10^6 entries) gains from its checks' threads (issue 18)
+THREADS_MIN = 2 ** 22
 
 
 def default_workers() -> int:
@@ -83,7 +90,8 @@ def rows_per_chunk(n: int, dense: bool = False, small: bool = False) -> int:
 def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[..., Report],
              chunk_rows: int, workers: int | None = None, companions: dict | None = None,
              progress: Callable[[int, int], None] | None = None,
-             keep_arrays: bool = False, scheduler: str = "local") -> Report:
+             keep_arrays: bool = False, scheduler: str = "local", row_work: int | None = None
+             ) -> Report:
     """``fn(x, *args, row_offset=..., progress=..., **companions)`` over the rows of ``x`` in
     chunks of ``chunk_rows`` rows, on ``workers`` processes (default: every core), and
     ``merge(reports, shape)`` of the chunks' reports, in row order. ``companions`` are
@@ -94,7 +102,8 @@ def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[
     is no fork), ``dask`` (a Dask LocalCluster of ``workers`` processes, started for the run)
     or the address of a Dask scheduler (``workers``: at most so many of its threads busy;
     default all); see :mod:`smcheck.cluster`. One chunk is checked in this process whatever
-    the scheduler."""
+    the scheduler; its blocks run on ``workers`` threads when it holds THREADS_MIN entries of
+    work (``row_work`` a row: default the row length, n^2 for a dense Jacobian)."""
     companions = {k: a for k, a in (companions or {}).items()}
     x_is_batch = np.ndim(x) == 2
     rows = np.shape(x)[0] if x_is_batch else 1
@@ -104,8 +113,10 @@ def run_rows(fn: Callable[..., Report], x, args: tuple = (), *, merge: Callable[
     if workers < 1:
         raise InputError(f"--workers {workers}: must be >= 1")
     if not x_is_batch or rows <= chunk_rows:  # one chunk: its blocks on `workers` threads
+        work = int(np.size(x)) if row_work is None else rows * row_work
         # a batch is sliced, not converted whole: a store reads its rows (not np.asarray)
-        with using_threads(workers):
+        with using_threads(workers if work >= THREADS_MIN else 1), \
+                spare_processes(workers - 1):
             return fn(np.asarray(x[0:rows] if x_is_batch else x, dtype=np.float64), *args,
                       progress=progress, **{k: None if a is None else np.asarray(
                           _part(a, 0, rows), dtype=np.float64) for k, a in companions.items()})

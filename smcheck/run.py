@@ -404,7 +404,7 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
     report = run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
                       chunk_rows=chunk_rows, companions=companions, progress=progress,
                       keep_arrays=keep_arrays, scheduler=options.scheduler,
-                      merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))
+                      row_work=n * n if dense else n, merge=lambda reps, shp: checks.merge_reports(reps, shp, options.top))
     return with_layout(report, options)
 
 
