@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..beside import can_fork, forked
 from ..blocks import threads
 from ..results import CheckResult, Report
 from . import common, forward, jacobian, loss, merge, vjp
@@ -69,12 +70,24 @@ BESIDE_MIN = 1024
 
 def run_checks(command: str, case) -> list[CheckResult]:
     """The checks of ``command`` on ``case``, in the table's order (those that apply). On a
-    big case with several threads, the BESIDE checks run on a thread of their own meanwhile
-    (each check's numbers are its own: the same results either way)."""
+    big case, the BESIDE checks run meanwhile: in a forked process where a core is spare and
+    the implementation allows it (:mod:`smcheck.beside`), else on a thread of their own when
+    the blocks have several (each check's numbers are its own: the same results either way)."""
     table = TABLE.get(command, [])
     results: dict[str, CheckResult | None] = {}
     beside = [row for row in table if row[0] in BESIDE]
-    if (beside and threads() > 1 and getattr(case.impl, "thread_safe", False)
+    if beside and can_fork(case, np.size(case.X)):
+        waits = {name: forked(fn, case) for name, fn, _ in beside}
+        try:
+            for name, fn, _ in table:
+                if name not in waits:
+                    results[name] = fn(case)
+        except BaseException:
+            for w in waits.values():
+                w.cancel()
+            raise
+        results.update((name, w()) for name, w in waits.items())
+    elif (beside and threads() > 1 and getattr(case.impl, "thread_safe", False)
             and np.size(case.X) >= BESIDE_MIN):
         with ThreadPoolExecutor(len(beside), thread_name_prefix="smcheck-check") as ex:
             futures = {name: ex.submit(fn, case) for name, fn, _ in beside}

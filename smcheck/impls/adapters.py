@@ -136,6 +136,7 @@ class ScipyAdapter(Implementation):
     name = "scipy"
     complex_ok = True
     thread_safe = True
+    fork_safe = True
     honours_dtype = True  # rounds scipy's result to the dtype when scipy upcasts
 
     def __init__(self, special):

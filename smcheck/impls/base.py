@@ -56,6 +56,12 @@ class Implementation:
     #: builds cases of its own then runs beside the others (checks.run_checks)
     thread_safe: bool = False
 
+    #: whether a forked copy of this process may call it (numpy code: the built-ins and the
+    #: scipy adapter; torch's and jax's thread pools do not survive a fork, and a user's
+    #: function may hold anything): a check may then run beside the others in a forked
+    #: process (smcheck.beside)
+    fork_safe: bool = False
+
     #: whether it can only return a whole n x n Jacobian (a user's f(x) -> J): beyond
     #: --max-dense, where smcheck probes v^T J u instead, it cannot be checked
     dense_jacobian_only: bool = False

@@ -13,6 +13,7 @@ from .formulas import (_BUILTINS, builtin_jacobian, builtin_loss_grad, builtin_v
 class Builtin(Implementation):
     name: str
     thread_safe = True
+    fork_safe = True
     honours_dtype = True
     grad_x_from_softmax = True
 
