@@ -68,6 +68,10 @@ class DtypeInfo:
         with np.errstate(over="ignore"):
             return np.asarray(x, dtype=np.float64).astype(self.np_dtype)
 
+    def round64(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`round`, as float64 values (one copy in float64, not two)."""
+        return self.round(x).astype(np.float64, copy=False)
+
     def summary(self) -> dict:
         return {
             "dtype": self.name,

@@ -304,7 +304,7 @@ def _compare(c, hi, lo, atol, rtol, max_ulp, info):
         u = ulp(hi, lo, info)
         if not np.isfinite(err).all():
             # an infinity that *is* the correctly rounded exact value has error 0
-            rounded = info.round(hi).astype(np.float64)
+            rounded = info.round64(hi)
             both_inf = np.isinf(c) & (c == rounded)
             err = np.where(both_inf, 0.0, err)
             err = np.where(np.isnan(err), np.inf, err)

@@ -103,7 +103,7 @@ def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None)
         if base is None:
             orig = np.asarray(orig_row[a:b], dtype=np.float64)
             with np.errstate(over="ignore"):
-                seg = info.round(orig).astype(np.float64)
+                seg = info.round64(orig)
         else:
             seg = orig = _shifted(base, shift, a, b, info)
         if not own:
@@ -150,7 +150,7 @@ def _computed(impl, row: _Row, info: DtypeInfo, log: bool) -> np.ndarray:
 def _shifted(base: _Row, shift: float, a: int, b: int, info: DtypeInfo) -> np.ndarray:
     """Entries a to b of base's row plus shift, rounded to the dtype, as float64."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return info.round(base.xd[a:b].astype(np.float64) + shift).astype(np.float64)
+        return info.round64(base.xd[a:b].astype(np.float64) + shift)
 
 
 def _segment(row: _Row, a: int, b: int, info: DtypeInfo) -> np.ndarray:

@@ -58,7 +58,7 @@ def split_rows(x: np.ndarray, info: DtypeInfo, row_offset: int = 0):
     X = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if X.ndim != 2 or X.shape[-1] == 0:
         raise InputError(f"expected a non-empty vector or 2-D batch, got shape {X.shape}")
-    Xr = info.round(X).astype(np.float64)
+    Xr = info.round64(X)
     undefined, defined = [], []
     for r in range(X.shape[0]):
         row = Xr[r]
@@ -183,7 +183,7 @@ def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) ->
     if finite and not np.all(np.isfinite(a)):
         raise InputError(f"--{name} must be finite (found inf or nan)")
     with np.errstate(over="ignore"):
-        r = info.round(a).astype(np.float64)
+        r = info.round64(a)
     if finite and not np.all(np.isfinite(r)):
         raise InputError(f"--{name} overflows {info.name} (largest finite value {info.max:g})")
     return r
@@ -326,7 +326,7 @@ def run_loss(x=None, t=None, options: Options | None = None, *, v=None, z=None, 
     X = defined_rows(Xr, rows)
     if mode == "given":
         Zexact = _companion("z", z, Xr.shape, info)
-        parts = dict(Z=info.round(Zexact).astype(np.float64), z_exact=Zexact,
+        parts = dict(Z=info.round64(Zexact), z_exact=Zexact,
                      floor=np.zeros(Zexact.shape))
     elif X.shape[0]:
         V = _companion("v", v, Xr.shape, info)[rows] if mode == "vjp" else None

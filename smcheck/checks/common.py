@@ -243,7 +243,7 @@ def dtype_finding(impl, computed: np.ndarray, info: DtypeInfo, strict: bool) -> 
     c = np.asarray(computed, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         fin = np.isfinite(c)
-        off = fin & (info.round(c).astype(np.float64) != c)
+        off = fin & (info.round64(c) != c)
     returned = getattr(impl, "returned_dtype", None)
     foreign = returned is not None and returned != info.name
     count = int(off.sum())
@@ -288,7 +288,7 @@ def shift_invariance(case, quantity: str) -> CheckResult:
     for label, target in shift_targets(info).items():
         with np.errstate(over="ignore", invalid="ignore"):
             c = target - a
-            Xs = info.round(case.X + c).astype(np.float64)
+            Xs = info.round64(case.X + c)
         parts.append(shift_one(case.at(Xs, c[:, 0]), label, target, statement, case.rows,
                                case.top))
         del Xs

@@ -352,7 +352,7 @@ def forward_shift_invariance(case: ForwardCase) -> CheckResult:
 def forward_finite(case: ForwardCase) -> CheckResult:
     hi = case.exact.y_hi if case.log else case.exact.s_hi
     with np.errstate(over="ignore"):
-        expected_finite = np.isfinite(case.info.round(hi).astype(np.float64))
+        expected_finite = np.isfinite(case.info.round64(hi))
     bad = expected_finite & ~np.isfinite(case.computed)
     nbad = int(bad.sum())
     worst = None

@@ -151,7 +151,7 @@ class JacobianCase(Case):
         else:  # probe 0: 1^T J u (the columns of the symmetric J sum to 0)
             V[:, 0, :] = np.where(fin[:, 0], 1.0, 0.0)
         info = self.info
-        Vr, Ur = info.round(V).astype(np.float64), info.round(U).astype(np.float64)
+        Vr, Ur = info.round64(V), info.round64(U)
         s = self.impl.softmax(self.X.astype(info.np_dtype), info, False).astype(np.float64)
         acc = info.accumulator
         comp = np.zeros((rows, k))

@@ -47,7 +47,7 @@ def loss_z(X, T, V, mode: str, info: DtypeInfo, dps: int, engine: str = "auto",
         z_exact = exact_s.s_hi
         floor = np.full(z_exact.shape, info.eta / 2)
         extra = {}
-    return dict(X=X, Z=info.round(z_exact).astype(np.float64), z_exact=z_exact, floor=floor,
+    return dict(X=X, Z=info.round64(z_exact), z_exact=z_exact, floor=floor,
                 exact_s=exact_s, **extra)
 
 
@@ -210,7 +210,7 @@ def loss_fd(case: LossCase) -> CheckResult:
         # the complex step must stay off log's branch cut; a gradient beyond the dtype's range
         # is correctly infinite (the reference check judges it) and has no finite difference
         with np.errstate(over="ignore"):
-            in_range = np.isfinite(case.info.round(case.cmp.ref[r]).astype(np.float64))
+            in_range = np.isfinite(case.info.round64(case.cmp.ref[r]))
         usable = case.valid[r] & (z > 0) & in_range
         # differentiate in relative coordinates z_i (1 + rho_i): a step of 1e-20 in rho is
         # tiny for every z_i however small, and d/dh l(z (1 + h r)) = sum_i g_i z_i r_i
