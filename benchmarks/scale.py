@@ -14,8 +14,9 @@ the input included; peak RSS is the process's own VmHWM).
    that of a run on one row (the parsing, threads, first touches and JSON every run pays).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), and one row of 10^8 entries.
-3. ``smcheck forward --random 1000000`` against the per-element mpmath loop (50 digits), each
-   in fresh processes, alternately; the medians' ratio (the done-when asks for >= 20).
+3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
+   per-element mpmath loop (50 digits), each in fresh processes, alternately; the medians'
+   ratio (the done-when asks for >= 20).
 
 Not part of the test suite's pass/fail: timings depend on the machine.
 """
@@ -42,22 +43,22 @@ _HWM = ("import atexit, sys\n"
         "    with open('/proc/self/status') as f:\n"
         "        sys.stderr.write(next(l for l in f if l.startswith('VmHWM')))\n"
         "atexit.register(hwm)\n")
-#: smcheck, timing its run after the imports (RUN seconds on stderr) as well: the cost per
-#: entry without the fixed start-up
+#: smcheck as its program runs (smcheck.cli.entry, which runs the exit handlers and leaves
+#: without tearing the interpreter down), timing its run after the imports as well (RUN
+#: seconds on stderr): the cost per entry without the fixed start-up. mpmath is among the
+#: imports (vjp and loss load it for their reference).
 SMCHECK = _HWM + """
 import time
-from smcheck.cli import main
+from smcheck.cli import entry
 import mpmath, smcheck.run, smcheck.sources, smcheck.jsondoc, smcheck.report  # the imports
 t0 = time.perf_counter()
-try:
-    main(sys.argv[1:])
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-sys.stderr.write(f"RUN {time.perf_counter() - t0}\\n")
-sys.exit(code)
+atexit.register(lambda: sys.stderr.write(f"RUN {time.perf_counter() - t0}\\n"))
+sys.argv = ["smcheck", *sys.argv[1:]]
+entry()
 """
+#: the smcheck program itself (python -m smcheck: the console script's entry point), for the
+#: comparison with the mpmath loop, which times what a user runs
+PROGRAM = ["-m", "smcheck"]
 MPMATH_LOOP = _HWM + """
 import mpmath, numpy as np
 from smcheck.inputs import random_input
@@ -99,11 +100,12 @@ class Run:
     only), peak memory of the whole process tree (PSS sampled every 20 ms: workers included),
     the exit status."""
 
-    def __init__(self, program: str, *args):
+    def __init__(self, program: str | list, *args):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", program, *map(str, args)], env=env,
+        prefix = program if isinstance(program, list) else ["-c", program]
+        proc = subprocess.Popen([sys.executable, *prefix, *map(str, args)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak = 0
         while proc.poll() is None:
@@ -229,7 +231,7 @@ def versus_mpmath(repeat: int = 3) -> float:
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for which in order:
             if which == 0:
-                ours.append(fresh(SMCHECK, "forward", "--random", n, "--json")[0])
+                ours.append(fresh(PROGRAM, "forward", "--random", n, "--json")[0])
             else:
                 loop.append(fresh(MPMATH_LOOP, n)[0])
     a, b = statistics.median(ours), statistics.median(loop)

@@ -102,6 +102,11 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     X = defined_rows(Xr, rows)
     labels = rows + row_offset
     tick = _ticker(progress, 3 * X.size)
+    blocks = {}
+
+    def overflow():
+        blocks["overflow"] = overflow_block(X, labels, info, batch)
+
     if X.shape[0]:
         case = ForwardCase(X=X, rows=labels, info=info, impl=implementation, log=log,
                            metric=metric, overrides=overrides, dps=dps, computed=None,
@@ -109,7 +114,7 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
                            ftz=allow_ftz, strict_dtype=strict_dtype)
         case.computed = case.evaluate(X)
         case.exact = exact_softmax(X, dps, tick, engine=engine)
-        results = checks.run_checks("forward", case)
+        results = checks.run_checks("forward", case, meanwhile=overflow)
         precision = case.exact.precision
     else:
         case, results = None, []
@@ -121,7 +126,8 @@ def run_forward(x, options: Options | None = None, *, row_offset: int = 0,
     notes = []
     if not X.shape[0]:
         notes.append("no row has a defined softmax: nothing to check")
-    blocks = {"overflow": overflow_block(X, labels, info, batch)}
+    if "overflow" not in blocks:
+        overflow()
     if verify and case is not None:
         blocks["reference_verification"] = verify_softmax(X, case.exact, labels, dps, log=log)
     report = Report(

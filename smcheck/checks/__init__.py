@@ -68,11 +68,14 @@ BESIDE = ("shift_invariance",)
 BESIDE_MIN = 1024
 
 
-def run_checks(command: str, case) -> list[CheckResult]:
+def run_checks(command: str, case, meanwhile: Callable[[], None] | None = None
+               ) -> list[CheckResult]:
     """The checks of ``command`` on ``case``, in the table's order (those that apply). On a
     big case, the BESIDE checks run meanwhile: in a forked process where a core is spare and
     the implementation allows it (:mod:`smcheck.beside`), else on a thread of their own when
-    the blocks have several (each check's numbers are its own: the same results either way)."""
+    the blocks have several (each check's numbers are its own: the same results either way).
+    ``meanwhile``: the command's other work, done here after the other checks (while a forked
+    check may still run)."""
     table = TABLE.get(command, [])
     results: dict[str, CheckResult | None] = {}
     beside = [row for row in table if row[0] in BESIDE]
@@ -82,6 +85,9 @@ def run_checks(command: str, case) -> list[CheckResult]:
             for name, fn, _ in table:
                 if name not in waits:
                     results[name] = fn(case)
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
         except BaseException:
             for w in waits.values():
                 w.cancel()
@@ -97,6 +103,8 @@ def run_checks(command: str, case) -> list[CheckResult]:
             results.update((name, f.result()) for name, f in futures.items())
     else:
         results = {name: fn(case) for name, fn, _ in table}
+    if meanwhile is not None:
+        meanwhile()
     out = []
     for name, _, _ in table:
         res = results[name]
