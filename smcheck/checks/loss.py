@@ -137,7 +137,7 @@ class LossCase(Case):
                 g = np.where(T == 0, 0.0, self.g)
                 with np.errstate(all="ignore"):
                     comp = builtin_vjp("stable", X.astype(dt), g, info)
-            hi, lo = exact_grad_x(X, T, self.dps, self.engine)
+            hi, lo = exact_grad_x(X, T, self.dps, self.engine, self.exact_s)
             if not self.impl.grad_x_from_softmax:
                 # back through -t/z where z_i = 0 under t_i != 0: inf * 0, no gradient to judge
                 # (the zero condition reports those rows); they are left out

@@ -361,9 +361,10 @@ def bilinear_dd(X: np.ndarray, V: np.ndarray, U: np.ndarray, log: bool = False):
     return hi, lo
 
 
-def grad_x_dd(X: np.ndarray, T: np.ndarray):
-    """s * sum(t) - t per row, as pairs."""
-    sm = softmax_dd(X)
+def grad_x_dd(X: np.ndarray, T: np.ndarray, sm=None):
+    """s * sum(t) - t per row, as pairs. ``sm``: the double-double softmax of X when it is
+    known already (the loss case's own)."""
+    sm = softmax_dd(X) if sm is None else sm
     T = np.atleast_2d(np.asarray(T, dtype=np.float64))
     th, tl = pair_row_sums(T, np.zeros_like(T), np.ones(T.shape, dtype=bool))
     ph, pl = dd_mul(sm.s_hi, sm.s_lo, th[:, None], tl[:, None])

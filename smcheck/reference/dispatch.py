@@ -101,11 +101,15 @@ def exact_bilinear(X: np.ndarray, V: np.ndarray, U: np.ndarray, dps: int = 50,
     return mp.bilinear_mp(X, V, U, dps, log)
 
 
-def exact_grad_x(X: np.ndarray, T: np.ndarray, dps: int = 50,
-                 engine: str = "mpmath") -> tuple[np.ndarray, np.ndarray]:
-    """The gradient of -sum t_i log softmax(x)_i with respect to x: s * sum(t) - t."""
+def exact_grad_x(X: np.ndarray, T: np.ndarray, dps: int = 50, engine: str = "mpmath",
+                 sm: ExactSoftmax | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient of -sum t_i log softmax(x)_i with respect to x: s * sum(t) - t. ``sm``:
+    the exact softmax of X, used where it is the double-double engine's own (not recomputed;
+    one derived from a shift's, with a larger stated bound, is not)."""
     if use_dd(X, engine):
-        return dd.grad_x_dd(X, T)
+        known = (sm if sm is not None and sm.engine == "double-double" and sm.rel_bound is None
+                 else None)
+        return dd.grad_x_dd(X, T, known)
     return mp.grad_x_mp(X, T, dps)
 
 
