@@ -102,21 +102,24 @@ def top_entries(cmp: Comparison, X: np.ndarray | None, rows: np.ndarray, k: int,
 
 
 def _kth_largest(key: np.ndarray, k: int) -> float:
-    """The k-th largest value of ``key`` (1-D, no nan). The k largest lie among the values at
-    least as large as the k-th largest of the maxima of runs of 1024: a partition of those
-    few, not of every value (a large array is mostly far below its worst entries)."""
+    """The k-th largest value of ``key`` (1-D, no nan, more than k values). It is at least the
+    k-th largest of the maxima of runs of 1024 (k runs reach it), so it is that bound itself
+    or the k-th largest of the few values above it: a partition of those, never of every
+    value (numpy's partition is ten times slower on many equal values, as the ratios of a
+    loss are, most of them 0 where t_i = 0: 3.9 against 0.35 ms on 30,000)."""
     run = 1024
-    if key.size < 64 * run:
-        return key[np.argpartition(key, key.size - k)[key.size - k]]
     full = key.size - key.size % run
+    if full // run < k:  # too few runs: a small array
+        return float(np.sort(key)[key.size - k])
     maxima = np.max(key[:full].reshape(-1, run), axis=-1)
     if full < key.size:
         maxima = np.append(maxima, np.max(key[full:]))
-    if maxima.size < k:
-        return key[np.argpartition(key, key.size - k)[key.size - k]]
-    bound = np.partition(maxima, maxima.size - k)[maxima.size - k]
-    few = key[key >= bound]  # holds the k largest: at least k values (k runs' maxima)
-    return few[np.argpartition(few, few.size - k)[few.size - k]]
+    bound = np.sort(maxima)[maxima.size - k]
+    above = key[key > bound]
+    if above.size < k:
+        return float(bound)
+    return float(np.sort(above)[above.size - k]) if above.size < 4096 else float(
+        np.partition(above, above.size - k)[above.size - k])
 
 
 def at_entry(cmp: Comparison, pos) -> dict:
