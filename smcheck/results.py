@@ -78,7 +78,8 @@ class Failure:
 
 @dataclass(frozen=True)
 class Note:
-    """A note of a check, as data: merging chunks keeps one of each kind (the worst chunk's);
+    """A note of a check, as data: merging chunks keeps one of each kind (the worst chunk's, or
+    the largest of a maximum it states: checks.merge.MAX_NOTES);
     :mod:`smcheck.sentences` writes it."""
 
     kind: str  # "probes", "grad_x": see sentences.NOTES

@@ -123,9 +123,14 @@ def _merge_failures(results: list[CheckResult], w: CheckResult) -> list:
     return out + lines
 
 
+#: notes that state a maximum over the entries (kind: its number): merged, the largest of
+#: every chunk's, not the worst chunk's (whose headline may be another quantity)
+MAX_NOTES = {"grad_x": "max_ulp"}
+
+
 def _merge_notes(parts: list[list], worst: list) -> list:
     """The worst chunk's notes, then one note of each further kind (a Note's kind; a plain
-    line is its own kind), in row order."""
+    line is its own kind), in row order; a MAX_NOTES note with the largest of its number."""
     def kind(n):
         return n.kind if isinstance(n, Note) else n
 
@@ -133,6 +138,12 @@ def _merge_notes(parts: list[list], worst: list) -> list:
     for notes in parts:
         kinds = {kind(n) for n in out}
         out += [n for n in notes if kind(n) not in kinds]
+    for i, n in enumerate(out):
+        if isinstance(n, Note) and n.kind in MAX_NOTES:
+            key = MAX_NOTES[n.kind]
+            values = [m.extra[key] for notes in parts for m in notes
+                      if isinstance(m, Note) and m.kind == n.kind]
+            out[i] = Note(n.kind, {**n.extra, key: _nanmax(*values)})
     return out
 
 
