@@ -30,6 +30,12 @@ CHUNK_ENTRIES = 2 ** 17
 #: with the mpmath engine (about 10 us an entry) a chunk is smaller, so that the workers share
 #: even a small batch
 CHUNK_ENTRIES_MPMATH = 2 ** 11
+#: vjp and loss cost 4 to 7 times more an entry than forward (the exact VJP, directional
+#: finite differences, the gradient in x): a chunk of theirs is 4 times smaller, so that the
+#: workers share a batch of 10 rows of 10^4 (fresh runs, 2 workers, float32: vjp 88-97
+#: against 104-123 ms, loss 101-138 against 129-142 ms); 100 rows took as long (within the
+#: machine's noise, 10-20 %)
+CHUNK_ENTRIES_SLOW = 2 ** 15
 #: entries of work (of x, of J for a dense command) from which one chunk's blocks run on
 #: threads. Below it the threads cost more than they give (warm runs of forward in float64 on
 #: 2 cores, 1 thread against 2: 10 rows of 10^4 float32 26 against 40 ms; one row of 3 10^5
@@ -79,11 +85,12 @@ def _run(args):
     return rep
 
 
-def rows_per_chunk(n: int, dense: bool = False, small: bool = False) -> int:
+def rows_per_chunk(n: int, dense: bool = False, small: bool = False, slow: bool = False) -> int:
     """Rows per chunk for rows of n entries: CHUNK_ENTRIES of x (of J when ``dense``), fewer
-    when each entry is slow (``small``: the mpmath engine), at least one row."""
+    when each entry is slow (``small``: the mpmath engine; ``slow``: vjp and loss), at least
+    one row."""
     per_row = max(1, n) * (max(1, n) if dense else 1)
-    budget = CHUNK_ENTRIES_MPMATH if small else CHUNK_ENTRIES
+    budget = CHUNK_ENTRIES_MPMATH if small else CHUNK_ENTRIES_SLOW if slow else CHUNK_ENTRIES
     return max(1, budget // per_row)
 
 

@@ -402,7 +402,8 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
                                  "long for it")
         return with_layout(check_long_rows(x, options, engine, progress), options)
     dense = command in DENSE_COMMANDS
-    chunk_rows = chunk_rows or rows_per_chunk(n, dense, engine == "mpmath")
+    chunk_rows = chunk_rows or rows_per_chunk(n, dense, engine == "mpmath",
+                                              command in ("vjp", "loss"))
     batch = options.batch_shape
     if options.batched and batch and len(batch) > 1:  # whole slices of the first axis
         inner = int(np.prod(batch[1:]))
