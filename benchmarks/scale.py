@@ -45,12 +45,12 @@ _HWM = ("import atexit, sys\n"
         "atexit.register(hwm)\n")
 #: smcheck as its program runs (smcheck.cli.entry, which runs the exit handlers and leaves
 #: without tearing the interpreter down), timing its run after the imports as well (RUN
-#: seconds on stderr): the cost per entry without the fixed start-up. mpmath is among the
-#: imports (vjp and loss load it for their reference).
+#: seconds on stderr): the cost per entry without the fixed start-up. mpmath and numpy.random
+#: are among the imports (vjp and loss load them for their reference and random directions).
 SMCHECK = _HWM + """
 import time
 from smcheck.cli import entry
-import mpmath, smcheck.run, smcheck.sources, smcheck.jsondoc, smcheck.report  # the imports
+import mpmath, numpy.random, smcheck.run, smcheck.sources, smcheck.jsondoc, smcheck.report
 t0 = time.perf_counter()
 atexit.register(lambda: sys.stderr.write(f"RUN {time.perf_counter() - t0}\\n"))
 sys.argv = ["smcheck", *sys.argv[1:]]
