@@ -11,7 +11,9 @@ the input included; peak RSS is the process's own VmHWM).
    of 10^4 logits, 10^5 to 10^8 entries, read from memory-mapped ``.npy`` files (v and t too),
    printed as a curve with its spread (largest / smallest: the done-when asks for < 2): the
    run's own time per entry (after the imports), and its marginal cost, the run's time less
-   that of a run on one row (the parsing, threads, first touches and JSON every run pays).
+   that of a run on one row (the parsing, first touches and JSON every run pays); with every
+   core (a batch of one chunk, 10^5 entries of forward, is checked in one process), then with
+   ``--workers 1`` (one process at every size).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), and one row of 10^8 entries.
 3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
@@ -222,7 +224,7 @@ def memory(folder: str) -> None:
     print(f"   .npy, one row of 10^8: exit {code}, {rss:,.0f} MiB, {t:.1f} s")
 
 
-def versus_mpmath(repeat: int = 3) -> float:
+def versus_mpmath(repeat: int = 5) -> float:
     n = 10 ** 6
     print(f"3. smcheck forward --random {n:,} against the per-element mpmath loop, fresh "
           f"processes, {repeat} pairs")
@@ -245,7 +247,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="up to 10^7 entries")
     p.add_argument("--dir", default=None, help="where the input files go")
     p.add_argument("--workers", type=int, default=None,
-                   help="--workers for the curve (default: smcheck's, every core)")
+                   help="--workers for the curve (default: smcheck's, every core; then the "
+                   "curve again with --workers 1, the cost per entry of one process)")
     p.add_argument("--only", choices=("curve", "memory", "mpmath"), default=None,
                    help="run one part")
     a = p.parse_args()
@@ -255,6 +258,8 @@ def main() -> None:
         sizes = [10 ** 5, 10 ** 6, 10 ** 7] + ([] if a.quick else [10 ** 8])
         if a.only in (None, "curve"):
             curve(folder, sizes, a.workers)
+            if a.workers is None:  # what one process costs an entry, with no parallel gain
+                curve(folder, sizes, 1)
         if a.only in (None, "memory") and not a.quick:
             memory(folder)
         if a.only in (None, "mpmath"):
