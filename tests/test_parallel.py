@@ -390,3 +390,37 @@ def test_merged_loss_note_states_the_largest_gradient_error_of_every_chunk():
     words = [note_lines(rep.checks[0]) for rep in (one, parts)]
     assert words[0] == words[1] and "gradient in x" in words[0][0]
     assert json.dumps(report_json(one, "t")) == json.dumps(report_json(parts, "t"))
+
+
+@pytest.mark.parametrize("case", _merge_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reports_folded_as_they_come_give_the_report_of_one_chunk(case, workers, monkeypatch):
+    """The leading chunks' reports are merged into one whenever more than FOLD are held (so a
+    batch of many chunks holds a bounded number): folded after every second report, chunks of
+    one row give the report of one chunk holding every row."""
+    monkeypatch.setattr(parallel, "FOLD", 1)
+    _, fn, x, kw = case
+    kw = dict(kw)
+    comp = kw.pop("companions", {})
+    if x is None:
+        x = np.zeros_like(comp["z"])
+    one = run_rows(fn, x, workers=1, chunk_rows=x.shape[0], companions=comp, **kw)
+    parts = run_rows(fn, x, workers=workers, chunk_rows=1, companions=comp, **kw)
+    assert report_json(one, "t") == report_json(parts, "t")
+
+
+def test_a_long_batch_holds_a_bounded_number_of_reports(monkeypatch):
+    """500 chunks: never more than FOLD + 1 reports of leading rows held at once."""
+    held = []
+    real = parallel._Reports.add
+
+    def add(self, rep, lo, hi):
+        real(self, rep, lo, hi)
+        held.append(len(self.head) + len(self.waiting))
+
+    monkeypatch.setattr(parallel._Reports, "add", add)
+    x = np.random.default_rng(2).standard_normal((500, 8))
+    one = run_rows(run_forward, x, workers=1, chunk_rows=500, dtype="float32")
+    parts = run_rows(run_forward, x, workers=1, chunk_rows=1, dtype="float32")
+    assert max(held) <= parallel.FOLD + 1 and len(held) == 500
+    assert report_json(one, "t") == report_json(parts, "t")

@@ -29,6 +29,7 @@ N = 64
 def small_chunks(monkeypatch):
     """Chunks of 16 rows of 64: a 300-row batch is cut into many."""
     monkeypatch.setattr(parallel, "CHUNK_ENTRIES", 16 * N)
+    monkeypatch.setattr(parallel, "CHUNK_ENTRIES_SLOW", 16 * N)  # vjp's and loss's
 
 
 def batch(seed=0, rows=300):
@@ -232,7 +233,8 @@ def test_nothing_reads_a_store_whole(command):
     got = check_rows(command, store, options, companions=comps, workers=1)
     want = check_rows(command, x, options, companions=companions, workers=1)
     assert json.dumps(report_json(got, "v")) == json.dumps(report_json(want, "v"))
-    rows = parallel.rows_per_chunk(x.shape[1], command == "jacobian")
+    rows = parallel.rows_per_chunk(x.shape[1], command == "jacobian",
+                                   slow=command in ("vjp", "loss"))
     assert sum(store.sizes) == x.shape[0] and max(store.sizes) == rows < x.shape[0] / 4
     for c in comps.values():
         assert max(c.sizes) == rows

@@ -366,7 +366,19 @@ def entry_order(e):
 
 def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
     label = out.merge_data["worst_shift"]
-    shift = [p.merge_data["by_shift"][label] for p in parts]
+    # every shift's worst entries, failing count and findings over every chunk, kept in the
+    # merged result as in a chunk's, so that merged results merge again alike
+    by = {}
+    for key in out.merge_data["by_shift"]:
+        each = [p.merge_data["by_shift"][key] for p in parts]
+        by[key] = {"failing": sum(s["failing"] for s in each),
+                   "entries": sorted((e for s in each for e in s["entries"]),
+                                     key=entry_order)[:top],
+                   "findings": finding_totals(
+                       merge_findings([s["findings"] for s in each]),
+                       [(s["findings"], p.merge_data) for s, p in zip(each, parts)]),
+                   "extra": _worst_of_each_kind([f for s in each for f in s["extra"]])}
+    out.merge_data["by_shift"] = by
     # the maxima of the worst shift over every chunk, as one chunk has them (each chunk's
     # own worst shift may be the other one)
     lines = [s for p in parts for s in p.details["shifts"] if s["shift"] == label]
@@ -374,17 +386,12 @@ def merge_shifts(out: CheckResult, parts: list[CheckResult], top: int) -> None:
         vals = [s[key] for s in lines if s[key] is not None]
         if vals:
             setattr(out, key, math.nan if any(v != v for v in vals) else max(vals))
-    out.entries = sorted((e for s in shift for e in s["entries"]), key=entry_order)[:top]
-    out.details["failing_entries"] = sum(s["failing"] for s in shift)
-    out.findings = finding_totals(merge_findings([s["findings"] for s in shift]),
-                                  [(s["findings"], p.merge_data) for s, p in zip(shift, parts)])
+    out.entries = by[label]["entries"]
+    out.details["failing_entries"] = by[label]["failing"]
+    out.findings = by[label]["findings"]
     out.merge_data["extra"] = _worst_of_each_kind(
         [f for p in parts for f in p.merge_data.get("extra", [])])
-    causes = {}
-    for key in out.merge_data["by_shift"]:
-        each = [p.merge_data["by_shift"][key]["entries"] for p in parts]
-        causes[key] = _first_cause(sorted((e for s in each for e in s), key=entry_order)[:top])
-    out.failures = _shift_lines(out, causes)
+    out.failures = _shift_lines(out, {key: _first_cause(b["entries"]) for key, b in by.items()})
 
 
 def finding_totals(findings: list, parts: list[tuple[list, dict]]) -> list:
