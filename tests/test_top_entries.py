@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 def test_kth_largest_of_the_worst_entries_is_a_full_sorts(data):
     """top_entries' cut (smcheck.checks.common._kth_largest) against np.sort, on random
     arrays and on arrays of many equal values (a loss's ratios: mostly 0)."""
-    from smcheck.checks.common import _kth_largest
+    from smcheck.checks.worst import _kth_largest
 
     n = data.draw(st.integers(11, 20000))
     kind = data.draw(st.sampled_from(["random", "few nonzero", "three values", "plateau"]))

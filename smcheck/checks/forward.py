@@ -24,7 +24,8 @@ from ..sentences import ilist, pair
 from ..tolerance import (NORMALIZATION_FORMULA, RowStats, log_softmax_tolerance,
                          normalization_allowance, softmax_tolerance)
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
-                     shift_invariance, top_entries, worst_failure)
+                     shift_invariance, worst_failure)
+from .worst import top_entries
 
 # --- forward ---------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_soft
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import pair
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
-from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score, shift_invariance,
-                     top_entries, worst_failure)
+from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
+                     shift_invariance, worst_failure)
+from .worst import top_entries
 from .fd import _Ok, fd_directional, fd_jacobian, fd_result, row_rng, sum_check
 
 # --- jacobian -----------------------------------------------------------------------------------

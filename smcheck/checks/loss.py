@@ -22,7 +22,8 @@ from ..results import INDEX_LIST_MAX, LIST_MAX, CheckResult, Failure, Finding, N
 from ..sentences import DOMAIN_ITEMS
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .common import (Case, add_run_findings, comparison_result, fmt, headline_from,
-                     shift_invariance, top_entries, worst_failure)
+                     shift_invariance, worst_failure)
+from .worst import top_entries
 from .fd import fd_result, row_rng
 
 # --- loss ---------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from ..reference.verify import merge as merge_verification
 from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
                        ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report,
                        merge_findings, result_size)
-from .common import entry_order, finding_totals
+from .common import finding_totals
+from .worst import entry_order
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
 Hook = Callable[[CheckResult, list[CheckResult], int], None]

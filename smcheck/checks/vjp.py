@@ -15,7 +15,8 @@ from ..reference import shifted_vjp
 from ..results import CheckResult
 from ..tolerance import vjp_tolerance
 from .common import (Case, add_run_findings, comparison_result, flushed, fmt, ftz_cause,
-                     shift_invariance, top_entries, worst_failure)
+                     shift_invariance, worst_failure)
+from .worst import top_entries
 from .fd import fd_directional, fd_result, row_rng, sum_check
 
 # --- vjp ----------------------------------------------------------------------------------------
