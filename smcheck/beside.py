@@ -51,15 +51,14 @@ def can_fork(case, size: int) -> bool:
             and getattr(case.impl, "fork_safe", False))
 
 
-def forked(fn: Callable, case) -> Callable[[], object]:
-    """Start ``fn(case)`` in a forked child; returns ``wait()``, which gives its result (or
-    raises its exception). The child's progress ticks are counted there and passed on by
-    ``wait`` (it must not draw on the terminal itself). ``wait`` must be called: it also reaps
-    the child, and ``cancel`` on it kills a child whose result is no longer wanted."""
+def forked(fn: Callable, case) -> "Child":
+    """Start ``fn(case)`` in a forked child; its :meth:`Child.wait` gives the result (or
+    raises the child's exception). The child's progress ticks are counted there and passed on
+    by ``wait`` (it must not draw on the terminal itself). ``wait`` or ``cancel`` (which kills
+    a child whose result is no longer wanted) must be called: they reap the child."""
     import gc
     import pickle
 
-    tick = getattr(case, "progress", None)
     counted = [0]
     child_case = case
     if "progress" in {f.name for f in fields(case)}:
@@ -91,13 +90,35 @@ def forked(fn: Callable, case) -> Callable[[], object]:
         finally:
             os._exit(code)
     os.close(wfd)
+    return Child(pid, os.fdopen(rfd, "rb"), getattr(fn, "__name__", "a check"),
+                 getattr(case, "progress", None))
 
-    def wait():
-        with os.fdopen(rfd, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(pid, 0)
+
+class Child:
+    """A forked check: :meth:`wait` for its result, or :meth:`cancel` it; either reaps it,
+    once."""
+
+    def __init__(self, pid: int, pipe, name: str, tick):
+        self.pid, self.pipe, self.name, self.tick = pid, pipe, name, tick
+        self.status: int | None = None
+
+    def _reap(self) -> int:
+        if self.status is None:
+            self.pipe.close()
+            self.status = os.waitpid(self.pid, 0)[1]
+        return self.status
+
+    def wait(self):
+        import pickle
+
+        try:
+            data = self.pipe.read()
+        except BaseException:  # interrupted while waiting: the child is not wanted
+            self.cancel()
+            raise
+        status = self._reap()
         if not data:
-            what = f"the process checking {getattr(fn, '__name__', 'a check')} beside the others"
+            what = f"the process checking {self.name} beside the others"
             if os.WIFSIGNALED(status):
                 import signal
 
@@ -109,20 +130,17 @@ def forked(fn: Callable, case) -> Callable[[], object]:
         ok, value, ticks = pickle.loads(data)
         if not ok:
             raise value
-        if tick is not None and ticks:
-            tick(ticks)
+        if self.tick is not None and ticks:
+            self.tick(ticks)
         return value
 
-    def cancel():
+    def cancel(self) -> None:
+        if self.status is not None:
+            return
         import signal
 
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:  # pragma: no cover - it had finished
             pass
-        os.close(rfd)
-        os.waitpid(pid, 0)
-
-    wait.cancel = cancel
-    return wait
-
+        self._reap()

@@ -156,3 +156,27 @@ def test_a_failing_check_here_stops_the_child(small_fork_min, monkeypatch):
         _doc("forward", X, 2)
     assert time.perf_counter() - t0 < 30
     _no_children_left()
+
+
+@needs_fork
+def test_interrupted_while_waiting_stops_the_child(small_fork_min, monkeypatch):
+    import time
+
+    def shift_invariance(case):
+        time.sleep(60)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    _replace_beside(monkeypatch, shift_invariance)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    t0 = time.perf_counter()
+    try:
+        signal.alarm(2)  # the checks here take well under 2 s: then it waits for the child
+        with pytest.raises(KeyboardInterrupt):
+            _doc("forward", X, 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.perf_counter() - t0 < 30
+    _no_children_left()

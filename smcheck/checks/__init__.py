@@ -80,19 +80,19 @@ def run_checks(command: str, case, meanwhile: Callable[[], None] | None = None
     results: dict[str, CheckResult | None] = {}
     beside = [row for row in table if row[0] in BESIDE]
     if beside and can_fork(case, np.size(case.X)):
-        waits = {name: forked(fn, case) for name, fn, _ in beside}
+        children = {name: forked(fn, case) for name, fn, _ in beside}
         try:
             for name, fn, _ in table:
-                if name not in waits:
+                if name not in children:
                     results[name] = fn(case)
             if meanwhile is not None:
                 meanwhile()
                 meanwhile = None
-        except BaseException:
-            for w in waits.values():
-                w.cancel()
+            results.update((name, c.wait()) for name, c in children.items())
+        except BaseException:  # a check here failed, or we were interrupted: none is wanted
+            for c in children.values():
+                c.cancel()
             raise
-        results.update((name, w()) for name, w in waits.items())
     elif (beside and threads() > 1 and getattr(case.impl, "thread_safe", False)
             and np.size(case.X) >= BESIDE_MIN):
         with ThreadPoolExecutor(len(beside), thread_name_prefix="smcheck-check") as ex:
