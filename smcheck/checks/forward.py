@@ -30,46 +30,56 @@ from .worst import top_entries
 # --- forward ---------------------------------------------------------------------------------
 
 
-def exp_overflows(X: np.ndarray, info: DtypeInfo) -> np.ndarray:
-    """Where exp(x_i) itself overflows in the dtype (the naive formula's failure)."""
+def exp_overflows(X: np.ndarray, info: DtypeInfo, E: np.ndarray | None = None) -> np.ndarray:
+    """Where exp(x_i) itself overflows in the dtype (the naive formula's failure); ``E``:
+    exp(X) in float64, when it is at hand."""
     with np.errstate(over="ignore"):
+        E = np.exp(X) if E is None else E
         if info.name == "float64":
-            return np.isinf(np.exp(X)) & (X > 0)
-        return np.exp(X) >= info.max * (1 + info.u)
+            return np.isinf(E) & (X > 0)
+        return E >= info.max * (1 + info.u)
 
 
-def exp_underflows(X: np.ndarray, info: DtypeInfo) -> np.ndarray:
+def exp_underflows(X: np.ndarray, info: DtypeInfo, E: np.ndarray | None = None) -> np.ndarray:
     """Where exp(x_i) rounds to 0 in the dtype."""
     with np.errstate(under="ignore", over="ignore"):
+        E = np.exp(X) if E is None else E
         if info.name == "float64":
-            return np.exp(X) == 0
-        return np.exp(X) <= info.eta / 2
+            return E == 0
+        return E <= info.eta / 2
 
 
 def overflow_block(X: np.ndarray, rows: np.ndarray, info: DtypeInfo, batch: bool) -> dict:
     """Where the naive formula exp(x_i) / sum_j exp(x_j) breaks in this dtype."""
-    ov = exp_overflows(X, info)
-    un = exp_underflows(X, info)
+    with np.errstate(over="ignore", under="ignore"):
+        E = np.exp(X)  # once for both masks
+    ov = exp_overflows(X, info, E)
+    finite = X > -np.inf
+    un = exp_underflows(X, info, E)
+    del E
+    all_under = [int(r) for r in rows[np.all(un | ~finite, axis=-1)]] if X.size else []
+    un &= finite
 
-    def idx(mask, limit=INDEX_LIST_MAX):
+    def idx(mask, count, limit=INDEX_LIST_MAX):
+        if not count:
+            return []
         pts = np.argwhere(mask)[:limit]
         return [int(i) for _, i in pts] if not batch else [[int(rows[r]), int(i)] for r, i in pts]
 
-    finite = X > -np.inf
-    all_under = [int(rows[r]) for r in range(X.shape[0]) if np.all(un[r] | ~finite[r])]
     with np.errstate(over="ignore", invalid="ignore"):
         a = np.max(X, axis=-1) if X.size else np.zeros(0)
         lse = a + np.log(np.sum(np.exp(X - a[:, None]), axis=-1)) if X.size else a
     sum_over = [int(rows[r]) for r in np.flatnonzero(lse > info.log_max)]
+    n_ov, n_un = int(np.count_nonzero(ov)), int(np.count_nonzero(un))
     return {
         "dtype": info.name,
         "log_realmax": info.log_max,
         "log_min_subnormal": info.log_eta,
         "log_min_normal": info.log_tiny,
-        "overflow_indices": idx(ov),
-        "overflow_count": int(ov.sum()),
-        "underflow_indices": idx(un & finite),
-        "underflow_count": int((un & finite).sum()),
+        "overflow_indices": idx(ov, n_ov),
+        "overflow_count": n_ov,
+        "underflow_indices": idx(un, n_un),
+        "underflow_count": n_un,
         "every_exp_underflows": bool(all_under),
         "rows_every_exp_underflows": all_under,
         "sum_overflows": bool(sum_over),
