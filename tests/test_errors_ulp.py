@@ -135,3 +135,21 @@ def test_a_comparison_ranks_by_error_ratio_with_zero_allowances():
     cmp = compare(computed, hi, np.zeros_like(hi), tol, info)
     np.testing.assert_array_equal(cmp.ratio, error_ratio(cmp.abs_err, cmp.allowed))
     assert cmp.ratio.tolist() == [[0.0, np.inf, 0.0]] and cmp.worst_index() == (0, 1)
+
+
+def test_gap_stats_answers_again_for_the_same_arrays_only():
+    """tolerance.gap_stats gives its last answer again for the same two arrays (a forward
+    run's tolerance and normalization allowance), and computes afresh for any other."""
+    from smcheck.tolerance import gap_stats
+
+    rng = np.random.default_rng(0)
+    d = -np.abs(rng.standard_normal((3, 5000)))
+    s = np.exp(d) / np.exp(d).sum(axis=-1, keepdims=True)
+    first = gap_stats(d, s)
+    assert gap_stats(d, s) is first
+    other = d.copy()
+    other[0, 0] = -50.0
+    again = gap_stats(other, s)
+    assert again is not first and again[0][0] != first[0][0]
+    W = np.sum(s * np.abs(d), axis=-1)
+    np.testing.assert_allclose(first[0], W, rtol=1e-12)
