@@ -17,8 +17,8 @@ the input included; peak RSS is the process's own VmHWM).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), and one row of 10^8 entries.
 3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
-   per-element mpmath loop (50 digits), each in fresh processes, alternately; the medians'
-   ratio (the done-when asks for >= 20).
+   per-element mpmath loop (50 digits), each in fresh processes, alternately, timed alone
+   (memory not sampled); the medians' ratio (the done-when asks for >= 20).
 
 Not part of the test suite's pass/fail: timings depend on the machine.
 """
@@ -99,10 +99,11 @@ def _tree_pss_kib(root: int) -> int:
 
 class Run:
     """A fresh interpreter's run: wall seconds, the run's own seconds after the imports (smcheck
-    only), peak memory of the whole process tree (PSS sampled every 20 ms: workers included),
-    the exit status."""
+    only), peak memory of the whole process tree (PSS sampled every 20 ms: workers included;
+    with ``sample=False`` not sampled, for timings alone: the sampling reads /proc and takes
+    part of a core from a run that uses both), the exit status."""
 
-    def __init__(self, program: str | list, *args):
+    def __init__(self, program: str | list, *args, sample: bool = True):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         t0 = time.perf_counter()
@@ -110,10 +111,10 @@ class Run:
         proc = subprocess.Popen([sys.executable, *prefix, *map(str, args)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak = 0
-        while proc.poll() is None:
+        while sample and proc.poll() is None:
             peak = max(peak, _tree_pss_kib(proc.pid))
             time.sleep(0.02)
-        err = proc.stderr.read()
+        err = proc.communicate()[1]
         self.seconds = time.perf_counter() - t0
         self.code = proc.returncode
         run = [line.split()[1] for line in err.splitlines() if line.startswith("RUN")]
@@ -125,9 +126,9 @@ class Run:
             print(f"    exit {self.code}: {' '.join(tail)[-300:]}")
 
 
-def fresh(program: str, *args) -> tuple[float, float, int]:
+def fresh(program: str | list, *args, sample: bool = True) -> tuple[float, float, int]:
     """(seconds, peak memory in MiB, exit status) of ``program ARGS`` in a fresh interpreter."""
-    r = Run(program, *args)
+    r = Run(program, *args, sample=sample)
     return r.seconds, r.mib, r.code
 
 
@@ -233,9 +234,9 @@ def versus_mpmath(repeat: int = 5) -> float:
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for which in order:
             if which == 0:
-                ours.append(fresh(PROGRAM, "forward", "--random", n, "--json")[0])
+                ours.append(fresh(PROGRAM, "forward", "--random", n, "--json", sample=False)[0])
             else:
-                loop.append(fresh(MPMATH_LOOP, n)[0])
+                loop.append(fresh(MPMATH_LOOP, n, sample=False)[0])
     a, b = statistics.median(ours), statistics.median(loop)
     print(f"   smcheck {a:.2f} s (runs {', '.join(f'{t:.2f}' for t in ours)}), mpmath loop "
           f"{b:.2f} s: {b / a:.1f}x (target >= 20x)")
