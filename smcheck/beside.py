@@ -5,11 +5,11 @@ values at shifted inputs) only read the command's case, so they can run while th
 do. Where one chunk is checked in this process and a core is spare (:class:`spare_processes`,
 set by :func:`smcheck.parallel.run_rows`), such a check runs in a forked child: it inherits
 the case without a copy and sends back its result (pickled: a few kB). A fork costs a few
-milliseconds and the pages both processes then write; from FORK_MIN entries it pays. On 2
-cores (fresh processes, the run after the imports, medians) a forward of 10^6 float64 logits
-took 573 against 685 ms (whole processes, 12 runs each), where threads gained nothing (their
-many small numpy operations contend); of 3 10^5 137 against 139 ms, of 1.5 10^5 91 against 78
-ms: hence the floor.
+milliseconds and the pages both processes then write; from FORK_MIN entries it pays.
+``benchmarks/threads_fork.py`` (2 cores, fresh processes, medians of 5), without the fork
+against with it: 10^5 float64 entries 203 against 207 ms, 1.5 10^5 231 against 231 ms,
+3 10^5 301 against 286 ms, 10^6 576 against 470 ms (1.23x); threads gained nothing there
+(their many small numpy operations contend): hence a forked process, from 2^19 entries.
 
 Only implementations that survive a fork (``Implementation.fork_safe``: numpy code) run there;
 a child that dies is an error that says so, and an exception in it is raised here.

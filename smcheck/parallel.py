@@ -37,10 +37,11 @@ CHUNK_ENTRIES_MPMATH = 2 ** 11
 #: machine's noise, 10-20 %)
 CHUNK_ENTRIES_SLOW = 2 ** 15
 #: entries of work (of x, of J for a dense command) from which one chunk's blocks run on
-#: threads. Below it the threads cost more than they give (warm runs of forward in float64 on
-#: 2 cores, 1 thread against 2: 10 rows of 10^4 float32 26 against 40 ms; one row of 3 10^5
-#: 108 against 151 ms, of 10^6 316-340 against 418-431 ms, of 3 10^6 1058 against 1247 ms);
-#: the Jacobian of 2048 logits (4 10^6 entries) gains from its checks' threads (issue 18)
+#: threads. Below it the threads cost more than they give: benchmarks/threads_fork.py (warm
+#: forward, 2 cores, medians of 5), 1 thread against 2: 10 rows of 10^4 float32 17 against
+#: 30 ms, one row of 3 10^5 float64 94 against 130 ms, of 10^6 333 against 382 ms, of 3 10^6
+#: 879 against 988 ms; the Jacobian of 2048 logits (4 10^6 entries) gains from its checks'
+#: threads (issue 18)
 THREADS_MIN = 2 ** 22
 
 
