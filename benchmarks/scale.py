@@ -5,7 +5,7 @@ the input included; peak RSS is the process's own VmHWM).
     python benchmarks/scale.py               # everything (about 5 minutes on 2 cores)
     python benchmarks/scale.py --quick       # up to 10^7 entries
     python benchmarks/scale.py --dir /data   # where the input files go (default: a temp dir)
-    python benchmarks/scale.py --only curve  # one part: curve, memory or mpmath
+    python benchmarks/scale.py --only curve  # one part: curve, memory, mpmath or rowmem
 
 1. The cost per entry (ns) of ``forward``, ``vjp`` and ``loss`` in float32 on batches of rows
    of 10^4 logits, 10^5 to 10^8 entries, read from memory-mapped ``.npy`` files (v and t too),
@@ -19,6 +19,8 @@ the input included; peak RSS is the process's own VmHWM).
 3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
    per-element mpmath loop (50 digits), each in fresh processes, alternately, timed alone
    (memory not sampled); the medians' ratio (the done-when asks for >= 20).
+4. Peak memory per entry of ``vjp`` and ``loss``, which hold a row whole: one row of 4 10^6
+   entries, with ``--workers 1`` and with every core (smcheck.memory's figures).
 
 Not part of the test suite's pass/fail: timings depend on the machine.
 """
@@ -225,6 +227,35 @@ def memory(folder: str) -> None:
     print(f"   .npy, one row of 10^8: exit {code}, {rss:,.0f} MiB, {t:.1f} s")
 
 
+def rowmem(folder: str, n: int = 4 * 10 ** 6) -> None:
+    """Peak memory per entry of the commands that hold a row whole (vjp, loss): one row of n
+    float32 logits, --workers 1 (one process) and every core (the forked shift check beside),
+    less a one-row run of 10^4 (the interpreter): smcheck.memory's HELD_BYTES and
+    BESIDE_BYTES, which refuse a run that cannot fit, come from these."""
+    print(f"4. peak memory per entry, one row of {n:,} entries held whole (fresh processes)")
+    x = os.path.join(folder, f"row_{n}.npy")
+    if not os.path.exists(x):
+        rng = np.random.default_rng(0)
+        np.save(x, (rng.standard_normal((1, n)) * 3).astype(np.float32))
+        np.save(x + ".v.npy", rng.standard_normal((1, n)).astype(np.float32))
+        t = np.zeros((1, n), dtype=np.float32)
+        t[0, 5] = 1.0
+        np.save(x + ".t.npy", t)
+    x1 = save(os.path.join(folder, "x_1.npy"), 1, N, "x")
+    kinds = {"vjp": ("vjp", "--v-file", x + ".v.npy"), "loss": ("loss", "--t-file", x + ".t.npy"),
+             "loss, z = v J(x)": ("loss", "--t-file", x + ".t.npy", "--v-file", x + ".v.npy")}
+    for dtype in ("float32", "float64"):
+        base = Run(SMCHECK, "forward", "--x-file", x1, "--dtype", dtype, "--json").mib
+        for label, (cmd, *extra) in kinds.items():
+            per = {}
+            for workers in (1, None):
+                r = Run(SMCHECK, cmd, "--x-file", x, "--dtype", dtype, "--json", *extra,
+                        *(("--workers", workers) if workers else ()))
+                per[workers] = (r.mib - base) * 2 ** 20 / n
+            print(f"   {label:<18} {dtype}: {per[1]:5.0f} bytes an entry with --workers 1, "
+                  f"{per[None]:5.0f} with every core", flush=True)
+
+
 def versus_mpmath(repeat: int = 5) -> float:
     n = 10 ** 6
     print(f"3. smcheck forward --random {n:,} against the per-element mpmath loop, fresh "
@@ -250,7 +281,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="--workers for the curve (default: smcheck's, every core; then the "
                    "curve again with --workers 1, the cost per entry of one process)")
-    p.add_argument("--only", choices=("curve", "memory", "mpmath"), default=None,
+    p.add_argument("--only", choices=("curve", "memory", "mpmath", "rowmem"), default=None,
                    help="run one part")
     a = p.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "smcheck")],
@@ -265,6 +296,8 @@ def main() -> None:
             memory(folder)
         if a.only in (None, "mpmath"):
             versus_mpmath()
+        if a.only in (None, "rowmem"):
+            rowmem(folder)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ against with it: 10^5 float64 entries 203 against 207 ms, 1.5 10^5 231 against 2
 3 10^5 301 against 286 ms, 10^6 576 against 470 ms (1.23x); threads gained nothing there
 (their many small numpy operations contend): hence a forked process, from 2^19 entries.
 
-Only implementations that survive a fork (``Implementation.fork_safe``: numpy code) run there;
-a child that dies is an error that says so, and an exception in it is raised here.
+Only implementations that survive a fork (``Implementation.fork_safe``: numpy code) run there,
+and only where the child's share of the work fits in the memory available
+(:mod:`smcheck.memory`); a child that dies is an error that says so, and an exception in it is raised here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import fields, replace
 from typing import Callable
 
 from .exceptions import SmcheckError
+from .memory import spare_for_beside
 
 #: entries of x from which a check is worth a forked process
 FORK_MIN = 2 ** 19
@@ -48,7 +50,7 @@ class spare_processes:
 def can_fork(case, size: int) -> bool:
     """Whether a check on ``case`` (``size`` entries of x) may run in a forked process."""
     return (_spare > 0 and hasattr(os, "fork") and size >= FORK_MIN
-            and getattr(case.impl, "fork_safe", False))
+            and getattr(case.impl, "fork_safe", False) and spare_for_beside(case, size))
 
 
 def forked(fn: Callable, case) -> "Child":

@@ -25,9 +25,10 @@ from .exceptions import InputError
 from .finite_diff import METHODS
 from .impls import get_implementation
 from .longrow import FULLY_MASKED, LONG_ROW, check_long_rows, is_long, undefined_reason
+from .memory import check_memory, held_bytes
 from .ndim import as_rows, companion_rows
 from .options import Options
-from .parallel import rows_per_chunk, run_rows
+from .parallel import default_workers, rows_per_chunk, run_rows
 from .reference import choose_engine, exact_loss_value, exact_softmax, exact_vjp
 from .reference.dispatch import DENSE_COMMANDS
 from .reference.verify import verify_softmax, verify_vjp
@@ -408,6 +409,13 @@ def check_rows(command: str, x, options: Options, *, companions: dict | None = N
     if options.batched and batch and len(batch) > 1:  # whole slices of the first axis
         inner = int(np.prod(batch[1:]))
         chunk_rows = max(inner, chunk_rows // inner * inner)
+    rows = int(shape[0]) if len(shape) == 2 else 1
+    if options.scheduler in ("local", "dask") and rows:  # this machine's processes
+        procs = 1 if rows <= chunk_rows else min(
+            default_workers() if workers is None else max(1, int(workers)),
+            -(-rows // chunk_rows))
+        check_memory(command, min(rows, chunk_rows) * n, n, procs,
+                     held_bytes(command, n, options.max_dense, options.probes))
     report = run_rows(partial(COMMANDS[command], options=options), x, workers=workers,
                       chunk_rows=chunk_rows, companions=companions, progress=progress,
                       keep_arrays=keep_arrays, scheduler=options.scheduler,
