@@ -100,6 +100,10 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
     if ":" in ext:
         raise InputError(f"{where}: only .npz and .safetensors files take a ':KEY'")
     if ext == ".safetensors":
+        if _big(path):  # a 2-D tensor streams, as a large .npy does; its rows are limited
+            key, code, shape, _ = tensorfiles.tensor_layout(path, key, where)
+            if len(shape) == 2 and math.prod(shape) and code != "C64":
+                return stores.SafetensorsRows(path, key, where, max_size)
         return _as_float_array(tensorfiles.load_safetensors(
             path, key, where, lambda count: check_size(where, max_size, count=count)), where)
     if ext == ".zarr":
@@ -277,9 +281,17 @@ def _json_number(item, where: str, at: str) -> float:
         raise InputError(f"{where}: integer too large for float64 ({at})") from None
 
 
-#: a 2-D .npy larger than this is memory-mapped, not read (:class:`~smcheck.stores.NpyRows`):
-#: the checks read it a chunk of rows at a time, so a batch larger than memory streams
+#: a 2-D .npy (or .safetensors tensor) in a file larger than this is read a chunk of rows at a
+#: time (:class:`~smcheck.stores.NpyRows`, :class:`~smcheck.stores.SafetensorsRows`), not
+#: whole: a batch larger than memory streams
 MMAP_MIN_BYTES = 2 ** 20
+
+
+def _big(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= MMAP_MIN_BYTES
+    except OSError:  # reported by the reader, with the file's name
+        return False
 
 
 def _load_npy(f, where: str, path: str | None = None,

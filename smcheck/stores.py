@@ -1,5 +1,5 @@
 """Row stores read lazily: a 2-D ``.npy`` memory-mapped, a directory of ``.npy`` shards, a zarr
-array. A store is what smcheck relies on a memmap for: ``.shape``, ``.ndim``, ``.size``,
+array, a 2-D tensor of a ``.safetensors`` file. A store is what smcheck relies on a memmap for: ``.shape``, ``.ndim``, ``.size``,
 ``.dtype``, ``len()`` and ``store[lo:hi]``, the rows lo to hi as a numpy array, read then and
 no sooner. The checks take a batch a chunk of rows at a time (:mod:`smcheck.parallel`), so a
 store larger than memory streams.
@@ -24,6 +24,7 @@ import numpy as np
 
 from .exceptions import InputError, one_line
 from .limits import check_size
+from .tensorfiles import decode, raw_dtype, tensor_layout, value_dtype
 
 NPY_MAGIC = b"\x93NUMPY"
 #: a directory holding one of these is a zarr store (v2 array, v2 group, v3 array or group)
@@ -335,6 +336,37 @@ class ZarrRows(RowStore):
         except Exception as exc:  # noqa: BLE001 - a missing or corrupt chunk
             raise InputError(f"{self.where}: cannot read rows {lo} to {hi} of the zarr store "
                              f"({one_line(exc)})") from None
+
+    def _args(self):
+        return self.path, self.name, self.where, self.max_size
+
+
+class SafetensorsRows(RowStore):
+    """A 2-D tensor of a ``.safetensors`` file (``name``: which; its only one when None), read
+    a slice of rows at a time from its byte range, after the safetensors package validated the
+    header. bfloat16 and float8 come as float32 (exact), the rest as stored."""
+
+    def __init__(self, path: str, name: str | None, where: str, max_size: int | None = None):
+        super().__init__(where, max_size)
+        self.path = os.fspath(path)
+        self.name, self.code, self.shape, self.offset = tensor_layout(self.path, name, where)
+        self.dtype = value_dtype(self.code)
+        self._opened()
+
+    def _read(self, lo, hi):
+        n, raw = self.shape[1], raw_dtype(self.code)
+        count = (hi - lo) * n
+        try:
+            with open(self.path, "rb") as f:
+                rows = np.fromfile(f, dtype=raw, count=count,
+                                   offset=self.offset + lo * n * raw.itemsize)
+        except OSError as exc:
+            raise InputError(f"{self.where}: cannot read file ({exc.strerror or one_line(exc)})"
+                             ) from None
+        if rows.size != count:
+            raise InputError(f"{self.where}: corrupt or truncated .safetensors file (rows {lo} "
+                             f"to {hi} lie past its end)")
+        return decode(rows, self.code).reshape(hi - lo, n)
 
     def _args(self):
         return self.path, self.name, self.where, self.max_size
