@@ -211,6 +211,11 @@ NOTES: dict[str, Callable[[Note], str]] = {
     "probes": lambda n: (f"n = {n.extra['n']} > --max-dense: checked v^T J u on "
                          f"{n.extra['probes']} random probe pairs per row instead of every entry"),
     "grad_x": lambda n: f"gradient in x, s * sum(t) - t: max {fmt(n.extra['max_ulp'])} ULP",
+    "grad_x_beyond": lambda n: (
+        f"gradient in x not judged where -t_i/z_i lies beyond {n.extra['dtype']}'s range, "
+        f"e.g. row {n.extra['row']}, index {n.extra['index']}: -t/z = "
+        f"{fmt(n.extra['quotient'])}, correctly infinite in {n.extra['dtype']}; the gradient "
+        "through it cannot be formed in the dtype (those rows are left out)"),
 }
 
 

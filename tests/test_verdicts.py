@@ -385,3 +385,37 @@ def test_a_loss_gradient_beyond_the_dtype_is_infinite_not_a_failure(impl):
     x = random_input(64, seed=64, scale=30)
     rep = smcheck.check("loss", x, impl=impl, dtype="float32", t=np.full(64, 1 / 64))
     assert "finite_difference" not in failed(rep) and "reference" not in failed(rep)
+
+
+@pytest.mark.parametrize("impl", ["torch", "jax", "scipy"])
+def test_a_gradient_in_x_through_an_infinite_quotient_is_left_out_not_failed(impl):
+    """float16, x = [0, -12]: z_1 = 6.1e-6 (subnormal), and -0.5 / z_1 = -8.2e4 lies beyond
+    float16's 65504, so -inf is its correct rounding and the implementation's -t/z passes.
+    The gradient in x that smcheck forms through it in float16 is inf whatever the
+    implementation: that row is left out, with a note, not failed (it failed before). The
+    other row's gradient in x is still judged, and a wrong -t/z still fails."""
+    pytest.importorskip(impl)
+    x = np.array([[0.0, -12.0], [0.0, -1.0]])
+    t = np.full((2, 2), 0.5)
+    rep = smcheck.check("loss", x, impl=impl, dtype="float16", t=t)
+    ref = next(c for c in rep.checks if c.name == "reference")
+    assert rep.passed, failed(rep)
+    notes = [n for n in ref.notes if getattr(n, "kind", None) == "grad_x_beyond"]
+    assert len(notes) == 1 and notes[0].extra["row"] == 0 and notes[0].extra["index"] == 1
+    assert math.isinf(notes[0].extra["quotient"]) is False and notes[0].extra["quotient"] < -65504
+    # the other row is judged: its gradient in x, s * sum(t) - t, has a real maximum error
+    assert ref.details["grad_x"]["max_ulp"] > 0
+    assert any(getattr(n, "kind", None) == "grad_x" for n in ref.notes)
+    # control: the row alone leaves nothing of the gradient in x judged, and says so only once
+    alone = smcheck.check("loss", x[:1], impl=impl, dtype="float16", t=t[:1])
+    kinds = [getattr(n, "kind", None) for n in alone.checks[0].notes]
+    assert alone.passed and kinds == ["grad_x_beyond"]
+
+
+def test_a_wrong_quotient_still_fails_where_the_gradient_in_x_is_left_out():
+    def wrong(z, t):  # -t/z, 1 % off: the reference check of -t/z itself catches it
+        return (-t / z * 1.01).astype(z.dtype)
+
+    x = np.array([[0.0, -12.0], [0.0, -1.0]])
+    rep = smcheck.check("loss", x, impl=wrong, dtype="float16", t=np.full((2, 2), 0.5))
+    assert "reference" in failed(rep)

@@ -70,6 +70,11 @@ class LossCase(Case):
     fd_method: str = "auto"
     _cmp: Comparison | None = field(default=None, repr=False)
     _grad_x: Comparison | None = field(default=None, repr=False)
+    #: where the gradient in x was left out because -t_i/z_i lies beyond the dtype's range:
+    #: the first such (row position, index, exact -t_i/z_i), or None
+    _beyond: tuple | None = field(default=None, repr=False)
+    #: whether every row's gradient in x was left out (nothing of it was judged)
+    _none_judged: bool = field(default=False, repr=False)
 
     @property
     def exact_softmax(self) -> ExactSoftmax:
@@ -141,9 +146,18 @@ class LossCase(Case):
             hi, lo = exact_grad_x(X, T, self.dps, self.engine, self.exact_s)
             if not self.impl.grad_x_from_softmax:
                 # back through -t/z where z_i = 0 under t_i != 0: inf * 0, no gradient to judge
-                # (the zero condition reports those rows); they are left out
-                undefined = np.any((T != 0) & ~(self.Z > 0), axis=-1)
+                # (the zero condition reports those rows); and where the exact -t_i/z_i lies
+                # beyond the dtype's range, so that its correctly rounded value is infinite
+                # (0.5 / 5e-6 in float16): the gradient in x cannot be formed through it in
+                # the dtype, whatever the implementation. Those rows are left out.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    beyond = (T != 0) & (self.Z > 0) & ~np.isfinite(info.round64(self.cmp.ref))
+                undefined = np.any(((T != 0) & ~(self.Z > 0)) | beyond, axis=-1)
                 comp = np.where(undefined[:, None], hi, comp)
+                self._none_judged = bool(undefined.all())
+                if beyond.any():
+                    r, i = (int(k) for k in np.argwhere(beyond)[0])
+                    self._beyond = (r, i, float(self.cmp.ref[r, i]))
             tol = grad_x_tolerance(self.exact_s.d, self.exact_s.s_hi, T, info, self.ftz)
             self._grad_x = compare(comp.astype(np.float64), hi, lo,
                                    apply_overrides(tol, self.overrides), info)
@@ -198,8 +212,12 @@ def loss_reference(case: LossCase) -> CheckResult:
         if lines:
             res.passed = False
             res.failures += lines
-        else:
+        elif not case._none_judged:
             res.notes.append(Note("grad_x", {"max_ulp": gx.maxima()["max_ulp"]}))
+        if case._beyond is not None:
+            r, i, q = case._beyond
+            res.notes.append(Note("grad_x_beyond", {"row": int(case.rows[r]), "index": i,
+                                                    "quotient": q, "dtype": case.info.name}))
     return res
 
 
