@@ -15,7 +15,8 @@ the input included; peak RSS is the process's own VmHWM).
    core (a batch of one chunk, 10^5 entries of forward, is checked in one process), then with
    ``--workers 1`` (one process at every size).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
-   array as a zarr store (when zarr is installed), and one row of 10^8 entries.
+   array as a zarr store (when zarr is installed), as a bfloat16 ``.safetensors`` tensor, and
+   one row of 10^8 entries.
 3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
    per-element mpmath loop (50 digits), each in fresh processes, alternately, timed alone
    (memory not sampled); the medians' ratio (the done-when asks for >= 20).
@@ -155,6 +156,23 @@ def save(path: str, rows: int, n: int, kind: str) -> str:
     return path
 
 
+def save_bf16_safetensors(path: str, src) -> None:
+    """``src`` (2-D) as the bfloat16 tensor "x" of a .safetensors file, written a block of
+    rows at a time: u64 header length, JSON header, little-endian 2-byte values."""
+    import json
+
+    import ml_dtypes
+
+    rows, n = src.shape
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [rows, n],
+                               "data_offsets": [0, rows * n * 2]}}).encode()
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        for lo in range(0, rows, 256):
+            block = np.asarray(src[lo:lo + 256]).astype(ml_dtypes.bfloat16)
+            f.write(block.view(np.uint16).astype("<u2").tobytes())
+
+
 def curve(folder: str, sizes: list[int], workers: int | None = None) -> dict:
     print(f"1. cost per entry (ns), float32, rows of {N:,} logits, --workers "
           f"{workers or 'default (every core)'}, fresh processes: the run "
@@ -220,6 +238,12 @@ def memory(folder: str) -> None:
         t, rss, _ = fresh(SMCHECK, "forward", "--x-file", store, "--dtype", "float32", "--json")
         print(f"   zarr store, chunks (256, 10^4): {rss:,.0f} MiB, {t:.1f} s, "
               f"{t / 1e8 * 1e9:.0f} ns per entry")
+    st = os.path.join(folder, "x.safetensors")
+    if not os.path.exists(st):
+        save_bf16_safetensors(st, np.load(x, mmap_mode="r"))
+    t, rss, _ = fresh(SMCHECK, "forward", "--x-file", st, "--dtype", "bfloat16", "--json")
+    print(f"   .safetensors, the same as bfloat16 (10^4 x 10^4, 200 MB): {rss:,.0f} MiB, "
+          f"{t:.1f} s, {t / 1e8 * 1e9:.0f} ns per entry")
     row = os.path.join(folder, "row.npy")
     if not os.path.exists(row):
         np.save(row, np.load(x, mmap_mode="r").reshape(1, -1))

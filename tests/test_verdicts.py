@@ -419,3 +419,74 @@ def test_a_wrong_quotient_still_fails_where_the_gradient_in_x_is_left_out():
     x = np.array([[0.0, -12.0], [0.0, -1.0]])
     rep = smcheck.check("loss", x, impl=wrong, dtype="float16", t=np.full((2, 2), 0.5))
     assert "reference" in failed(rep)
+
+
+def _wide_one_hot(scale: float, seed: int = 4):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((6, 2000)) * scale
+    T = np.zeros_like(X)
+    T[np.arange(6), rng.integers(0, 2000, 6)] = 1.0
+    return X, T
+
+
+@pytest.mark.parametrize("impl", ["torch", "scipy"])
+def test_the_gradient_in_x_goes_back_through_the_z_the_loss_was_given(impl):
+    """bfloat16, one-hot targets at gaps up to ~75 (x of scale 30): the gradient in x is taken
+    back through z itself, as autograd takes it through its saved output, so g_j z_j = -t_j to
+    a rounding and every entry is within a few ULPs. Through a softmax recomputed in the dtype
+    (what smcheck did), g_j s'_j = -t_j s'_j / z_j carried s'_j's error at the target (u times
+    the gap) into every entry: the control shows that route beyond the allowance here."""
+    pytest.importorskip(impl)
+    from smcheck.impls import builtin_vjp
+    from smcheck.reference import exact_grad_x
+    from smcheck.tolerance import grad_x_tolerance
+
+    X, T = _wide_one_hot(30.0)
+    rep = smcheck.check("loss", X, impl=impl, dtype="bfloat16", t=T)
+    assert rep.passed, failed(rep)
+    gx = next(c for c in rep.checks if c.name == "reference").details["grad_x"]
+    assert gx["passed"] and gx["max_ulp"] < 2
+    # control: the old route on the same input and the same g
+    info = dtype_info("bfloat16")
+    Xr = info.round64(X)
+    ex = exact_softmax(Xr, engine="dd")
+    Z = info.round64(ex.s_hi)
+    rows = np.any((T != 0) & (Z == 0), axis=-1)  # left out either way
+    with np.errstate(all="ignore"):
+        g = np.where(T == 0, 0.0, get_implementation(impl).loss_grad(Z, T, info))
+        old = builtin_vjp("stable", Xr.astype(info.np_dtype), g, info).astype(np.float64)
+    hi, _ = exact_grad_x(Xr, T, engine="dd")
+    tol = grad_x_tolerance(ex.d, ex.s_hi, T, info)
+    assert np.max(np.abs(old - hi)[~rows] / tol.atol[~rows]) > 1
+
+
+def test_the_loss_finite_difference_holds_where_z_is_tiny():
+    """float64, soft targets at gaps of ~700 (x of scale 100): z_i near the bottom of float64.
+    The finite difference of -sum t log(z (1 + h r)) lost z h r to underflow (2.5 % of the
+    estimate: the stable built-in and torch failed); as log z + log1p(h r) it does not. A
+    gradient 10^-6 off still fails it."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 2000)) * 100
+    T = rng.random(X.shape)
+    T /= T.sum(axis=1, keepdims=True)
+    for impl in ("stable", "torch"):
+        rep = smcheck.check("loss", X, impl=impl, dtype="float64", t=T)
+        assert "finite_difference" not in failed(rep), impl
+
+    def off(z, t):
+        return -t / z * (1 + 1e-6)
+
+    rep = smcheck.check("loss", X, impl=off, dtype="float64", t=T)
+    assert "finite_difference" in failed(rep) and "reference" in failed(rep)
+
+
+def test_flushed_targets_leave_the_gradient_in_x_out_under_allow_ftz():
+    """jax (XLA's CPU flushes subnormals): z_j subnormal under a target is read as 0, and
+    --allow-ftz leaves that -t_j/z_j unjudged; the gradient in x through it is left out too.
+    Without --allow-ftz the same run fails, named flush-to-zero."""
+    pytest.importorskip("jax")
+    X, T = _wide_one_hot(30.0)
+    assert smcheck.check("loss", X, impl="jax", dtype="float32", t=T, allow_ftz=True).passed
+    rep = smcheck.check("loss", X, impl="jax", dtype="float32", t=T)
+    ref = next(c for c in rep.checks if c.name == "reference")
+    assert not ref.passed and "flush_to_zero" in [f.kind for f in ref.findings]

@@ -20,11 +20,12 @@ from ..exceptions import ImplementationError
 from .adapters import make_adapter
 from .base import Implementation
 from .builtin import Builtin
-from .formulas import _BUILTINS, BUILTIN_NAMES, builtin_jacobian, builtin_loss_grad, builtin_vjp
+from .formulas import (_BUILTINS, BUILTIN_NAMES, builtin_jacobian, builtin_loss_grad, builtin_vjp,
+                       vjp_at)
 from .user import UserCallable, load_callable, to_numpy
 
 __all__ = ["ADAPTER_NAMES", "BUILTIN_NAMES", "Builtin", "Implementation", "UserCallable",
-           "builtin_jacobian", "builtin_loss_grad", "builtin_vjp", "get_implementation",
+           "builtin_jacobian", "builtin_loss_grad", "builtin_vjp", "vjp_at", "get_implementation",
            "load_callable", "to_numpy"]
 
 ADAPTER_NAMES = ("scipy", "torch", "jax")

@@ -216,10 +216,16 @@ def builtin_jacobian(name: str, X: np.ndarray, info: DtypeInfo, log: bool = Fals
 def builtin_vjp(name: str, X: np.ndarray, V: np.ndarray, info: DtypeInfo) -> np.ndarray:
     """z = s * (v - <v, s>) per row in O(n), without forming J; 16-bit formats compute the
     bracket and the product in float32 and round once."""
+    return vjp_at(_BUILTINS[name](X, info, False), V, info)
+
+
+def vjp_at(s: np.ndarray, V: np.ndarray, info: DtypeInfo) -> np.ndarray:
+    """s * (v - <v, s>) for a softmax s already computed (in the dtype): the backward pass of
+    a softmax through its saved output, as autograd takes it; 16-bit formats compute the
+    bracket and the product in float32 and round once."""
     dt, acc = info.np_dtype, info.accumulator
-    s = _BUILTINS[name](X, info, False)
     with _errstate():
-        sa, va = s.astype(acc), V.astype(dt).astype(acc)
+        sa, va = s.astype(dt).astype(acc), V.astype(dt).astype(acc)
         dot = np.sum(va * sa, axis=-1, keepdims=True, dtype=acc)
         return (sa * (va - dot)).astype(dt)
 
