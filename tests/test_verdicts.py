@@ -490,3 +490,34 @@ def test_flushed_targets_leave_the_gradient_in_x_out_under_allow_ftz():
     rep = smcheck.check("loss", X, impl="jax", dtype="float32", t=T)
     ref = next(c for c in rep.checks if c.name == "reference")
     assert not ref.passed and "flush_to_zero" in [f.kind for f in ref.findings]
+
+
+@pytest.mark.parametrize("impl", ["torch", "jax"])
+def test_finite_differences_of_an_offset_input_follow_its_gaps(impl):
+    """x = 10^4 + N(0, 3): torch and jax take no complex step, and a real step scaled by
+    max(1, |x|) was 7.4 wide: the Richardson estimate missed by ten times its error bound and
+    `finite_difference` failed correct Jacobians. Differentiated at x - max(x) (the same
+    derivatives: softmax is shift-invariant), the steps follow the gaps. The control: the same
+    estimate at x itself is off by more than its bound; and a Jacobian 10^-6 off still fails."""
+    pytest.importorskip(impl)
+    from smcheck import finite_diff
+    from smcheck.checks.fd import at_gaps
+
+    x = np.random.default_rng(11).standard_normal((2, 300)) * 3 + 1e4
+    for cmd in ("jacobian", "vjp"):
+        rep = smcheck.check(cmd, x, impl=impl)
+        assert "finite_difference" not in failed(rep), (cmd, failed(rep))
+    f = get_implementation(impl).forward64(False)
+    u = np.random.default_rng(12).standard_normal(300)
+    exact = get_implementation("stable").jacobian(x[:1], dtype_info("float64"))[0]
+    want = exact @ u  # J u, J symmetric: the exact directional derivative to rounding
+    at_x = finite_diff.directional(f, x[0], u, "richardson")
+    assert np.max(np.abs(at_x.value - want) - at_x.error) > 0  # control: beyond its bound
+    shifted = finite_diff.directional(f, at_gaps(x[0]), u, "richardson")
+    assert np.all(np.abs(shifted.value - want) <= shifted.error)
+
+    def off(z):  # your f(x) -> J: the stable Jacobian, 10^-6 relative too large
+        return np.asarray(get_implementation("stable").jacobian(
+            np.atleast_2d(z), dtype_info("float64")))[0] * (1 + 1e-6)
+
+    assert "finite_difference" in failed(smcheck.check("jacobian", x[0], impl=off))
