@@ -331,16 +331,7 @@ def _load_npz(f, key: str | None, where: str,
     f.seek(0)
     archive = _checked(lambda: np.load(f, allow_pickle=False), where, "corrupt .npz file")
     with archive:
-        keys = list(archive.files)
-        listed = ", ".join(keys)
-        if key is None:
-            if not keys:
-                raise InputError(f"{where}: contains no arrays")
-            if len(keys) > 1:
-                raise InputError(f"{where}: holds several arrays ({listed}); pick one with :KEY")
-            key = keys[0]
-        elif key not in keys:
-            raise InputError(f"{where}: no array named '{key}' (arrays: {listed or 'none'})")
+        key = tensorfiles.pick(list(archive.files), key, where, "array", ":KEY")
         # the member numpy would read for this key (numpy's own lookup order)
         member = key if key in archive.zip.namelist() else key + ".npy"
 

@@ -82,19 +82,25 @@ def _safe_open():
     return safe_open
 
 
-def _describe(f, key: str | None, where: str) -> tuple[str, str, tuple]:
-    """(name, safetensors dtype, shape) of tensor ``key`` of the opened file ``f`` (its only
-    tensor when ``key`` is None); an unknown name or dtype is refused."""
-    keys = list(f.keys())
+def pick(keys: list[str], key: str | None, where: str, noun: str, flag: str) -> str:
+    """The member ``key`` of a file holding ``keys`` (``noun``s: arrays of a .npz, tensors of a
+    .safetensors), or its only one when ``key`` is None (``flag`` names how to choose)."""
     listed = ", ".join(keys)
     if key is None:
         if not keys:
-            raise InputError(f"{where}: contains no tensors")
+            raise InputError(f"{where}: contains no {noun}s")
         if len(keys) > 1:
-            raise InputError(f"{where}: holds several tensors ({listed}); pick one with :NAME")
-        key = keys[0]
-    elif key not in keys:
-        raise InputError(f"{where}: no tensor named '{key}' (tensors: {listed or 'none'})")
+            raise InputError(f"{where}: holds several {noun}s ({listed}); pick one with {flag}")
+        return keys[0]
+    if key not in keys:
+        raise InputError(f"{where}: no {noun} named '{key}' ({noun}s: {listed or 'none'})")
+    return key
+
+
+def _describe(f, key: str | None, where: str) -> tuple[str, str, tuple]:
+    """(name, safetensors dtype, shape) of tensor ``key`` of the opened file ``f`` (its only
+    tensor when ``key`` is None); an unknown name or dtype is refused."""
+    key = pick(list(f.keys()), key, where, "tensor", ":NAME")
     view = f.get_slice(key)
     dtype, shape = view.get_dtype(), tuple(view.get_shape())
     if dtype not in _NUMPY_DTYPES and dtype not in _ML_DTYPES:
