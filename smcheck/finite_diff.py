@@ -161,10 +161,9 @@ def _central_from(samples, cs, cols):
     """Central differences D(c h) for each c, and the largest |f| seen, on columns ``cols``."""
     out, mag = [], None
     for fp, fm, width in samples:
-        fp, fm = _cols(fp, cols), _cols(fm, cols)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: nan, said by the check
-            out.append((fp - fm) / _cols(width, cols))
-        m = np.maximum(np.abs(fp), np.abs(fm))
+            out.append((_cols(fp, cols) - _cols(fm, cols)) / _cols(width, cols))
+        m = np.maximum(np.abs(_cols(fp, cols)), np.abs(_cols(fm, cols)))
         mag = m if mag is None else np.maximum(mag, m)
     return out, mag
 

@@ -386,3 +386,20 @@ def grad_x_tolerance(d, s, T, info: DtypeInfo, ftz: bool = False) -> Tolerance:
     nat = s * np.sum(np.abs(T), axis=-1, keepdims=True) + np.abs(T)
     return Tolerance(atol=np.minimum(r + 4 * info.u, 1.0) * nat + 2 * unit, rtol=None,
                      under=unit, formula="(r_i + 4u)(s_i sum|t| + |t_i|) + 2*unit")
+
+
+def drift_repeats(x: np.ndarray, err: float, info: DtypeInfo) -> int:
+    """The count m of the row's most repeated value, where summation drift explains a sum
+    off by ``err``, else 0. Adding one value m times to a running sum much larger than it
+    rounds the same way each time (the sum moves by the value rounded to the sum's ULP), so
+    the roundings add up, to m u_acc at most, instead of cancelling as the allowance's
+    lambda sqrt(n) u_acc assumes: a sum taken one term after another (torch's CPU kernel, per
+    SIMD lane) on a row with one dominant logit and the rest equal. Pairwise summation
+    (numpy, XLA) stays within the allowance there. One sort of one failing row."""
+    fin = np.asarray(x, dtype=np.float64)
+    fin = fin[np.isfinite(fin)]
+    if info.p < 24 or fin.size < 2:
+        return 0
+    m = int(np.unique(fin, return_counts=True)[1].max())
+    acc = accumulator_u(info)
+    return m if m > LAMBDA * math.sqrt(fin.size) and err <= 2 * m * acc else 0

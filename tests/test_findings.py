@@ -1,6 +1,7 @@
 """The README's findings about scipy, torch, jax and the built-in divfree, each asserted (the
 framework's tests skip when it is absent; CI installs all three)."""
 
+import numpy as np
 import pytest
 
 from smcheck.inputs import random_input
@@ -105,6 +106,47 @@ def test_torch_float32_at_a_million_entries_sums_per_lane():
     norm = rep.checks[1]
     assert rep.passed
     assert 100 < norm.max_abs_err / 2.0 ** -24 < 5000
+
+
+@pytest.mark.parametrize("dtype, n", [("float64", 100_000), ("float32", 1_000_000)])
+def test_torch_drifts_on_one_dominant_logit_and_the_rest_equal(dtype, n):
+    """[10 or 30 at index 5, 0 elsewhere]: the per-lane running sum, near 1, has the same small
+    term added again and again, each rounding alike, so its error grows with the count, not
+    its square root: torch fails normalization (the sentence names the drift and its bound
+    m u), while the pairwise sums of scipy and jax, and the stable built-in, pass."""
+    pytest.importorskip("torch")
+    big = 30.0 if dtype == "float64" else 10.0
+    x = np.where(np.arange(n) == 5, big, 0.0)
+    rep = run_forward(x, impl="torch", dtype=dtype)
+    norm = rep.checks[1]
+    assert not norm.passed
+    line = failure_lines(norm)[0]
+    assert f"{n - 1:,} entries share one value" in line and "drifts" in line
+    u = 2.0 ** -53 if dtype == "float64" else 2.0 ** -24
+    assert norm.max_abs_err <= (n - 1) * u  # within the drift's bound
+    for impl in ("scipy", "stable") + (("jax",) if dtype == "float64" else ()):
+        if impl != "stable":
+            pytest.importorskip(impl)
+        assert run_forward(x, impl=impl, dtype=dtype).passed, impl
+    # control: the same torch on distinct values of the same size passes (roundings cancel)
+    assert run_forward(random_input(n, seed=1, scale=3), impl="torch", dtype=dtype).passed
+
+
+@pytest.mark.parametrize("impl", ["torch", "jax"])
+def test_float16_log_softmax_of_a_long_flat_row_is_minus_inf(impl):
+    """10^5 equal logits in float16: the normaliser, 10^5, exceeds float16's 65504, and
+    torch's and jax's log_softmax return -inf for every entry (exact -11.5); the cause names
+    the overflowing sum. Their softmax of the same row is right (1.0014e-05), and so is
+    `stable`'s log-softmax (log1p of a float32 sum)."""
+    pytest.importorskip(impl)
+    x = np.zeros(100_000)
+    rep = run_forward(x, impl=impl, dtype="float16", log=True, allow_ftz=impl == "jax")
+    ref = rep.checks[0]
+    assert not ref.passed and ref.max_abs_err == np.inf
+    assert "normaliser sum_j exp(x_j - max) = 1e+05 exceeds float16's largest" in (
+        ref.entries[0].cause)
+    assert run_forward(x, impl=impl, dtype="float16", allow_ftz=impl == "jax").passed
+    assert run_forward(x, impl="stable", dtype="float16", log=True).passed
 
 
 def test_the_readme_tour():

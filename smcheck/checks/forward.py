@@ -21,8 +21,8 @@ from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure, Finding
 from ..sentences import ilist, pair
-from ..tolerance import (NORMALIZATION_FORMULA, RowStats, log_softmax_tolerance,
-                         normalization_allowance, softmax_tolerance)
+from ..tolerance import (NORMALIZATION_FORMULA, RowStats, accumulator_u, drift_repeats,
+                         log_softmax_tolerance, normalization_allowance, softmax_tolerance)
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
                      shift_invariance, worst_failure)
 from .worst import top_entries
@@ -105,6 +105,7 @@ class ForwardCase(Case):
     row_info: dict | None = None
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
+    _drift: dict = field(default_factory=dict, repr=False)  # row -> drift_repeats
 
     @property
     def quantity(self) -> str:
@@ -149,7 +150,7 @@ class ForwardCase(Case):
         exact = shifted_softmax(self.X, Xs, c, self.exact, self.dps, self.info.name,
                                 self.engine, self.progress)
         return replace(self, X=Xs, computed=self.evaluate(Xs), exact=exact, _main=None,
-                       _scaled_ok=None)
+                       _scaled_ok=None, _drift={})
 
     def _overflows(self, r: int) -> np.ndarray:
         if self.row_info is not None:
@@ -170,6 +171,15 @@ class ForwardCase(Case):
             return math.fsum(np.exp(c) if self.log else c) if np.all(np.isfinite(
                 np.where(np.isneginf(c), 0.0, c))) else math.nan
 
+    def _sum_overflows(self, r: int) -> float:
+        """The exact sum S of exp(x_j - max) of row r where it exceeds the dtype's largest
+        number (the 16-bit formats: 10^5 equal logits sum to 10^5 > 65504), else 0."""
+        if self.row_info is not None or self.info.p >= 24:
+            return 0.0
+        s_max = float(np.max(self.exact.s_hi[r]))  # 1 / S: the largest entry's exp is 1
+        S = 1.0 / s_max if s_max > 0 else math.inf
+        return S if S > self.info.max else 0.0
+
     def cause(self, r: int, i: int) -> str:
         """Why entry (r, i) is off, in words (empty when it is within its allowance)."""
         X, cmp, info = self.X, self.main, self.info
@@ -185,8 +195,14 @@ class ForwardCase(Case):
             return ""
         if cmp.ok[r, i]:
             return ""
-        if np.isinf(c):
-            return cause("overflow", f"computed {c}, exact {fmt(ref)}")
+        big = self._sum_overflows(r)
+        if np.isinf(c) or (big and c == 0):
+            words = f"computed {c}, exact {fmt(ref)}"
+            if big:
+                words += (f": the normaliser sum_j exp(x_j - max) = {fmt(big)} exceeds "
+                          f"{info.name}'s largest, {info.max:g}, and is inf where it is held "
+                          f"in {info.name} (keep it, and its log, in float32)")
+            return cause("overflow", words)
         if not self.log:
             # a division by an infinite sum gives 0 whatever the exact value (a subnormal
             # one included: that 0 is not a flush to zero)
@@ -221,6 +237,13 @@ class ForwardCase(Case):
             if info.p < 24 and total > 1:
                 return cause("stall", f"{off}: a sum accumulated in {info.name} stops growing "
                              "once it outgrows its terms (accumulate in float32 or pairwise)")
+            if r not in self._drift:
+                self._drift[r] = (drift_repeats(X[r], abs(total - 1), info)
+                                  if self.row_info is None else 0)
+            m = self._drift[r]
+            if m:
+                off += (f"; {m:,} entries share one value, and a sum adding them one after "
+                        "another rounds alike each time (summation drift)")
             return cause("normaliser", off)
         return ""
 
@@ -342,10 +365,13 @@ def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckRes
     res.merge_data["row_count"] = int(allowed.size)
     if not res.passed:
         stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
+        repeats = (drift_repeats(case.X[r], float(err[r]), info)
+                   if case.row_info is None and not stall else 0)
         res.failures.append(Failure(
             "normalization", row=int(case.rows[r]), error=float(err[r]),
             allowance=float(allowed[r]),
-            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall}))
+            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall,
+                   "repeats": repeats, "drift": repeats * accumulator_u(info)}))
     vacuous = allowed >= 1
     if vacuous.any():
         res.findings.append(Finding(
