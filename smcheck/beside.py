@@ -13,7 +13,8 @@ against with it: 10^5 float64 entries 203 against 207 ms, 1.5 10^5 231 against 2
 
 Only implementations that survive a fork (``Implementation.fork_safe``: numpy code) run there,
 and only where the child's share of the work fits in the memory available
-(:mod:`smcheck.memory`); a child that dies is an error that says so, and an exception in it is raised here.
+(:mod:`smcheck.memory`); a child that dies is an error that says so, and an exception in it
+is raised here.
 """
 
 from __future__ import annotations

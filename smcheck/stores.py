@@ -1,8 +1,8 @@
 """Row stores read lazily: a 2-D ``.npy`` memory-mapped, a directory of ``.npy`` shards, a zarr
-array, a 2-D tensor of a ``.safetensors`` file. A store is what smcheck relies on a memmap for: ``.shape``, ``.ndim``, ``.size``,
-``.dtype``, ``len()`` and ``store[lo:hi]``, the rows lo to hi as a numpy array, read then and
-no sooner. The checks take a batch a chunk of rows at a time (:mod:`smcheck.parallel`), so a
-store larger than memory streams.
+array, a 2-D tensor of a ``.safetensors`` file. A store is what smcheck relies on a memmap
+for: ``.shape``, ``.ndim``, ``.size``, ``.dtype``, ``len()`` and ``store[lo:hi]``, the rows lo
+to hi as a numpy array, read then and no sooner. The checks take a batch a chunk of rows at a
+time (:mod:`smcheck.parallel`), so a store larger than memory streams.
 
 A store pickles by its path (``__reduce__`` reopens it, never its data): a process or machine
 that sees the same path reads its own chunks. ``np.asarray(store)`` reads it whole, which only

@@ -159,6 +159,7 @@ class LossCase(Case):
                 undefined = np.any((T != 0) & (~(self.Z > 0) | ~self.valid | beyond), axis=-1)
                 comp = np.where(undefined[:, None], hi, comp)
                 self._none_judged = bool(undefined.all())
+                self._beyond = None
                 if beyond.any():
                     r, i = (int(k) for k in np.argwhere(beyond)[0])
                     self._beyond = (r, i, float(self.cmp.ref[r, i]))
