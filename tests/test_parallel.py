@@ -424,3 +424,26 @@ def test_a_long_batch_holds_a_bounded_number_of_reports(monkeypatch):
     parts = run_rows(run_forward, x, workers=1, chunk_rows=1, dtype="float32")
     assert max(held) <= parallel.FOLD + 1 and len(held) == 500
     assert report_json(one, "t") == report_json(parts, "t")
+
+
+def test_forked_workers_give_torch_one_thread(tmp_path, monkeypatch):
+    """Each forked worker runs torch on one thread (the workers are the parallelism): a
+    callable that refuses to run on more passes on 2 workers over many chunks; in this process
+    torch has more threads, so the same callable fails here (the control)."""
+    torch = pytest.importorskip("torch")
+    if torch.get_num_threads() < 2:
+        pytest.skip("one core: torch has one thread anyway")
+    (tmp_path / "threads_probe.py").write_text(
+        "import numpy as np\nimport torch\n\n\n"
+        "def sm(x):\n"
+        "    if torch.get_num_threads() != 1:\n"
+        "        raise RuntimeError(f'{torch.get_num_threads()} torch threads')\n"
+        "    e = np.exp(x - np.max(x))\n"
+        "    return e / np.sum(e)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    x = np.random.default_rng(3).standard_normal((40, 64))
+    opts = Options(impl="threads_probe:sm")
+    rep = check_rows("forward", x, opts, workers=2, chunk_rows=4)
+    assert rep.passed
+    with pytest.raises(Exception, match="torch threads"):
+        check_rows("forward", x[:4], opts, workers=1)
