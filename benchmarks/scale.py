@@ -20,8 +20,9 @@ the input included; peak RSS is the process's own VmHWM).
 3. ``smcheck forward --random 1000000`` (the program, ``python -m smcheck``) against the
    per-element mpmath loop (50 digits), each in fresh processes, alternately, timed alone
    (memory not sampled); the medians' ratio (the done-when asks for >= 20).
-4. Peak memory per entry of ``vjp`` and ``loss``, which hold a row whole: one row of 4 10^6
-   entries, with ``--workers 1`` and with every core (smcheck.memory's figures).
+4. Peak memory per entry of ``vjp``, ``loss`` and ``jacobian`` (probes), which hold a row
+   whole: one row of 4 10^6 entries, with ``--workers 1`` and with every core
+   (smcheck.memory's figures).
 
 Not part of the test suite's pass/fail: timings depend on the machine.
 """
@@ -252,7 +253,8 @@ def memory(folder: str) -> None:
 
 
 def rowmem(folder: str, n: int = 4 * 10 ** 6) -> None:
-    """Peak memory per entry of the commands that hold a row whole (vjp, loss): one row of n
+    """Peak memory per entry of the commands that hold a row whole (vjp, loss, jacobian's
+    probes beyond --max-dense): one row of n
     float32 logits, --workers 1 (one process) and every core (the forked shift check beside),
     less a one-row run of 10^4 (the interpreter): smcheck.memory's HELD_BYTES and
     BESIDE_BYTES, which refuse a run that cannot fit, come from these."""
@@ -267,7 +269,8 @@ def rowmem(folder: str, n: int = 4 * 10 ** 6) -> None:
         np.save(x + ".t.npy", t)
     x1 = save(os.path.join(folder, "x_1.npy"), 1, N, "x")
     kinds = {"vjp": ("vjp", "--v-file", x + ".v.npy"), "loss": ("loss", "--t-file", x + ".t.npy"),
-             "loss, z = v J(x)": ("loss", "--t-file", x + ".t.npy", "--v-file", x + ".v.npy")}
+             "loss, z = v J(x)": ("loss", "--t-file", x + ".t.npy", "--v-file", x + ".v.npy"),
+             "jacobian (probes)": ("jacobian",)}
     for dtype in ("float32", "float64"):
         base = Run(SMCHECK, "forward", "--x-file", x1, "--dtype", dtype, "--json").mib
         for label, (cmd, *extra) in kinds.items():

@@ -108,7 +108,7 @@ class FDEstimate:
 # --- checking
 
 
-def _resolve_method(method: str, complex_ok: bool) -> str:
+def resolve_method(method: str, complex_ok: bool) -> str:
     if method == "auto":
         return "complex" if complex_ok else "richardson"
     if method not in METHODS:
@@ -307,7 +307,7 @@ def jacobian(f, x: np.ndarray, method: str = "auto", complex_ok: bool = True) ->
     Raises ValueError for an unknown method, and for the complex step when f does not accept
     complex input.
     """
-    method = _resolve_method(method, complex_ok)
+    method = resolve_method(method, complex_ok)
     x, masked = _check_x(x)
     n = x.size
     idx = np.flatnonzero(~masked)
@@ -403,7 +403,7 @@ def directional(g, x: np.ndarray, u: np.ndarray, method: str = "auto",
     |g| + |value| / max|u|: a directional derivative that is a sum with heavy cancellation
     can exceed the central and Richardson bounds (the complex step is far less exposed).
     """
-    method = _resolve_method(method, complex_ok)
+    method = resolve_method(method, complex_ok)
     x, masked = _check_x(x)
     u = np.asarray(u, dtype=np.float64)
     if u.shape != x.shape:

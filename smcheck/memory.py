@@ -6,8 +6,10 @@ rows): a few hundred bytes an entry. A row of 10^8 entries then needs tens of GB
 operating system kills a process that asks for more than there is, without a word. So before
 such a run starts, its need is estimated from the peak memory measured per entry
 (``benchmarks/scale.py --only rowmem``) and compared with what the system reports available;
-a run that cannot fit is refused with one ``error:`` line instead. ``forward`` checks a row too
-long to hold a segment at a time (:mod:`smcheck.longrow`) and needs no such guard.
+a run that cannot fit is refused with one ``error:`` line instead. ``jacobian`` beyond
+--max-dense holds its probe pairs alike. ``forward`` checks a row too long to hold a segment
+at a time (:mod:`smcheck.longrow`), and a dense Jacobian is chunked by its n^2 entries: they
+need no such guard.
 
 The forked check beside the others (:mod:`smcheck.beside`) holds a copy of part of that work:
 it is started only where its share fits too.
@@ -24,11 +26,11 @@ from .exceptions import InputError
 #: --workers 1; ``benchmarks/scale.py --only rowmem``)
 HELD_BYTES = {"vjp": 280, "loss": 470}
 #: ``jacobian`` beyond --max-dense (v^T J u on probe pairs of rows of n): JAC_BYTES + JAC_PROBE
-#: per probe pair (numpy's peak 160 + 96 a pair; RSS 591 with the 4 pairs of the command line)
+#: per probe pair (numpy's peak 160 + 96 a pair; RSS 591-592 with the command line's 4 pairs)
 JAC_BYTES, JAC_PROBE = 180, 105
 #: what the forked shift_invariance check adds, bytes per entry (the same rows with every
 #: core against --workers 1: 114-123 bytes for vjp, 136-146 for loss; for jacobian's probes
-#: about JAC_PROBE a pair, 403 with 4 pairs)
+#: about JAC_PROBE a pair, 389-403 with 4 pairs)
 BESIDE_BYTES = 150
 
 

@@ -250,7 +250,6 @@ def _forked(bounds, jobs, workers, done):
     import pickle
     import selectors
     import struct
-    import sys
 
     for stream in (sys.stdout, sys.stderr):  # a child must not write the parent's buffers
         try:
@@ -397,7 +396,6 @@ def _worker(task_r: int, res_w: int, jobs) -> None:  # pragma: no cover - runs i
     the exception it raised); exit at the stop number or the end of the pipe."""
     import pickle
     import struct
-    import sys
 
     code = 0
     try:

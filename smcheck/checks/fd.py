@@ -151,7 +151,7 @@ def _point(x, method: str, impl: Implementation) -> np.ndarray:
     step (no subtraction, a step of 10^-20 of the scale) needs no shift, and keeps f at x: a
     forward that is not finite near x (exp(x) without the shift) says so."""
     try:
-        real = finite_diff._resolve_method(method, impl.complex_ok) != "complex"
+        real = finite_diff.resolve_method(method, impl.complex_ok) != "complex"
     except ValueError:  # an unknown method: finite_diff says so
         real = False
     return at_gaps(x) if real else np.asarray(x, dtype=np.float64)
