@@ -30,7 +30,8 @@ import numpy as np
 from .checks import merge_reports
 from .checks.common import shift_combine, shift_one, shift_statement, shift_targets
 from .checks.forward import (ForwardCase, exp_overflows, exp_underflows, forward_finite,
-                             forward_reference, merge_finite, normalization_result, plain_terms)
+                             forward_reference, merge_finite)
+from .checks.normalization import normalization_result, plain_terms
 from .checks.merge import merge_checks, merge_shift_parts
 from .ddmath import pair_row_sums, row_sums_blocked
 from .dtypes import DtypeInfo, dtype_info

@@ -56,11 +56,16 @@ def accumulator_u(info: DtypeInfo) -> float:
     return info.u if info.p >= 24 else ACC_U_16
 
 
-def summation_allowance(n: int, info: DtypeInfo) -> float:
+def summation_allowance(n: int, info: DtypeInfo, coherent: np.ndarray | None = None):
     """sigma(n), in units of the dtype's u: the relative error of a correct sum of n positive
-    terms (pairwise in the dtype, or recursive in a float32-or-wider accumulator)."""
+    terms (pairwise in the dtype, or recursive in a float32-or-wider accumulator).
+    ``coherent``: per row, G of the rows whose equal terms round alike
+    (:mod:`smcheck.coherence`), in place of lambda sqrt(n) where larger: an array per row."""
     n = max(int(n), 1)
-    return math.ceil(math.log2(n)) + LAMBDA * math.sqrt(n) * accumulator_u(info) / info.u
+    ratio = accumulator_u(info) / info.u
+    if coherent is None:
+        return math.ceil(math.log2(n)) + LAMBDA * math.sqrt(n) * ratio
+    return math.ceil(math.log2(n)) + np.maximum(LAMBDA * math.sqrt(n), coherent) * ratio
 
 
 def underflow_unit(info: DtypeInfo, ftz: bool = False) -> float:
@@ -164,18 +169,24 @@ SOFTMAX_FORMULA = ("|c - s_i| <= u*(12 + |d_i| + W + sigma(n))*s_i + 2*unit, d_i
 
 
 def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
-                      ftz: bool = False, stats: RowStats | None = None) -> Tolerance:
+                      ftz: bool = False, stats: RowStats | None = None,
+                      widen: np.ndarray | None = None) -> Tolerance:
     """Allowance for s_i = softmax(x)_i computed in ``info``'s format: a relative error r_i
-    (:func:`softmax_rel`) plus two roundings into the subnormal range."""
+    (:func:`softmax_rel`) plus two roundings into the subnormal range. ``widen``: per row, a
+    relative error every entry of the row may share, the computed row's own |sum - 1| where
+    its sum may drift (:mod:`smcheck.coherence`)."""
     unit = underflow_unit(info, ftz)
-    return Tolerance(atol=2.0 * unit, rtol=softmax_rel(d, s, info, stats=stats),
-                     formula=SOFTMAX_FORMULA,
-                     metric="relative", under=unit)
+    rtol = softmax_rel(d, s, info, stats=stats)
+    if widen is not None:
+        rtol = np.minimum(rtol + widen[:, None], 1.0)
+    return Tolerance(atol=2.0 * unit, rtol=rtol, formula=SOFTMAX_FORMULA, metric="relative",
+                     under=unit)
 
 
 def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: DtypeInfo,
                           metric: str = "scaled", ftz: bool = False,
-                          stats: RowStats | None = None) -> Tolerance:
+                          stats: RowStats | None = None,
+                          widen: np.ndarray | None = None) -> Tolerance:
     """Allowance for y_i = log softmax(x)_i in ``info``'s format.
 
     ``scaled`` (default): the absolute error of the shifted evaluation (x_i - max) - log S,
@@ -185,9 +196,13 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
     |x_j - max| over the non-maximal entries weighted by exp(x_j - max): what computing the
     largest entry as -log1p(sum_{j != max} exp(x_j - max)) achieves. It fails a method that
     loses the digits of y_max ≈ 0 to cancellation.
+
+    ``widen``: per row, an absolute error every entry of the row may share, the computed
+    row's own |log sum_j exp(ŷ_j)| where its sum may drift (:mod:`smcheck.coherence`).
     """
     u = info.u
     sig = summation_allowance(_n(d, stats), info)
+    shared = 0.0 if widen is None else widen[:, None]
     finite = np.isfinite(d)
     ad = np.where(finite, np.abs(d), 0.0)
     unit = underflow_unit(info, ftz)
@@ -207,14 +222,16 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
         T = np.sum(others, axis=-1, keepdims=True)
         Wp = np.sum(others * ad, axis=-1, keepdims=True) / np.where(T > 0, T, 1.0)
         rtol = np.minimum(u * (C_OPS + Wp + sig) * np.ones_like(d), 1.0)
-        return Tolerance(atol=unit, rtol=rtol, metric="strict", formula=STRICT_LOG_FORMULA,
-                         under=unit)
+        return Tolerance(atol=unit + shared, rtol=rtol, metric="strict",
+                         formula=STRICT_LOG_FORMULA, under=unit)
     W, S = gap_stats(d, s, stats)
     with np.errstate(divide="ignore"):
         row = (C_OPS + W + np.log(S) + sig)[:, None]  # the per-row terms
     (atol,) = map_blocks(lambda d, y, row: _log_scaled(d, y, row, u),
                          (np.asarray(d, dtype=np.float64), np.asarray(y, dtype=np.float64), row),
                          d.shape, (np.float64,))
+    if widen is not None:
+        atol = atol + shared
     formula = ("|c - y_i| <= u*(12 + |d_i| + W + |y_i| + log S + sigma(n)), d_i = x_i - max(x), "
                "W = sum_j s_j|d_j|, S = sum_j exp(d_j)")
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula, under=unit)
@@ -225,7 +242,8 @@ STRICT_LOG_FORMULA = ("|c - y_i| <= u*(12 + W' + sigma(n))*|y_i| + unit,"
 
 
 def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: bool = False,
-                            ftz: bool = False, stats: RowStats | None = None) -> np.ndarray:
+                            ftz: bool = False, stats: RowStats | None = None,
+                            coherent: np.ndarray | None = None) -> np.ndarray:
     """Per row, what |sum_i ŝ_i - 1| (``log``: |sum_i exp(ŷ_i) - 1|) may be for a correct
     implementation: the sum's own error and the rounding of the results, never the entries'
     allowances added up (those reach 1 on wide inputs, where the sum of a correct softmax is
@@ -243,7 +261,7 @@ def normalization_allowance(d: np.ndarray, s: np.ndarray, info: DtypeInfo, log: 
     """
     W, S = gap_stats(d, s, stats)
     u, unit = info.u, underflow_unit(info, ftz)
-    sig = summation_allowance(_n(d, stats), info)
+    sig = summation_allowance(_n(d, stats), info, coherent)
     with np.errstate(divide="ignore", invalid="ignore"):
         logS = np.log(S)
     H = W + logS
@@ -386,20 +404,3 @@ def grad_x_tolerance(d, s, T, info: DtypeInfo, ftz: bool = False) -> Tolerance:
     nat = s * np.sum(np.abs(T), axis=-1, keepdims=True) + np.abs(T)
     return Tolerance(atol=np.minimum(r + 4 * info.u, 1.0) * nat + 2 * unit, rtol=None,
                      under=unit, formula="(r_i + 4u)(s_i sum|t| + |t_i|) + 2*unit")
-
-
-def drift_repeats(x: np.ndarray, err: float, info: DtypeInfo) -> int:
-    """The count m of the row's most repeated value, where summation drift explains a sum
-    off by ``err``, else 0. Adding one value m times to a running sum much larger than it
-    rounds the same way each time (the sum moves by the value rounded to the sum's ULP), so
-    the roundings add up, to m u_acc at most, instead of cancelling as the allowance's
-    lambda sqrt(n) u_acc assumes: a sum taken one term after another (torch's CPU kernel, per
-    SIMD lane) on a row with one dominant logit and the rest equal. Pairwise summation
-    (numpy, XLA) stays within the allowance there. One sort of one failing row."""
-    fin = np.asarray(x, dtype=np.float64)
-    fin = fin[np.isfinite(fin)]
-    if info.p < 24 or fin.size < 2:
-        return 0
-    m = int(np.unique(fin, return_counts=True)[1].max())
-    acc = accumulator_u(info)
-    return m if m > LAMBDA * math.sqrt(fin.size) and err <= 2 * m * acc else 0

@@ -23,14 +23,14 @@ import numpy as np
 from ..beside import can_fork, forked
 from ..blocks import threads
 from ..results import CheckResult, Report
-from . import common, forward, jacobian, loss, merge, vjp
+from . import common, forward, jacobian, loss, merge, normalization, vjp
 
 CheckFn = Callable[[object], "CheckResult | None"]
 
 TABLE: dict[str, list[tuple[str, CheckFn, merge.Hook | None]]] = {
     "forward": [
         ("reference", forward.forward_reference, None),
-        ("normalization", forward.forward_normalization, None),
+        ("normalization", normalization.forward_normalization, None),
         ("shift_invariance", forward.forward_shift_invariance, common.merge_shifts),
         ("finite", forward.forward_finite, forward.merge_finite),
     ],

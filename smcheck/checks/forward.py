@@ -14,16 +14,16 @@ from typing import Callable
 import numpy as np
 
 from ..causes import cause
-from ..ddmath import row_sums_blocked
+from ..coherence import coherence, drift_repeats, with_coherence
 from ..dtypes import DtypeInfo
-from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare, error_ratio
+from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
 from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, shifted_softmax
 from ..results import INDEX_LIST_MAX, LIST_MAX, ROWS_NAMED, CheckResult, Failure, Finding
-from ..sentences import ilist, pair
-from ..tolerance import (NORMALIZATION_FORMULA, RowStats, accumulator_u, drift_repeats,
-                         log_softmax_tolerance, normalization_allowance, softmax_tolerance)
-from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
+from ..sentences import ilist
+from ..tolerance import (LAMBDA, RowStats, log_softmax_tolerance, normalization_allowance,
+                         softmax_tolerance)
+from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause,
                      shift_invariance, worst_failure)
 from .worst import top_entries
 
@@ -115,18 +115,52 @@ class ForwardCase(Case):
     def exact_softmax(self) -> ExactSoftmax:
         return self.exact
 
-    def tolerance(self, exact: ExactSoftmax, metric: str | None = None) -> Tolerance:
+    def tolerance(self, exact: ExactSoftmax, metric: str | None = None,
+                  widen: np.ndarray | None = None) -> Tolerance:
         m = metric or self.metric
         if self.log:
             tol = log_softmax_tolerance(exact.d, exact.s_hi, exact.y_hi, self.info, m, self.ftz,
-                                        self.stats)
+                                        self.stats, widen)
         else:
-            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz, self.stats)
+            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz, self.stats, widen)
         return apply_overrides(tol, self.overrides)
 
-    def compare(self, computed, exact: ExactSoftmax, metric: str | None = None) -> Comparison:
+    def compare(self, computed, exact: ExactSoftmax, metric: str | None = None,
+                drift: bool = True) -> Comparison:
+        """The comparison under the allowance; rows that fail it and whose sum may drift
+        (equal terms rounding alike, :mod:`smcheck.coherence`) are compared again, each entry
+        allowed the error the whole row shares (:meth:`shared_error`). ``drift`` False: the
+        allowance alone (the strict bound that only names cancelled entries)."""
         hi, lo = (exact.y_hi, exact.y_lo) if self.log else (exact.s_hi, exact.s_lo)
-        return compare(computed, hi, lo, self.tolerance(exact, metric), self.info)
+        return with_coherence(
+            lambda G: compare(computed, hi, lo, self.tolerance(
+                exact, metric, None if G is None else self.shared_error(computed, exact, G)),
+                self.info),
+            exact.d if self.stats is None and drift else None, self.info,
+            lambda cmp: ~np.all(cmp.ok, axis=-1))
+
+    def shared_error(self, computed, exact: ExactSoftmax, G: np.ndarray) -> np.ndarray:
+        """Per row whose sum may drift (G above lambda sqrt(n)), the error its entries share:
+        dividing by a sum Ŝ off by a factor multiplies every entry by it (log-softmax: shifts
+        every entry by its log), which the row's own sum T = sum_j ŝ_j (exp(ŷ_j)) measures:
+        |T - 1| (|log T|), at most the normalization allowance of the drifting sum. An entry
+        then errs by that and its own allowance; an error of its own beyond that (exp in too
+        narrow a format) still fails, and a sum off by more fails normalization. 0 for the
+        other rows."""
+        out = np.zeros(len(G))
+        rows = np.flatnonzero(G > LAMBDA * math.sqrt(exact.d.shape[-1]))
+        if not rows.size:
+            return out
+        cap = normalization_allowance(exact.d[rows], exact.s_hi[rows], self.info, self.log,
+                                      self.ftz, coherent=G[rows])
+        for k, r in enumerate(rows):
+            with np.errstate(over="ignore", invalid="ignore"):
+                terms = np.exp(computed[r]) if self.log else computed[r]
+            if np.all(np.isfinite(terms)):
+                off = math.fsum(terms) - 1.0  # exact near 1 (Sterbenz)
+                off = abs(math.log1p(off)) if self.log else abs(off)
+                out[r] = min(off, float(cap[k]))
+        return out
 
     @property
     def main(self) -> Comparison:
@@ -229,9 +263,10 @@ class ForwardCase(Case):
             return cause("rounding at |x|", f"|x| up to {fmt(m)}, not the gaps x_i - max(x): "
                          "e.g. x - logsumexp(x) without the shift")
         total = self.row_total(r)
+        d1 = self.exact.d[r:r + 1]
         allowed = (self.row_info["sum_allowed"] if self.row_info is not None else
-                   normalization_allowance(self.exact.d[r:r + 1], self.exact.s_hi[r:r + 1],
-                                           info, self.log, self.ftz)[0])
+                   normalization_allowance(d1, self.exact.s_hi[r:r + 1], info, self.log,
+                                           self.ftz, coherent=coherence(d1, info, [0]))[0])
         if abs(total - 1) > allowed:
             off = f"the row sums to 1 {'+' if total > 1 else '-'} {fmt(abs(total - 1))}"
             if info.p < 24 and total > 1:
@@ -282,7 +317,7 @@ def forward_reference(case: ForwardCase) -> CheckResult:
     # entries within the scaled bound that lost relative accuracy: looked for with --log
     res.details["cancelled"] = None
     if case.log and case.metric == "scaled" and not user_tol:
-        strict = case.compare(case.computed, case.exact, "strict")
+        strict = case.compare(case.computed, case.exact, "strict", drift=False)
         lost = cmp.ok & ~strict.ok
         res.details["cancelled"] = []
         if lost.any():
@@ -304,11 +339,6 @@ def forward_reference(case: ForwardCase) -> CheckResult:
     return res
 
 
-def plain_terms(t):
-    """Terms of a plain sum for :func:`~smcheck.ddmath.row_sums_blocked`: t, no low parts, all."""
-    return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
-
-
 def _rows_exp_fails(X: np.ndarray, info: DtypeInfo) -> tuple[int, int]:
     """How many rows of X have an exp that overflows or every exp underflowing, and how
     many entries those are (the overflowing ones; every entry of an underflowing row)."""
@@ -319,67 +349,6 @@ def _rows_exp_fails(X: np.ndarray, info: DtypeInfo) -> tuple[int, int]:
     under = ~ov.any(axis=-1) & np.all(exp_underflows(X, info), axis=-1)
     hit = (n_ov > 0) | under
     return int(hit.sum()), int(n_ov.sum() + under.sum() * X.shape[-1])
-
-
-def forward_normalization(case: ForwardCase) -> CheckResult:
-    """Each row's sum against the summation error of a correct implementation (never the
-    entries' allowances added up, which reach 1 on wide inputs)."""
-    allowed = normalization_allowance(case.exact.d, case.exact.s_hi, case.info, case.log,
-                                      case.ftz)
-    cmp = case.main
-    with np.errstate(over="ignore", invalid="ignore"):
-        terms = np.exp(case.computed) if case.log else case.computed
-        if cmp.tolerance.source == "user":  # the user's looser entries loosen their sum
-            a = np.where(np.isfinite(cmp.allowed), cmp.allowed, 0.0)
-            allowed = np.maximum(allowed, np.sum(a * case.exact.s_hi if case.log else a, -1))
-        th, tl = row_sums_blocked(plain_terms, (terms,), terms.shape)  # exact to 2^-100
-    return normalization_result(case, th, tl, np.all(np.isfinite(terms), axis=-1), allowed)
-
-
-def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckResult:
-    """The normalization check from each row's sum of the computed terms (s_i, or exp(y_i))
-    as a pair (th, tl), whether every term was finite, and the allowance of the sum."""
-    info = case.info
-    cmp = case.main
-    what = "|sum_i exp(y_i) - 1|" if case.log else "|sum_i s_i - 1|"
-    with np.errstate(over="ignore", invalid="ignore"):
-        totals = np.where(finite, th + tl, np.nan)
-        err = np.abs((th - 1.0) + tl)
-        err = np.where(np.isnan(totals), np.nan, err)
-        err = np.where(np.isnan(err), np.inf, err)
-    ok = err <= allowed
-    ratio = error_ratio(err, allowed)
-    r = int(np.argmax(ratio))
-    mx = float(np.max(err))
-    shown, allow_shown = pair(float(err[r]), float(allowed[r]))
-    res = CheckResult(
-        name="normalization", passed=bool(np.all(ok)), max_abs_err=mx, max_rel_err=mx,
-        max_ulp=mx / info.eps,
-        worst={"row": int(case.rows[r]), "index": None, "ratio": score(ratio, r)},
-        tolerance={"source": cmp.tolerance.source, "formula": NORMALIZATION_FORMULA[case.log],
-                   "unit_roundoff": info.u, "atol": float(np.max(allowed))},
-        measured=f"{what} = {shown}", allowed=allow_shown,
-        statement=f"each row of the computed {case.quantity} sums to 1"
-        + (" after exp" if case.log else "") + " within the error of a correct sum",
-        score=score(ratio, r))
-    res.merge_data["row_count"] = int(allowed.size)
-    if not res.passed:
-        stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
-        repeats = (drift_repeats(case.X[r], float(err[r]), info)
-                   if case.row_info is None and not stall else 0)
-        res.failures.append(Failure(
-            "normalization", row=int(case.rows[r]), error=float(err[r]),
-            allowance=float(allowed[r]),
-            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall,
-                   "repeats": repeats, "drift": repeats * accumulator_u(info)}))
-    vacuous = allowed >= 1
-    if vacuous.any():
-        res.findings.append(Finding(
-            "unresolvable", int(vacuous.sum()), int(allowed.size),
-            "{count} row{s} cannot be judged in " + info.name + ": a correct sum's error "
-            "reaches 1 there (e.g. {example})",
-            f"row {case.rows[int(np.argmax(vacuous))]}, allowed {fmt(np.max(allowed))}"))
-    return res
 
 
 def forward_shift_invariance(case: ForwardCase) -> CheckResult:

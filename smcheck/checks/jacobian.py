@@ -16,6 +16,7 @@ from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import pair
+from ..coherence import factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
                      shift_invariance, worst_failure)
@@ -84,16 +85,54 @@ class JacobianCase(Case):
         """Every entry against the exact Jacobian; beyond --max-dense, the probes' v^T J u
         (rows, probes) against their exact values."""
         if self._cmp is None:
-            if self.dense:
-                hi, lo = self.exact_J
-                self._cmp = compare(self.J, hi, lo, self.tolerance(self.metric), self.info)
-            else:
-                p = self.probe()
-                tol = Tolerance(atol=p["allowed"], rtol=None, under=p["under"],
-                                formula="|c - v^T J u| <= the bilinear allowance (README)")
-                self._cmp = compare(p["computed"], p["hi"], p["lo"],
-                                    apply_overrides(tol, self.overrides), self.info)
+            self._cmp = with_coherence(self._compare, self.exact.d, self.info,
+                                       lambda c: ~np.all(c.ok.reshape(len(c.ok), -1), axis=-1))
         return self._cmp
+
+    def _compare(self, G: np.ndarray | None) -> Comparison:
+        """The comparison under the allowance; ``G`` (:mod:`smcheck.coherence`): the rows whose
+        sums may drift, whose entries may then share the factor 1 + delta their sum is off by
+        (J at s (1 + delta): J + delta q + delta^2 q2)."""
+        s = self.exact.s_hi
+        if self.dense:
+            hi, lo = self.exact_J
+            tol = self.tolerance(self.metric)
+            if G is not None:
+                n = s.shape[-1]
+                diag = (slice(None), np.arange(n), np.arange(n))
+                if self.log:  # I - 1 s^T: -delta 1 s^T
+                    q, q2 = -np.broadcast_to(s[:, None, :], self.J.shape), None
+                else:  # diag(s) - s s^T: delta (diag(s) - 2 s s^T) - delta^2 s s^T
+                    q2 = s[:, :, None] * s[:, None, :]
+                    q = -2 * q2
+                    q[diag] += s
+                tol = widened(tol, shared_factor(self.J - hi - lo, q, q2, self._caps(G)))
+            return compare(self.J, hi, lo, tol, self.info)
+        p = self.probe()
+        if G is not None:
+            V, U = p["V"], p["U"]
+            S = s[:, None, :]
+            su = np.sum(S * U, -1)
+            if self.log:  # <v, u> - (sum v) <s, u>: -delta (sum v) <s, u>
+                q, q2 = -np.sum(V, -1) * su, None
+            else:  # sum v_i s_i u_i - <v, s><u, s>
+                q2 = np.sum(S * V, -1) * su
+                q = np.sum(V * S * U, -1) - 2 * q2
+            p["allowed"] = p["allowed"] + shared_factor(p["computed"] - p["hi"] - p["lo"], q,
+                                                        q2, self._caps(G))
+        tol = Tolerance(atol=p["allowed"], rtol=None, under=p["under"],
+                        formula="|c - v^T J u| <= the bilinear allowance (README)")
+        return compare(p["computed"], p["hi"], p["lo"], apply_overrides(tol, self.overrides),
+                       self.info)
+
+    def judged_probe(self) -> dict:
+        """The probes (:meth:`probe`) with their allowances as the comparison settled them
+        (widened where a row's sum may drift)."""
+        _ = self.cmp  # settles p["allowed"]
+        return self.probe()
+
+    def _caps(self, G: np.ndarray) -> np.ndarray:
+        return factor_caps(self.exact.d, self.exact.s_hi, self.info, G, self.log, self.ftz)
 
     @property
     def strict(self):
@@ -196,7 +235,7 @@ def _within(err: np.ndarray, ref: np.ndarray, tol) -> np.ndarray:
 
 def jacobian_reference(case: JacobianCase) -> CheckResult:
     if not case.dense:
-        p = case.probe()
+        p = case.judged_probe()
         with np.errstate(invalid="ignore", over="ignore"):
             diff = np.abs((p["computed"] - p["hi"]) - p["lo"])
             diff = np.where(np.isnan(diff), np.inf, diff)
@@ -255,7 +294,7 @@ def jacobian_fd(case: JacobianCase) -> CheckResult:
     f = case.impl.forward64(case.log)
     src = case.impl.fd_source
     if not case.dense:
-        p = case.probe()
+        p = case.judged_probe()
         ests, vals, allowed = [], [], []
         for r in range(case.X.shape[0]):
             for q in range(case.probes):
@@ -315,7 +354,7 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
     if case.log:
         return None  # I - 1 s^T is not symmetric
     if not case.dense:
-        p = case.probe()
+        p = case.judged_probe()
         # v^T J u against u^T J v, each from the implementation's own VJP
         return sum_check("symmetry", "v^T J u = u^T J v on the probes (J = J^T)",
                          p["computed"] - p["computed_t"], 2 * p["allowed"], case.rows,
@@ -342,7 +381,7 @@ def jacobian_symmetry(case: JacobianCase) -> CheckResult | None:
 
 def jacobian_zero_sums(case: JacobianCase) -> CheckResult:
     if not case.dense:
-        p = case.probe()
+        p = case.judged_probe()
         # probe 0 has v = 1 (softmax: 1^T J u = 0) or u = 1 (log-softmax: v^T J 1 = 0)
         label = "v^T J 1" if case.log else "1^T J u"
         what = "rows of J sum to 0" if case.log else "columns of J sum to 0"

@@ -20,6 +20,7 @@ from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_soft
                          shifted_softmax, shifted_vjp)
 from ..results import INDEX_LIST_MAX, LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
+from ..coherence import factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .common import (Case, add_run_findings, comparison_result, fmt, headline_from,
                      shift_invariance, worst_failure)
@@ -163,9 +164,19 @@ class LossCase(Case):
                 if beyond.any():
                     r, i = (int(k) for k in np.argwhere(beyond)[0])
                     self._beyond = (r, i, float(self.cmp.ref[r, i]))
-            tol = grad_x_tolerance(self.exact_s.d, self.exact_s.s_hi, T, info, self.ftz)
-            self._grad_x = compare(comp.astype(np.float64), hi, lo,
-                                   apply_overrides(tol, self.overrides), info)
+            ex = self.exact_s
+
+            def make(G):  # G: where the rows' sums may drift (smcheck.coherence)
+                tol = grad_x_tolerance(ex.d, ex.s_hi, T, info, self.ftz)
+                if G is not None:  # s (1 + delta) sum(t) - t: + delta s sum(t)
+                    q = ex.s_hi * np.sum(T, axis=-1, keepdims=True)
+                    tol = widened(tol, shared_factor(
+                        comp.astype(np.float64) - hi - lo, q, None, factor_caps(ex.d, ex.s_hi, info, G,
+                                                             ftz=self.ftz)))
+                return compare(comp.astype(np.float64), hi, lo,
+                               apply_overrides(tol, self.overrides), info)
+
+            self._grad_x = with_coherence(make, ex.d, info, lambda c: ~np.all(c.ok, axis=-1))
         return self._grad_x
 
     def extra_failures(self) -> list[Failure]:

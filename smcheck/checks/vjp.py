@@ -13,6 +13,7 @@ from ..errors_ulp import Comparison, apply_overrides, compare
 from ..exceptions import ImplementationError
 from ..reference import shifted_vjp
 from ..results import CheckResult
+from ..coherence import factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import vjp_tolerance
 from .common import (Case, add_run_findings, comparison_result, flushed, fmt, ftz_cause,
                      shift_invariance, worst_failure)
@@ -39,10 +40,20 @@ class VjpCase(Case):
     def cmp(self) -> Comparison:
         if self._cmp is None:
             ex = self.exact
-            tol = vjp_tolerance(ex.softmax.d, ex.softmax.s_hi, self.V, ex.abs_dot, self.info,
-                                self.ftz)
-            self._cmp = compare(self.z, ex.z_hi, ex.z_lo, apply_overrides(tol, self.overrides),
-                                self.info)
+
+            def make(G):  # G: where the rows' sums may drift (smcheck.coherence)
+                sm = ex.softmax
+                tol = vjp_tolerance(sm.d, sm.s_hi, self.V, ex.abs_dot, self.info, self.ftz)
+                if G is not None:  # z at s (1 + delta): z + delta s (v - 2a) - delta^2 s a
+                    a = ex.dot[:, None]
+                    tol = widened(tol, shared_factor(
+                        self.z - ex.z_hi - ex.z_lo, sm.s_hi * (self.V - 2 * a), sm.s_hi * a,
+                        factor_caps(sm.d, sm.s_hi, self.info, G, ftz=self.ftz)))
+                return compare(self.z, ex.z_hi, ex.z_lo, apply_overrides(tol, self.overrides),
+                               self.info)
+
+            self._cmp = with_coherence(make, ex.softmax.d, self.info,
+                                       lambda c: ~np.all(c.ok, axis=-1))
         return self._cmp
 
     def evaluate(self, X: np.ndarray) -> np.ndarray:

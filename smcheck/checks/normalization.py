@@ -1,0 +1,94 @@
+"""The normalization check: each row of a computed softmax (log-softmax: after exp) sums to 1
+within the error of a correct sum (smcheck.tolerance.normalization_allowance), the rows whose
+equal terms make that sum drift with its wider allowance (smcheck.coherence)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..coherence import drift_repeats, with_coherence
+from ..ddmath import row_sums_blocked
+from ..errors_ulp import error_ratio
+from ..results import CheckResult, Failure, Finding
+from ..sentences import pair
+from ..tolerance import NORMALIZATION_FORMULA, accumulator_u, normalization_allowance
+from .common import fmt, score
+from .forward import ForwardCase
+
+
+def plain_terms(t):
+    """Terms of a plain sum for :func:`~smcheck.ddmath.row_sums_blocked`: t, no low parts, all."""
+    return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
+
+
+def forward_normalization(case: ForwardCase) -> CheckResult:
+    """Each row's sum against the summation error of a correct implementation (never the
+    entries' allowances added up, which reach 1 on wide inputs)."""
+    cmp = case.main
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = np.exp(case.computed) if case.log else case.computed
+        th, tl = row_sums_blocked(plain_terms, (terms,), terms.shape)  # exact to 2^-100
+    finite = np.all(np.isfinite(terms), axis=-1)
+    err = sum_errors(th, tl, finite)[1]
+    ex = case.exact
+    allowed = with_coherence(  # rows of equal terms: their sum's own allowance
+        lambda G: normalization_allowance(ex.d, ex.s_hi, case.info, case.log, case.ftz,
+                                          coherent=G),
+        ex.d if case.stats is None else None, case.info, lambda a: ~(err <= a))
+    if cmp.tolerance.source == "user":  # the user's looser entries loosen their sum
+        a = np.where(np.isfinite(cmp.allowed), cmp.allowed, 0.0)
+        allowed = np.maximum(allowed, np.sum(a * ex.s_hi if case.log else a, -1))
+    return normalization_result(case, th, tl, finite, allowed)
+
+
+def sum_errors(th, tl, finite) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's computed total (nan where a term is not finite) and |total - 1| (inf
+    there), from the sum as a pair (th, tl)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = np.where(finite, th + tl, np.nan)
+        err = np.abs((th - 1.0) + tl)
+        err = np.where(np.isnan(totals), np.nan, err)
+        err = np.where(np.isnan(err), np.inf, err)
+    return totals, err
+
+
+def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckResult:
+    """The normalization check from each row's sum of the computed terms (s_i, or exp(y_i))
+    as a pair (th, tl), whether every term was finite, and the allowance of the sum."""
+    info = case.info
+    cmp = case.main
+    what = "|sum_i exp(y_i) - 1|" if case.log else "|sum_i s_i - 1|"
+    totals, err = sum_errors(th, tl, finite)
+    ok = err <= allowed
+    ratio = error_ratio(err, allowed)
+    r = int(np.argmax(ratio))
+    mx = float(np.max(err))
+    shown, allow_shown = pair(float(err[r]), float(allowed[r]))
+    res = CheckResult(
+        name="normalization", passed=bool(np.all(ok)), max_abs_err=mx, max_rel_err=mx,
+        max_ulp=mx / info.eps,
+        worst={"row": int(case.rows[r]), "index": None, "ratio": score(ratio, r)},
+        tolerance={"source": cmp.tolerance.source, "formula": NORMALIZATION_FORMULA[case.log],
+                   "unit_roundoff": info.u, "atol": float(np.max(allowed))},
+        measured=f"{what} = {shown}", allowed=allow_shown,
+        statement=f"each row of the computed {case.quantity} sums to 1"
+        + (" after exp" if case.log else "") + " within the error of a correct sum",
+        score=score(ratio, r))
+    res.merge_data["row_count"] = int(allowed.size)
+    if not res.passed:
+        stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
+        repeats = (drift_repeats(case.X[r], float(err[r]), info)
+                   if case.row_info is None and not stall else 0)
+        res.failures.append(Failure(
+            "normalization", row=int(case.rows[r]), error=float(err[r]),
+            allowance=float(allowed[r]),
+            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall,
+                   "repeats": repeats, "drift": repeats * accumulator_u(info)}))
+    vacuous = allowed >= 1
+    if vacuous.any():
+        res.findings.append(Finding(
+            "unresolvable", int(vacuous.sum()), int(allowed.size),
+            "{count} row{s} cannot be judged in " + info.name + ": a correct sum's error "
+            "reaches 1 there (e.g. {example})",
+            f"row {case.rows[int(np.argmax(vacuous))]}, allowed {fmt(np.max(allowed))}"))
+    return res

@@ -1,0 +1,149 @@
+"""Sums of repeated terms: where a sum's roundings add up instead of cancelling.
+
+The summation allowance sigma(n) (:func:`smcheck.tolerance.summation_allowance`) takes the
+recursive sum's probabilistic bound, lambda sqrt(n) u_acc: n roundings, independent and of
+mean zero, rarely add up to more (Higham & Mary). Equal terms break that assumption. The
+running sum is a number of its binade's grid, so adding a term a to it rounds by an amount
+fixed by a and that binade alone: every copy of a added while the sum stays in one binade
+rounds alike. On [30, 0 x 9999] in float64 the sum of ``np.cumsum`` (or any loop) is off by 8,592 u,
+torch's (one running sum per SIMD lane) by 1,074 u, against sigma(n) = 514; numpy's pairwise
+``np.sum`` by 10 u.
+
+So the copies of one value are one random quantity, not many: a group of k equal terms e,
+each rounding by at most min(e, u_acc S) (a term below the sum's spacing is at most lost;
+S the row's sum), rounds by at most k w u_acc S in all, w = min(e / (u_acc S), 1). Hoeffding's
+inequality, which gives lambda sqrt(n) for n single terms, gives for groups of ranges k_v w_v
+
+    G = min(lambda sqrt(sum_v (k_v w_v)^2), sum_v k_v w_v)    (units of u_acc S)
+
+with the same probability, and never more than the deterministic sum_v k_v w_v <= n. On
+distinct values G is lambda sqrt(n) or less, and sigma keeps lambda sqrt(n): G only ever
+widens the allowance, and only on rows whose values repeat.
+
+What such a sum widens is the one factor 1 + delta by which it is off: every entry divided
+by it shares that factor. So the sum's allowance (normalization) takes G, and an entry's
+allowance takes the factor its own row shows, no more: forward measures it (the computed row's
+sum), the derivatives fit it (:func:`shared_factor`: the first-order change delta q of the
+quantity, least squares per row), each at most the drifting sum's allowance. An error of an
+entry's own (exp in too narrow a format, a wrong dot product) is not of that shape and still
+fails.
+
+Counting the groups sorts a row, so it is done only for rows that fail the usual allowance
+(:func:`with_coherence`): a verdict is the same as if every row had been counted. For the
+16-bit formats the sums are float32's, whose u_acc is 2^-13 of float16's u and 2^-16 of
+bfloat16's: their groups are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from .dtypes import DtypeInfo
+from .errors_ulp import Tolerance
+from .tolerance import LAMBDA, accumulator_u, normalization_allowance
+
+R = TypeVar("R")
+
+
+def coherent_terms(d: np.ndarray, info: DtypeInfo) -> float:
+    """G of one row of gaps d_j = x_j - max(x) (masked entries, -inf, add nothing), in units of
+    u_acc: see the module's docstring. 0 where no finite value repeats."""
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if info.p < 24 or d.size < 2:
+        return 0.0
+    vals, k = np.unique(d, return_counts=True)
+    if k.max() < 2:
+        return 0.0
+    with np.errstate(under="ignore"):
+        e = np.exp(vals)
+    S = float(np.sum(e * k))
+    if not S > 0:
+        return 0.0
+    kw = k * np.minimum(e / (accumulator_u(info) * S), 1.0)
+    return float(min(LAMBDA * math.sqrt(float(np.sum(kw * kw))), float(np.sum(kw))))
+
+
+def coherence(d: np.ndarray, info: DtypeInfo, rows) -> np.ndarray | None:
+    """Per row of the 2-D gaps ``d``: G (:func:`coherent_terms`) for the rows listed in
+    ``rows``, 0 for the others; None where no listed row's G exceeds lambda sqrt(n), the
+    allowance already taken (nothing to widen)."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if info.p < 24 or rows.size == 0 or np.ndim(d) != 2:
+        return None
+    G = np.zeros(np.shape(d)[0])
+    for r in rows:
+        G[r] = coherent_terms(d[r], info)
+    return G if np.any(G > LAMBDA * math.sqrt(np.shape(d)[-1])) else None
+
+
+def with_coherence(make: Callable[[np.ndarray | None], R], d: np.ndarray | None,
+                   info: DtypeInfo, failing: Callable[[R], np.ndarray]) -> R:
+    """``make(None)``, the usual allowance's outcome; where rows fail (``failing(outcome)``, a
+    boolean per row) and their repeated terms widen the sum's allowance, ``make(G)`` with G
+    per row (:func:`coherence`). ``d`` None (a segment of a longer row): the usual outcome."""
+    out = make(None)
+    if d is None:
+        return out
+    bad = np.flatnonzero(np.asarray(failing(out)))
+    G = coherence(d, info, bad) if bad.size else None
+    return out if G is None else make(G)
+
+
+def factor_caps(d: np.ndarray, s: np.ndarray, info: DtypeInfo, G: np.ndarray,
+                log: bool = False, ftz: bool = False) -> np.ndarray:
+    """Per row: how far off a correct softmax's sum may be where G (:func:`coherence`) widens
+    it (normalization's allowance with G), 0 elsewhere."""
+    caps = np.zeros(len(G))
+    rows = np.flatnonzero(G > LAMBDA * math.sqrt(np.shape(d)[-1]))
+    if rows.size:
+        caps[rows] = normalization_allowance(d[rows], s[rows], info, log, ftz, coherent=G[rows])
+    return caps
+
+
+def shared_factor(resid: np.ndarray, q: np.ndarray, q2: np.ndarray | None,
+                  cap: np.ndarray) -> np.ndarray:
+    """The allowance a row's common factor 1 + delta grants each entry, |delta| |q| + delta^2
+    |q2|: the quantity at a softmax scaled by 1 + delta is its exact value + delta q + delta^2
+    q2 (second order exactly, for the products of at most two s). delta is the least-squares
+    fit of the error ``resid`` (computed - exact) on q per row (over every axis but the
+    first), held within ``cap`` (:func:`factor_caps`); 0 where cap is 0."""
+    rows = len(cap)
+    r2, q2d = resid.reshape(rows, -1), q.reshape(rows, -1)
+    fin = np.isfinite(r2) & np.isfinite(q2d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        num = np.sum(np.where(fin, r2 * q2d, 0.0), axis=-1)
+        den = np.sum(np.where(fin, q2d * q2d, 0.0), axis=-1)
+        delta = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    delta = np.clip(np.nan_to_num(delta), -cap, cap)
+    shape = (rows,) + (1,) * (q.ndim - 1)
+    out = np.abs(delta).reshape(shape) * np.abs(q)
+    if q2 is not None:
+        out = out + (delta * delta).reshape(shape) * np.abs(q2)
+    return out
+
+
+def widened(tol: Tolerance, extra: np.ndarray) -> Tolerance:
+    """``tol`` with ``extra`` added to every entry's absolute allowance (a user's own
+    tolerance stays as given)."""
+    if tol.source == "user":
+        return tol
+    atol = extra if tol.atol is None else tol.atol + extra
+    return replace(tol, atol=atol)
+
+
+def drift_repeats(x: np.ndarray, err: float, info: DtypeInfo) -> int:
+    """The count m of the row's most repeated value, where summation drift explains a sum
+    off by ``err``, else 0: the roundings of equal terms add up (see the module's docstring),
+    to m u_acc at most. One sort of one failing row."""
+    fin = np.asarray(x, dtype=np.float64)
+    fin = fin[np.isfinite(fin)]
+    if info.p < 24 or fin.size < 2:
+        return 0
+    m = int(np.unique(fin, return_counts=True)[1].max())
+    acc = accumulator_u(info)
+    return m if m > LAMBDA * math.sqrt(fin.size) and err <= 2 * m * acc else 0
