@@ -44,6 +44,7 @@ import numpy as np
 
 from .dtypes import DtypeInfo
 from .errors_ulp import Tolerance
+from .results import Finding
 from .tolerance import LAMBDA, accumulator_u, normalization_allowance
 
 R = TypeVar("R")
@@ -134,6 +135,40 @@ def widened(tol: Tolerance, extra: np.ndarray) -> Tolerance:
         return tol
     atol = extra if tol.atol is None else tol.atol + extra
     return replace(tol, atol=atol)
+
+
+DRIFT_TEMPLATE = ("{count} row{s} where a value repeats so often that a sum taken one term "
+                  "after another rounds its copies alike, and drifts: the sum's allowance "
+                  "counts the equal terms, and each entry may share the one factor its row's "
+                  "sum is off by (e.g. {example})")
+
+
+def drift_finding(G: np.ndarray | None, d: np.ndarray, rows, detail: Callable[[int], str]
+                  ) -> Finding | None:
+    """The note that rows' sums were allowed their drift (G above lambda sqrt(n)): how many,
+    and the first, with its count of equal terms and ``detail(r)`` (its numbers)."""
+    if G is None:
+        return None
+    hit = np.flatnonzero(G > LAMBDA * math.sqrt(np.shape(d)[-1]))
+    if not hit.size:
+        return None
+    r = int(hit[0])
+    fin = d[r][np.isfinite(d[r])]
+    k = int(np.unique(fin, return_counts=True)[1].max())
+    return Finding("drift", int(hit.size), int(len(G)), DRIFT_TEMPLATE,
+                   f"row {int(rows[r])}: {k:,} equal terms; {detail(r)}")
+
+
+def add_drift(res, case, log: bool = False) -> None:
+    """The drift finding on ``res`` where ``case``'s comparison allowed rows' sums their drift
+    (``case._drift_G``, set by the derivatives' cases): each entry's share of the factor is at
+    most the drifting sum's allowance."""
+    sm, G = case.exact_softmax, case._drift_G
+    f = drift_finding(G, sm.d, case.rows, lambda r: "each entry allowed the factor its "
+                      "softmax's sum may be off by, at most "
+                      f"{factor_caps(sm.d, sm.s_hi, case.info, G, log, case.ftz)[r]:.3g}")
+    if f is not None:
+        res.findings.append(f)
 
 
 def drift_repeats(x: np.ndarray, err: float, info: DtypeInfo) -> int:

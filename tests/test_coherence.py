@@ -275,3 +275,31 @@ def test_the_readme_figures():
     assert G is not None and G[0] == pytest.approx(10 ** 6)  # every term, the max too
     s = np.exp(d) / np.sum(np.exp(d))
     assert normalization_allowance(d, s, f32, coherent=G)[0] == pytest.approx(0.06, abs=0.001)
+
+
+def test_the_drift_note_names_the_rows_in_any_chunking():
+    """The normalization check notes the rows whose sums were allowed their drift (a
+    "drift" finding: how many, and the first), the same for one chunk or a chunk a row, and
+    the document follows the schema."""
+    from smcheck import __version__
+    from smcheck.jsondoc import report_json
+    from smcheck.options import Options
+    from smcheck.run import check_rows
+    from smcheck.schema import errors
+
+    rng = np.random.default_rng(9)
+    X = np.stack([rng.standard_normal(N64), dominant(N64, 30.0), rng.standard_normal(N64),
+                  dominant(N64, 20.0)])
+    docs = [report_json(check_rows("forward", X, Options(impl=running, dtype="float64"),
+                                   workers=w, chunk_rows=c), __version__)
+            for w, c in ((1, None), (2, 1))]
+    assert docs[0] == docs[1]
+    norm = next(c for c in docs[0]["checks"] if c["name"] == "normalization")
+    drift = [f for f in norm["findings"] if f["kind"] == "drift"]
+    assert len(drift) == 1 and drift[0]["count"] == 2 and drift[0]["total"] == 4
+    assert "row 1: 9,999 equal terms" in drift[0]["message"] and not drift[0]["fails"]
+    assert docs[0]["passed"] and not errors(docs[0])
+    # no note where no sum drifts
+    plain = report_json(check_rows("forward", X[[0, 2]], Options(impl=running,
+                                                               dtype="float64")), __version__)
+    assert not any(f["kind"] == "drift" for c in plain["checks"] for f in c["findings"])

@@ -16,7 +16,7 @@ from ..exceptions import ImplementationError
 from ..reference import ExactSoftmax, exact_bilinear, exact_jacobian, exact_softmax
 from ..results import LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import pair
-from ..coherence import factor_caps, shared_factor, widened, with_coherence
+from ..coherence import add_drift, factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import jacobian_tolerance, probe_allowance, underflow_unit
 from .common import (Case, add_run_findings, comparison_result, fmt, ftz_cause, score,
                      shift_invariance, worst_failure)
@@ -43,6 +43,7 @@ class JacobianCase(Case):
     _strict: Comparison | None = field(default=None, repr=False)
     _probe: dict | None = field(default=None, repr=False)
     _exact_J: tuple | None = field(default=None, repr=False)
+    _drift_G: np.ndarray | None = field(default=None, repr=False)  # smcheck.coherence
 
     @property
     def quantity(self) -> str:
@@ -72,7 +73,7 @@ class JacobianCase(Case):
         exact = exact_softmax(Xs, self.dps, one_minus=True, engine=self.engine)
         return replace(self, X=Xs, exact=exact, J=self.evaluate(Xs) if self.dense else None,
                        explain_passing=False, _cmp=None, _strict=None, _probe=None,
-                       _exact_J=None)
+                       _exact_J=None, _drift_G=None)
 
     @property
     def exact_J(self):
@@ -93,6 +94,7 @@ class JacobianCase(Case):
         """The comparison under the allowance; ``G`` (:mod:`smcheck.coherence`): the rows whose
         sums may drift, whose entries may then share the factor 1 + delta their sum is off by
         (J at s (1 + delta): J + delta q + delta^2 q2)."""
+        self._drift_G = G
         s = self.exact.s_hi
         if self.dense:
             hi, lo = self.exact_J
@@ -255,6 +257,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
             statement=f"v^T J u on {case.probes} random probe pairs (J not formed: n > "
             "--max-dense) agrees with the exact value", score=score(ratio, pos))
         res.notes.append(Note("probes", {"n": int(case.X.shape[1]), "probes": case.probes}))
+        add_drift(res, case, case.log)
         res.details["cancelled"] = None
         if not res.passed:
             res.failures.append(Failure("probe", row=int(case.rows[pos[0]]), index=int(pos[1]),
@@ -270,6 +273,7 @@ def jacobian_reference(case: JacobianCase) -> CheckResult:
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
     add_run_findings(res, case.impl, case.J, case.info, case.strict_dtype)
+    add_drift(res, case, case.log)
     lost = ~case.strict.ok
     res.details["cancelled"] = []  # null with probes (n > --max-dense): not looked for
     if lost.any():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..coherence import drift_repeats, with_coherence
+from ..coherence import drift_finding, drift_repeats, with_coherence
 from ..ddmath import row_sums_blocked
 from ..errors_ulp import error_ratio
 from ..results import CheckResult, Failure, Finding
@@ -31,14 +31,26 @@ def forward_normalization(case: ForwardCase) -> CheckResult:
     finite = np.all(np.isfinite(terms), axis=-1)
     err = sum_errors(th, tl, finite)[1]
     ex = case.exact
-    allowed = with_coherence(  # rows of equal terms: their sum's own allowance
-        lambda G: normalization_allowance(ex.d, ex.s_hi, case.info, case.log, case.ftz,
-                                          coherent=G),
-        ex.d if case.stats is None else None, case.info, lambda a: ~(err <= a))
+    tried = []  # (G, allowance): the usual one, then the drifting sums' where any
+
+    def make(G):  # rows of equal terms: their sum's own allowance
+        tried.append((G, normalization_allowance(ex.d, ex.s_hi, case.info, case.log, case.ftz,
+                                                 coherent=G)))
+        return tried[-1][1]
+
+    allowed = with_coherence(make, ex.d if case.stats is None else None, case.info,
+                             lambda a: ~(err <= a))
+    usual = tried[0][1]
+    drift = drift_finding(tried[-1][0], ex.d, case.rows,
+                          lambda r: f"|sum - 1| = {fmt(err[r])}, allowed {fmt(allowed[r])}, "
+                          f"{fmt(usual[r])} for distinct terms")
     if cmp.tolerance.source == "user":  # the user's looser entries loosen their sum
         a = np.where(np.isfinite(cmp.allowed), cmp.allowed, 0.0)
         allowed = np.maximum(allowed, np.sum(a * ex.s_hi if case.log else a, -1))
-    return normalization_result(case, th, tl, finite, allowed)
+    res = normalization_result(case, th, tl, finite, allowed)
+    if drift is not None:
+        res.findings.append(drift)
+    return res
 
 
 def sum_errors(th, tl, finite) -> tuple[np.ndarray, np.ndarray]:

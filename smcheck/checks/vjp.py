@@ -13,7 +13,7 @@ from ..errors_ulp import Comparison, apply_overrides, compare
 from ..exceptions import ImplementationError
 from ..reference import shifted_vjp
 from ..results import CheckResult
-from ..coherence import factor_caps, shared_factor, widened, with_coherence
+from ..coherence import add_drift, factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import vjp_tolerance
 from .common import (Case, add_run_findings, comparison_result, flushed, fmt, ftz_cause,
                      shift_invariance, worst_failure)
@@ -31,6 +31,7 @@ class VjpCase(Case):
     z: np.ndarray  # computed
     fd_method: str
     _cmp: Comparison | None = field(default=None, repr=False)
+    _drift_G: np.ndarray | None = field(default=None, repr=False)  # smcheck.coherence
 
     @property
     def exact_softmax(self):
@@ -42,6 +43,7 @@ class VjpCase(Case):
             ex = self.exact
 
             def make(G):  # G: where the rows' sums may drift (smcheck.coherence)
+                self._drift_G = G
                 sm = ex.softmax
                 tol = vjp_tolerance(sm.d, sm.s_hi, self.V, ex.abs_dot, self.info, self.ftz)
                 if G is not None:  # z at s (1 + delta): z + delta s (v - 2a) - delta^2 s a
@@ -68,7 +70,8 @@ class VjpCase(Case):
         """The case at the shifted rows Xs = round(X + c), with the same v."""
         exact = shifted_vjp(self.X, Xs, c, self.V, self.exact, self.dps, self.info.name,
                             self.engine)
-        return replace(self, X=Xs, exact=exact, z=self.evaluate(Xs), _cmp=None)
+        return replace(self, X=Xs, exact=exact, z=self.evaluate(Xs), _cmp=None,
+                       _drift_G=None)
 
     @property
     def flushed(self) -> np.ndarray:
@@ -103,6 +106,7 @@ def vjp_reference(case: VjpCase) -> CheckResult:
     if not cmp.passed:
         res.failures.append(worst_failure(cmp, case.rows, case.cause(*cmp.worst_index())))
     add_run_findings(res, case.impl, case.z, case.info, case.strict_dtype)
+    add_drift(res, case)
     return res
 
 
