@@ -7,8 +7,6 @@ share are in :mod:`smcheck.cli_options`, the sorting of INPUT into a source in
 :mod:`smcheck.sources`.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from typing import Annotated, Optional

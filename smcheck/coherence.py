@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
@@ -61,12 +61,53 @@ def coherent_terms(d: np.ndarray, info: DtypeInfo) -> float:
     if k.max() < 2:
         return 0.0
     with np.errstate(under="ignore"):
-        e = np.exp(vals)
-    S = float(np.sum(e * k))
+        S = float(np.sum(np.exp(vals) * k))
+    return _G(vals, k, S, info)
+
+
+def _G(vals: np.ndarray, k: np.ndarray, S: float, info: DtypeInfo,
+       singles: tuple[float, float] = (0.0, 0.0)) -> float:
+    """G of groups of k equal gaps ``vals`` in a row whose exp sum to S; ``singles``: the sums
+    of w and w^2 of terms counted alone."""
     if not S > 0:
         return 0.0
-    kw = k * np.minimum(e / (accumulator_u(info) * S), 1.0)
-    return float(min(LAMBDA * math.sqrt(float(np.sum(kw * kw))), float(np.sum(kw))))
+    with np.errstate(under="ignore"):
+        kw = k * np.minimum(np.exp(vals) / (accumulator_u(info) * S), 1.0)
+    return float(min(LAMBDA * math.sqrt(float(np.sum(kw * kw)) + singles[1]),
+                     float(np.sum(kw)) + singles[0]))
+
+
+def coherent_segments(segments: Iterable[np.ndarray], S: float, info: DtypeInfo,
+                      limit: int = 1 << 22) -> tuple[float, int]:
+    """G of a row given a segment of gaps at a time (a row too long to hold), S the sum of
+    its exp, and the largest group's count. The values a segment repeats are merged across
+    segments; those it holds once are counted alone (a value once in each of m segments: m
+    terms counted alone, at most one a segment). 0 past ``limit`` distinct repeated values
+    (kept in memory)."""
+    if info.p < 24:
+        return 0.0, 0
+    acc = accumulator_u(info)
+    vals, ks, w1, w2, held = [], [], 0.0, 0.0, 0
+    for d in segments:
+        d = np.asarray(d, dtype=np.float64)
+        d = d[np.isfinite(d)]
+        if not d.size:
+            continue
+        v, k = np.unique(d, return_counts=True)
+        one = k == 1
+        with np.errstate(under="ignore"):
+            w = np.minimum(np.exp(v[one]) / (acc * S), 1.0)
+        w1, w2 = w1 + float(np.sum(w)), w2 + float(np.sum(w * w))
+        vals.append(v[~one])
+        ks.append(k[~one])
+        held += int(np.sum(~one))
+        if held > limit:
+            return 0.0, 0
+    if not held:
+        return 0.0, 0
+    v, inv = np.unique(np.concatenate(vals), return_inverse=True)
+    k = np.bincount(inv, weights=np.concatenate(ks).astype(np.float64))
+    return _G(v, k, S, info, (w1, w2)), int(k.max())
 
 
 def coherence(d: np.ndarray, info: DtypeInfo, rows) -> np.ndarray | None:
@@ -157,6 +198,13 @@ def drift_finding(G: np.ndarray | None, d: np.ndarray, rows, detail: Callable[[i
     k = int(np.unique(fin, return_counts=True)[1].max())
     return Finding("drift", int(hit.size), int(len(G)), DRIFT_TEMPLATE,
                    f"row {int(rows[r])}: {k:,} equal terms; {detail(r)}")
+
+
+def long_drift_finding(drift: dict, r: int) -> Finding:
+    """The drift note of a row too long to hold (its numbers from smcheck.longrow)."""
+    return Finding("drift", 1, 1, DRIFT_TEMPLATE,
+                   f"row {r}: {drift['k']:,} equal terms; |sum - 1| = {drift['off']:.3g}, "
+                   f"allowed {drift['allowed']:.3g}, {drift['usual']:.3g} for distinct terms")
 
 
 def add_drift(res, case, log: bool = False) -> None:

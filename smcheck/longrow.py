@@ -23,6 +23,7 @@ The verdicts are those of the whole row; the exact values are those of the whole
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,6 +34,7 @@ from .checks.forward import (ForwardCase, exp_overflows, exp_underflows, forward
                              forward_reference, merge_finite)
 from .checks.normalization import normalization_result, plain_terms
 from .checks.merge import merge_checks, merge_shift_parts
+from .coherence import coherent_segments, long_drift_finding
 from .ddmath import pair_row_sums, row_sums_blocked
 from .dtypes import DtypeInfo, dtype_info
 from .errors_ulp import Overrides
@@ -42,7 +44,7 @@ from .options import Options
 from .reference.segments import dd_partial_sum, row_constants, scale_of, segment_softmax
 from .results import INDEX_LIST_MAX, NO_RESULT, CheckResult, Failure, Report
 from .limits import LONG_ROW
-from .tolerance import RowStats, normalization_allowance
+from .tolerance import LAMBDA, RowStats, normalization_allowance
 
 #: entries per segment: a segment's arrays (about 170 bytes an entry) stay near 85 MiB
 SEGMENT = 2 ** 19
@@ -208,6 +210,9 @@ def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple
     consts, stats, total, finite = _pass_one(row, out, engine, log, info, tick)
     allowed = float(normalization_allowance(np.zeros((1, 0)), np.zeros((1, 0)), info, log,
                                             base["ftz"], stats)[0])
+    drift = _drift(row, stats, total, finite, allowed, info, log, base["ftz"])
+    if drift is not None:
+        allowed = drift["allowed"]
     row_info = {"overflow_indices": np.array(row.overflow, dtype=np.int64),
                 "every_exp_underflows": row.all_under, "max_abs_x": row.max_abs,
                 "total": total[0] + total[1], "sum_allowed": allowed}
@@ -217,9 +222,29 @@ def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple
         X = _segment(row, a, b, info)
         case = ForwardCase(X=X, computed=out[:, a:b].astype(np.float64),
                            exact=segment_softmax(X, consts, base["dps"]), stats=stats,
-                           row_info=row_info, col0=a, **base)
+                           row_info=row_info, col0=a,
+                           row_widen=None if drift is None else drift["widen"], **base)
         on_case(case)
-    return stats, total, finite, case
+    return stats, total, finite, case, drift
+
+
+def _drift(row: _Row, stats: RowStats, total, finite: bool, allowed: float, info: DtypeInfo,
+           log: bool, ftz: bool) -> dict | None:
+    """Where the computed row's sum is off by more than the usual allowance and the row's
+    equal terms may make a correct sum drift (:mod:`smcheck.coherence`, counted a segment at
+    a time): G, the sum's allowance with it, and the error every entry may share, the
+    computed sum's own (its log for log-softmax), at most that allowance."""
+    off = (total[0] - 1.0) + total[1]
+    if not finite or not abs(off) > allowed:
+        return None
+    G, k = coherent_segments((_segment(row, a, b, info)[0] - row.a
+                              for a, b in _segments(row.n)), stats.S, info)
+    if not G > LAMBDA * math.sqrt(row.n):
+        return None
+    wide = float(normalization_allowance(np.zeros((1, 0)), np.zeros((1, 0)), info, log, ftz,
+                                         stats, coherent=np.array([G]))[0])
+    return {"G": G, "k": k, "allowed": wide, "usual": allowed, "off": abs(off),
+            "widen": min(abs(math.log1p(off)) if log else abs(off), wide)}
 
 
 def check_long_rows(x, o: Options, engine: str, progress=None) -> Report:
@@ -269,19 +294,23 @@ def forward_long_row(x, r: int, o: Options, engine: str, progress=None,
         if progress is not None:
             progress(case.X.size)
 
-    stats, (th, tl), finite, case = _compare_row(row, out, eng, base, info, log, on_case,
-                                                    progress)
+    stats, (th, tl), finite, case, drift = _compare_row(row, out, eng, base, info, log,
+                                                           on_case, progress)
     reference = merge_checks(ref, o.top)
     if not reference.passed and not np.all(np.isfinite(out)):
         reference.failures += _row_failures(row, r, info)
     # the subnormal exact s_i counted exactly (pass one counted exp(x_i - max) below the
     # smallest normal, which the causes' words of pass two make do with)
     allowed = normalization_allowance(np.zeros((1, 0)), np.zeros((1, 0)), info, log,
-                                      o.allow_ftz, replace(stats, small=sum(small)))
+                                      o.allow_ftz, replace(stats, small=sum(small)),
+                                      coherent=None if drift is None else np.array(
+                                          [drift["G"]]))
     if user:
         allowed = np.maximum(allowed, sum(user))
     norm = normalization_result(case, np.array([th]), np.array([tl]), np.array([finite]),
                                 allowed)
+    if drift is not None:
+        norm.findings.append(long_drift_finding(drift, r))
     del out
     shift = _shifts(row, impl, eng, base, info, log, o.top, progress, n)
     report.checks = [reference, norm, shift, merge_checks(fin, o.top, merge_finite)]

@@ -303,3 +303,22 @@ def test_the_drift_note_names_the_rows_in_any_chunking():
     plain = report_json(check_rows("forward", X[[0, 2]], Options(impl=running,
                                                                dtype="float64")), __version__)
     assert not any(f["kind"] == "drift" for c in plain["checks"] for f in c["findings"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_counted_a_segment_at_a_time_as_the_whole_row(dtype):
+    """A row too long to hold is counted a segment at a time (smcheck.longrow): the same G as
+    the whole row's where each segment repeats its values; a value held once in every segment
+    is counted alone there (at most one term a segment), so G is at least the distinct
+    terms'."""
+    info = dtype_info(dtype)
+    rng = np.random.default_rng(2)
+    for d in (np.r_[0.0, np.full(1999, -30.0)], rng.integers(-9, 1, 2000).astype(float)):
+        S = math.fsum(np.exp(d))
+        G, k = coh.coherent_segments((d[a:a + 333] for a in range(0, d.size, 333)), S, info)
+        assert G == pytest.approx(coh.coherent_terms(d, info), rel=1e-12)
+        assert k == np.unique(d, return_counts=True)[1].max()
+    d = -rng.random(2000)  # distinct: every term alone
+    G, k = coh.coherent_segments((d[a:a + 333] for a in range(0, d.size, 333)),
+                                 math.fsum(np.exp(d)), info)
+    assert (G, k) == (0.0, 0)
