@@ -54,15 +54,9 @@ def coherent_terms(d: np.ndarray, info: DtypeInfo) -> float:
     """G of one row of gaps d_j = x_j - max(x) (masked entries, -inf, add nothing), in units of
     u_acc: see the module's docstring. 0 where no finite value repeats."""
     d = np.asarray(d, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    if info.p < 24 or d.size < 2:
-        return 0.0
-    vals, k = np.unique(d, return_counts=True)
-    if k.max() < 2:
-        return 0.0
     with np.errstate(under="ignore"):
-        S = float(np.sum(np.exp(vals) * k))
-    return _G(vals, k, S, info)
+        S = float(np.sum(np.exp(d[np.isfinite(d)])))
+    return coherent_segments((d,), S, info)[0]
 
 
 def _G(vals: np.ndarray, k: np.ndarray, S: float, info: DtypeInfo,
@@ -217,16 +211,3 @@ def add_drift(res, case, log: bool = False) -> None:
                       f"{factor_caps(sm.d, sm.s_hi, case.info, G, log, case.ftz)[r]:.3g}")
     if f is not None:
         res.findings.append(f)
-
-
-def drift_repeats(x: np.ndarray, err: float, info: DtypeInfo) -> int:
-    """The count m of the row's most repeated value, where summation drift explains a sum
-    off by ``err``, else 0: the roundings of equal terms add up (see the module's docstring),
-    to m u_acc at most. One sort of one failing row."""
-    fin = np.asarray(x, dtype=np.float64)
-    fin = fin[np.isfinite(fin)]
-    if info.p < 24 or fin.size < 2:
-        return 0
-    m = int(np.unique(fin, return_counts=True)[1].max())
-    acc = accumulator_u(info)
-    return m if m > LAMBDA * math.sqrt(fin.size) and err <= 2 * m * acc else 0

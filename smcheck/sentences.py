@@ -117,11 +117,6 @@ def _normalization(f: Failure) -> str:
     e = f.extra
     stall = (f" — the normaliser is off (a sum accumulated in {e['stall_dtype']} stalls once it "
              "outgrows its terms: accumulate in float32 or pairwise)" if e["stall_dtype"] else "")
-    if e.get("repeats"):
-        stall = (f" — {e['repeats']:,} entries share one value: a sum that adds them one after "
-                 "another (as torch's CPU kernel does in each SIMD lane) rounds alike each "
-                 f"time and drifts, up to {e['repeats']:,} u = {fmt(e['drift'])}, where "
-                 "roundings that cancel stay within the allowance (pairwise summation does)")
     err, allowed = pair(f.error, f.allowance)
     return (f"row {f.row}: {e['what']} = {err} exceeds {allowed} (sum = "
             f"{fmt(e['sum'], 17)}){stall}")

@@ -181,11 +181,12 @@ def test_control_a_dense_jacobian_from_a_running_sum_fails_the_usual_allowance(u
     assert {"reference", "zero_sums"} <= {c.name for c in rep.checks if not c.passed}
 
 
-@pytest.mark.parametrize("command", ["forward", "log_softmax", "vjp", "jacobian"])
+@pytest.mark.parametrize("command", ["forward", "log_softmax", "vjp", "jacobian", "loss"])
 def test_torch_passes_on_one_dominant_logit_and_the_rest_equal(command):
     """torch's CPU kernel sums per SIMD lane, one term after another: on [30, 0 x 9999] in
     float64 its normaliser is off by about 10^3 ULP, beyond the usual sigma(n) = 514 and
-    within the drift's (n - 1) u. It passes every command."""
+    within the drift's (n - 1) u. It passes every command (the loss: -t/z and the gradient in
+    x through its softmax)."""
     torch = pytest.importorskip("torch")
     x = ROWS["float64 [30, 0 x 9999]"][1]
     e = torch.softmax(torch.tensor(x), -1).numpy()
@@ -196,6 +197,8 @@ def test_torch_passes_on_one_dominant_logit_and_the_rest_equal(command):
     kw = {"v": _v(x.size)} if command == "vjp" else {}
     if command == "jacobian":
         kw["max_dense"] = 64  # probes
+    if command == "loss":  # the gradient in x through torch's own softmax
+        kw["t"] = np.where(np.arange(x.size) == 7, 1.0, 0.0)
     assert smcheck.check(command, x, impl="torch", dtype="float64", **kw).passed
 
 

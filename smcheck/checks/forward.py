@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..causes import cause
-from ..coherence import coherence, drift_repeats, with_coherence
+from ..coherence import coherence, with_coherence
 from ..dtypes import DtypeInfo
 from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
 from ..exceptions import ImplementationError
@@ -107,7 +107,7 @@ class ForwardCase(Case):
     row_widen: float | None = None
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
-    _drift: dict = field(default_factory=dict, repr=False)  # row -> drift_repeats
+    _sum_allowed: dict = field(default_factory=dict, repr=False)  # row -> its sum's allowance
 
     @property
     def quantity(self) -> str:
@@ -189,7 +189,7 @@ class ForwardCase(Case):
         exact = shifted_softmax(self.X, Xs, c, self.exact, self.dps, self.info.name,
                                 self.engine, self.progress)
         return replace(self, X=Xs, computed=self.evaluate(Xs), exact=exact, _main=None,
-                       _scaled_ok=None, _drift={})
+                       _scaled_ok=None, _sum_allowed={})
 
     def _overflows(self, r: int) -> np.ndarray:
         if self.row_info is not None:
@@ -268,24 +268,25 @@ class ForwardCase(Case):
             return cause("rounding at |x|", f"|x| up to {fmt(m)}, not the gaps x_i - max(x): "
                          "e.g. x - logsumexp(x) without the shift")
         total = self.row_total(r)
-        d1 = self.exact.d[r:r + 1]
-        allowed = (self.row_info["sum_allowed"] if self.row_info is not None else
-                   normalization_allowance(d1, self.exact.s_hi[r:r + 1], info, self.log,
-                                           self.ftz, coherent=coherence(d1, info, [0]))[0])
-        if abs(total - 1) > allowed:
+        if abs(total - 1) > self.sum_allowed(r):
             off = f"the row sums to 1 {'+' if total > 1 else '-'} {fmt(abs(total - 1))}"
             if info.p < 24 and total > 1:
                 return cause("stall", f"{off}: a sum accumulated in {info.name} stops growing "
                              "once it outgrows its terms (accumulate in float32 or pairwise)")
-            if r not in self._drift:
-                self._drift[r] = (drift_repeats(X[r], abs(total - 1), info)
-                                  if self.row_info is None else 0)
-            m = self._drift[r]
-            if m:
-                off += (f"; {m:,} entries share one value, and a sum adding them one after "
-                        "another rounds alike each time (summation drift)")
             return cause("normaliser", off)
         return ""
+
+    def sum_allowed(self, r: int) -> float:
+        """The allowance of row r's sum (with its equal terms counted), once a row: the
+        causes of several entries of one row ask for it."""
+        if self.row_info is not None:
+            return self.row_info["sum_allowed"]
+        if r not in self._sum_allowed:
+            d1 = self.exact.d[r:r + 1]
+            self._sum_allowed[r] = float(normalization_allowance(
+                d1, self.exact.s_hi[r:r + 1], self.info, self.log, self.ftz,
+                coherent=coherence(d1, self.info, [0]))[0])
+        return self._sum_allowed[r]
 
 
 def forward_reference(case: ForwardCase) -> CheckResult:

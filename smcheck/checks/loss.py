@@ -164,17 +164,16 @@ class LossCase(Case):
                 if beyond.any():
                     r, i = (int(k) for k in np.argwhere(beyond)[0])
                     self._beyond = (r, i, float(self.cmp.ref[r, i]))
-            ex = self.exact_s
+            ex, c64 = self.exact_s, comp.astype(np.float64)
 
             def make(G):  # G: where the rows' sums may drift (smcheck.coherence)
                 tol = grad_x_tolerance(ex.d, ex.s_hi, T, info, self.ftz)
                 if G is not None:  # s (1 + delta) sum(t) - t: + delta s sum(t)
                     q = ex.s_hi * np.sum(T, axis=-1, keepdims=True)
                     tol = widened(tol, shared_factor(
-                        comp.astype(np.float64) - hi - lo, q, None, factor_caps(ex.d, ex.s_hi, info, G,
-                                                             ftz=self.ftz)))
-                return compare(comp.astype(np.float64), hi, lo,
-                               apply_overrides(tol, self.overrides), info)
+                        c64 - hi - lo, q, None, factor_caps(ex.d, ex.s_hi, info, G,
+                                                            ftz=self.ftz)))
+                return compare(c64, hi, lo, apply_overrides(tol, self.overrides), info)
 
             self._grad_x = with_coherence(make, ex.d, info, lambda c: ~np.all(c.ok, axis=-1))
         return self._grad_x

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..coherence import drift_finding, drift_repeats, with_coherence
+from ..coherence import drift_finding, with_coherence
 from ..ddmath import row_sums_blocked
 from ..errors_ulp import error_ratio
 from ..results import CheckResult, Failure, Finding
 from ..sentences import pair
-from ..tolerance import NORMALIZATION_FORMULA, accumulator_u, normalization_allowance
+from ..tolerance import NORMALIZATION_FORMULA, normalization_allowance
 from .common import fmt, score
 from .forward import ForwardCase
 
@@ -89,13 +89,10 @@ def normalization_result(case: ForwardCase, th, tl, finite, allowed) -> CheckRes
     res.merge_data["row_count"] = int(allowed.size)
     if not res.passed:
         stall = info.name if info.p < 24 and totals[r] > 1 + allowed[r] else None
-        repeats = (drift_repeats(case.X[r], float(err[r]), info)
-                   if case.row_info is None and not stall else 0)
         res.failures.append(Failure(
             "normalization", row=int(case.rows[r]), error=float(err[r]),
             allowance=float(allowed[r]),
-            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall,
-                   "repeats": repeats, "drift": repeats * accumulator_u(info)}))
+            extra={"what": what, "sum": float(totals[r]), "stall_dtype": stall}))
     vacuous = allowed >= 1
     if vacuous.any():
         res.findings.append(Finding(
