@@ -14,11 +14,17 @@ each rounding by at most min(e, u_acc S) (a term below the sum's spacing is at m
 S the row's sum), rounds by at most k w u_acc S in all, w = min(e / (u_acc S), 1). Hoeffding's
 inequality, which gives lambda sqrt(n) for n single terms, gives for groups of ranges k_v w_v
 
-    G = min(lambda sqrt(sum_v (k_v w_v)^2), sum_v k_v w_v)    (units of u_acc S)
+    G = min(lambda sqrt(sum_v (k_v w_v)^2), sum_v k_v w_v, G_MAX / u_acc)    (units of u_acc S)
 
 with the same probability, and never more than the deterministic sum_v k_v w_v <= n. On
 distinct values G is lambda sqrt(n) or less, and sigma keeps lambda sqrt(n): G only ever
 widens the allowance, and only on rows whose values repeat.
+
+G is at most G_MAX / u_acc: a sum allowed to be off by a quarter (an entry by a third) still
+bounds something. Beyond it (float32 rows of more than 2^22 equal terms) a sum taken one term
+after another drops its terms wholesale (the copies of a value below half the sum's spacing
+add nothing; 2^24 copies of 1 stall), and is not a correct one: it fails. Without the cap,
+Sum_v k_v w_v u_acc reaches 1 at about 1 / u_acc equal terms, an allowance as large as the sum.
 
 What such a sum widens is the one factor 1 + delta by which it is off: every entry divided
 by it shares that factor. So the sum's allowance (normalization) takes G, and an entry's
@@ -49,6 +55,9 @@ from .tolerance import LAMBDA, accumulator_u, normalization_allowance
 
 R = TypeVar("R")
 
+#: the most a drifting sum may be off by, relative: G <= G_MAX / u_acc (see the docstring)
+G_MAX = 0.25
+
 
 def coherent_terms(d: np.ndarray, info: DtypeInfo) -> float:
     """G of one row of gaps d_j = x_j - max(x) (masked entries, -inf, add nothing), in units of
@@ -68,7 +77,7 @@ def _G(vals: np.ndarray, k: np.ndarray, S: float, info: DtypeInfo,
     with np.errstate(under="ignore"):
         kw = k * np.minimum(np.exp(vals) / (accumulator_u(info) * S), 1.0)
     return float(min(LAMBDA * math.sqrt(float(np.sum(kw * kw)) + singles[1]),
-                     float(np.sum(kw)) + singles[0]))
+                     float(np.sum(kw)) + singles[0], G_MAX / accumulator_u(info)))
 
 
 def coherent_segments(segments: Iterable[np.ndarray], S: float, info: DtypeInfo,

@@ -212,7 +212,7 @@ def _independent_G(d, info):
     S = math.fsum(k * math.exp(v) for v, k in counts.items())
     acc = 2.0 ** -53 if info.name == "float64" else 2.0 ** -24
     kw = [k * min(math.exp(v) / (acc * S), 1.0) for v, k in counts.items()]
-    return min(LAMBDA * math.sqrt(math.fsum(w * w for w in kw)), math.fsum(kw))
+    return min(LAMBDA * math.sqrt(math.fsum(w * w for w in kw)), math.fsum(kw), 0.25 / acc)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -278,6 +278,31 @@ def test_the_readme_figures():
     assert G is not None and G[0] == pytest.approx(10 ** 6)  # every term, the max too
     s = np.exp(d) / np.sum(np.exp(d))
     assert normalization_allowance(d, s, f32, coherent=G)[0] == pytest.approx(0.06, abs=0.001)
+
+
+def test_the_drift_allowance_stays_below_the_sum(monkeypatch):
+    """A sum allowed to drift is never allowed to be as large as itself: G u_acc <= 1/4. On
+    [0, a x (10^7 - 1)] in float32, a = log(0.49 * 2^-23) (each copy of e^a under half the
+    spacing at 1), a running sum stays at 1 and drops every copy: 37 % of the exact sum
+    (math.fsum). Uncounted, G = sum k w would allow that loss; the cap fails it."""
+    f32 = dtype_info("float32")
+    n, a = 10 ** 7, float(np.log(np.float32(0.49 * 2.0 ** -23)))
+    d = np.full((1, n), a)
+    d[0, 0] = 0.0
+    e = np.exp(d)
+    S = math.fsum(e[0])
+    lost = (S - 1.0) / S  # a running sum that adds nothing to its first term, 1
+    assert np.float32(1.0) + np.float32(math.exp(a)) == np.float32(1.0)  # each copy is lost
+    assert 0.36 < lost < 0.38
+    s = e / S
+    G = coh.coherence(d, f32, [0])
+    assert G is not None and G[0] * 2.0 ** -24 == 0.25
+    allowed = normalization_allowance(d, s, f32, coherent=G)[0]
+    assert 0.25 < allowed < 0.26 < lost
+    # control: without the cap, the sum's own loss would pass
+    monkeypatch.setattr(coh, "G_MAX", math.inf)
+    G = coh.coherence(d, f32, [0])
+    assert normalization_allowance(d, s, f32, coherent=G)[0] > lost
 
 
 def test_the_drift_note_names_the_rows_in_any_chunking():
