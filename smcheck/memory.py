@@ -20,18 +20,23 @@ from __future__ import annotations
 from .exceptions import InputError
 
 #: peak memory of one process, bytes per entry of x held at once, less the interpreter's: a
-#: little above the arrays numpy holds at the peak (vjp 261-263, loss 407-445 bytes in
-#: float64, float32 and bfloat16; z = v J(x) needs less: 309-321; tests/test_memory.py) and
-#: the process's peak RSS (vjp 269-272, loss 420-460 on one row of 4 10^6 entries,
-#: --workers 1; ``benchmarks/scale.py --only rowmem``)
-HELD_BYTES = {"vjp": 280, "loss": 470}
+#: little above the arrays numpy holds at the peak (vjp 261, loss 343 in float64, float32 and
+#: bfloat16; z = v J(x) needs less: 318; tests/test_memory.py) and the process's peak RSS
+#: (vjp 269-272, loss 352-356 on one row of 4 10^6 entries, --workers 1; ``benchmarks/scale.py
+#: --only rowmem``). The shift check runs first in one process, and the other checks reuse its
+#: memory (loss held 407-445 when it ran last)
+HELD_BYTES = {"vjp": 280, "loss": 370}
 #: ``jacobian`` beyond --max-dense (v^T J u on probe pairs of rows of n): JAC_BYTES + JAC_PROBE
-#: per probe pair (numpy's peak 160 + 96 a pair; RSS 591-592 with the command line's 4 pairs)
-JAC_BYTES, JAC_PROBE = 180, 105
-#: what the forked shift_invariance check adds, bytes per entry (the same rows with every
-#: core against --workers 1: 114-123 bytes for vjp, 136-146 for loss; for jacobian's probes
-#: about JAC_PROBE a pair, 389-403 with 4 pairs)
-BESIDE_BYTES = 150
+#: per probe pair (numpy's peak 481 with 4 pairs, 1115 with 12; RSS 555-556 with the command
+#: line's 4 pairs)
+JAC_BYTES, JAC_PROBE = 230, 85
+#: what the forked shift_invariance check adds, bytes per entry: the same rows with every core
+#: against --workers 1 (``--only rowmem``: vjp 114-126, loss 226-250, loss of z = v J(x)
+#: 141-150; forward 59 on one row of 4 10^6 float64 or float32 entries). In one process the
+#: shift check's memory is reused by the other checks; beside them it is not
+BESIDE_BYTES = {"forward": 70, "vjp": 130, "loss": 260}
+#: the same for jacobian's probes, per probe pair (428-429 with 4 pairs)
+JAC_BESIDE_PROBE = 110
 
 
 def held_bytes(command: str, n: int, max_dense: int = 2048, probes: int = 4) -> int | None:
@@ -44,10 +49,11 @@ def held_bytes(command: str, n: int, max_dense: int = 2048, probes: int = 4) -> 
 
 
 def beside_bytes(case) -> int:
-    """Bytes an entry of x that the forked check beside the others holds for ``case``."""
+    """Bytes an entry of x that the forked check beside the others adds for ``case`` (its
+    command's figure; the largest for a case of no known command)."""
     if not getattr(case, "dense", True):  # jacobian's probes
-        return JAC_PROBE * int(getattr(case, "probes", 4))
-    return BESIDE_BYTES
+        return JAC_BESIDE_PROBE * int(getattr(case, "probes", 4))
+    return BESIDE_BYTES.get(getattr(case, "command", None), max(BESIDE_BYTES.values()))
 
 
 def _size(nbytes: float) -> str:

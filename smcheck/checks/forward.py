@@ -92,6 +92,8 @@ class ForwardCase(Case):
     """Everything the forward checks look at. X holds the defined rows, rounded to the dtype
     (as float64); ``rows`` their indices in the user's input."""
 
+    command = "forward"  # not a field: the command, for smcheck.memory's figures
+
     X: np.ndarray
     log: bool
     metric: str

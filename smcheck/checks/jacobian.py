@@ -28,6 +28,8 @@ from .fd import _Ok, fd_directional, fd_jacobian, fd_result, row_rng, sum_check
 
 @dataclass(kw_only=True)
 class JacobianCase(Case):
+    command = "jacobian"  # not a field: the command, for smcheck.memory's figures
+
     X: np.ndarray
     log: bool
     metric: str

@@ -55,6 +55,8 @@ def loss_z(X, T, V, mode: str, info: DtypeInfo, dps: int, engine: str = "auto",
 
 @dataclass(kw_only=True)
 class LossCase(Case):
+    command = "loss"  # not a field: the command, for smcheck.memory's figures
+
     Z: np.ndarray  # z rounded to the dtype, as float64 (what the implementation gets)
     T: np.ndarray
     mode: str  # "vjp" | "given" | "softmax"

@@ -25,6 +25,8 @@ from .fd import fd_directional, fd_result, row_rng, sum_check
 
 @dataclass(kw_only=True)
 class VjpCase(Case):
+    command = "vjp"  # not a field: the command, for smcheck.memory's figures
+
     X: np.ndarray
     V: np.ndarray
     exact: "object"  # ExactVJP
