@@ -20,20 +20,15 @@ for.
 from __future__ import annotations
 
 import contextlib
-import logging
-import mmap
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .exceptions import InputError, SmcheckError
-from .options import DASK
+from .options import DASK, IN_FLIGHT
 from .process import keep_freed_memory
 
-#: chunks in flight per worker thread (as smcheck.parallel.IN_FLIGHT, which imports this module)
-IN_FLIGHT = 3
 #: a LocalCluster's scheduler without a dashboard, its HTTP routes (which it always serves) on
 #: a free port: 8787, Dask's default, may be another cluster's
 QUIET_HTTP = {"dashboard_address": ":0", "scheduler_kwargs": {"dashboard": False}}
@@ -74,6 +69,8 @@ def mapped(a) -> Mapped | None:
     order = "C" if a.flags.c_contiguous else "F" if a.flags.f_contiguous else None
     if order is None:
         return None
+    import mmap  # (here, as logging and uuid below: this module is imported by every run)
+
     # the mapping starts at the file's offset rounded down to the allocation granularity
     # (np.memmap's own rule); a view's data lies further in by its distance from that start
     start = a.offset - a.offset % mmap.ALLOCATIONGRANULARITY
@@ -156,6 +153,8 @@ def client(scheduler: str, workers: int):
     started and closed here (``dask``), or of the scheduler at an address. Dask's own log
     lines (a task's failure logged by its worker, too) are kept quiet meanwhile: smcheck says
     what went wrong in one line."""
+    import logging
+
     dist = _distributed(scheduler)
     log = logging.getLogger("distributed")
     level = log.level
@@ -195,6 +194,8 @@ def run_chunks(runner: Callable, fn, x, companions: dict, bounds: list, fn_args:
     worker; ``done(report, lo, hi)`` as each finishes, in whatever order. ``workers``: the
     LocalCluster's processes (``dask``); with an address, the most worker threads this run
     keeps busy (default: all of the cluster's). A task's exception is raised here."""
+    import uuid
+
     xs = source(x)
     comp_src = {k: source(a) for k, a in companions.items()}
     with client(scheduler, workers or 1) as c:

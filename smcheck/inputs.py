@@ -15,8 +15,6 @@ import numbers
 import os
 import re
 import sys
-import zipfile
-import zlib
 from typing import TextIO
 
 import numpy as np
@@ -348,6 +346,15 @@ def _load_npz(f, key: str | None, where: str,
         return _checked(lambda: archive[key], where, "corrupt .npz file")
 
 
+def _archive_errors() -> tuple:
+    """What a corrupt .npz raises (zipfile is imported when a load fails: it costs every
+    run's start-up otherwise)."""
+    import zipfile
+    import zlib
+
+    return zipfile.BadZipFile, zlib.error
+
+
 def _checked(load, where: str, what: str):
     """Run a numpy loader, turning its exceptions into InputError, then validate arrays."""
     try:
@@ -359,8 +366,12 @@ def _checked(load, where: str, what: str):
             ) from None
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     # MemoryError: a corrupt header can claim a shape far larger than the file.
-    except (EOFError, OSError, zipfile.BadZipFile, KeyError, TypeError, MemoryError,
-            NotImplementedError, RuntimeError, zlib.error) as exc:
+    except (EOFError, OSError, KeyError, TypeError, MemoryError, NotImplementedError,
+            RuntimeError) as exc:
+        raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
+    except Exception as exc:
+        if not isinstance(exc, _archive_errors()):
+            raise
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     return _as_float_array(result, where) if isinstance(result, np.ndarray) else result
 

@@ -12,6 +12,9 @@ DEVICES = ("cpu", "cuda", "mps")
 #: Dask LocalCluster started for the run (see smcheck.parallel and smcheck.cluster)
 LOCAL = "local"
 DASK = "dask"
+#: chunks in flight per worker (per worker thread on a Dask cluster): enough that a worker
+#: never waits for the next while a slower one finishes, few enough that memory stays O(chunk)
+IN_FLIGHT = 3
 
 
 def check_scheduler(value: str) -> str:

@@ -21,7 +21,7 @@ from . import cluster
 from .beside import spare_processes
 from .blocks import set_threads, using_threads
 from .exceptions import InputError, SmcheckError
-from .options import DASK, LOCAL, check_scheduler
+from .options import DASK, IN_FLIGHT, LOCAL, check_scheduler
 from .results import NO_RESULT, RESULT_MAX, Report
 
 #: entries per chunk: of x, or of the Jacobian (n^2 a row) for a dense one. 2^17 keeps a
@@ -210,11 +210,6 @@ class _Reports:
         if self.waiting or self.upto != rows:  # pragma: no cover - a scheduler's bug
             raise RuntimeError(f"chunks missing: rows {self.upto} to {rows} were not merged")
         return self.merge(self.head, [rows, self.n])
-
-
-#: chunks in flight per worker: enough that a worker never waits for the next while a slower
-#: one finishes, few enough that memory stays O(chunk) (the same on a Dask cluster)
-IN_FLIGHT = cluster.IN_FLIGHT
 
 
 def _feed(pool, bounds, jobs, workers, done):

@@ -15,7 +15,6 @@ compute (a count, a per-shift table). Check names are SPEC's "Check names".
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -95,6 +94,8 @@ def run_checks(command: str, case, meanwhile: Callable[[], None] | None = None
             raise
     elif (beside and threads() > 1 and getattr(case.impl, "thread_safe", False)
             and np.size(case.X) >= BESIDE_MIN):
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(len(beside), thread_name_prefix="smcheck-check") as ex:
             futures = {name: ex.submit(fn, case) for name, fn, _ in beside}
             for name, fn, _ in table:

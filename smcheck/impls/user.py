@@ -4,7 +4,6 @@ or a function from Python)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -262,6 +261,8 @@ def _import_file(spec: str, where: str):
         raise ImplementationError(f"--impl {spec}: {what} (a path is relative to the current "
                                   f"directory, {os.getcwd()})")
     stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(full))[0])
+    import hashlib  # (OpenSSL's start-up, only for a callable given by file)
+
     digest = hashlib.sha1(f"{full}\0{os.stat(full).st_mtime_ns}".encode()).hexdigest()[:12]
     name = f"_smcheck_impl_{stem}_{digest}"
     if name in sys.modules:
