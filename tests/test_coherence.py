@@ -350,3 +350,42 @@ def test_counted_a_segment_at_a_time_as_the_whole_row(dtype):
     G, k = coh.coherent_segments((d[a:a + 333] for a in range(0, d.size, 333)),
                                  math.fsum(np.exp(d)), info)
     assert (G, k) == (0.0, 0)
+
+
+class RunningBuiltin(Builtin):
+    """The built-in's formulas on a softmax summed one term after another (its gradient in x
+    of the loss is s sum(t) - t on that softmax)."""
+
+    def softmax(self, X, info, log=False):
+        return np.stack([running_log(x) if log else running(x) for x in X])
+
+
+def _loss_of_running(impl):
+    x = ROWS["float64 [30, 0 x 9999]"][1]
+    t = np.where(np.arange(x.size) == 7, 1.0, 0.0)
+    rep = smcheck.check("loss", x, t=t, impl=impl, dtype="float64")
+    return rep, next(c for c in rep.checks if c.name == "reference")
+
+
+def test_the_loss_gradient_in_x_notes_its_drift():
+    """The loss's gradient in x from a softmax whose sum drifts (a running sum on
+    [30, 0 x 9999] in float64): allowed the row's shared factor, and noted (a "drift"
+    finding on the reference check, never a failure); a gradient off by more still fails."""
+    rep, ref = _loss_of_running(RunningBuiltin("stable"))
+    assert rep.passed and ref.details["grad_x"]["passed"]
+    drift = [f for f in ref.findings if f.kind == "drift"]
+    assert len(drift) == 1 and not drift[0].fails and "9,999 equal terms" in drift[0].example
+
+    class Off(RunningBuiltin):  # every s 1e-9 too large: beyond what drift allows
+        def softmax(self, X, info, log=False):
+            return super().softmax(X, info, log) * (1 + 1e-9)
+
+    rep, ref = _loss_of_running(Off("stable"))
+    assert not rep.passed and not ref.details["grad_x"]["passed"]
+
+
+def test_the_loss_gradient_in_x_of_a_drifting_sum_fails_uncounted(usual_only):
+    """The control of the test above: with the equal terms not counted, the running sum's
+    gradient in x fails."""
+    rep, ref = _loss_of_running(RunningBuiltin("stable"))
+    assert not rep.passed and not ref.details["grad_x"]["passed"]

@@ -20,7 +20,7 @@ from ..reference import (ExactSoftmax, exact_grad_x, exact_loss_grad, exact_soft
                          shifted_softmax, shifted_vjp)
 from ..results import INDEX_LIST_MAX, LIST_MAX, CheckResult, Failure, Finding, Note
 from ..sentences import DOMAIN_ITEMS
-from ..coherence import factor_caps, shared_factor, widened, with_coherence
+from ..coherence import add_drift, factor_caps, shared_factor, widened, with_coherence
 from ..tolerance import grad_x_tolerance, quotient_tolerance, rounding_floor
 from .common import (Case, add_run_findings, comparison_result, fmt, headline_from,
                      shift_invariance, worst_failure)
@@ -78,6 +78,7 @@ class LossCase(Case):
     _beyond: tuple | None = field(default=None, repr=False)
     #: whether every row's gradient in x was left out (nothing of it was judged)
     _none_judged: bool = field(default=False, repr=False)
+    _drift_G: np.ndarray | None = field(default=None, repr=False)  # smcheck.coherence
 
     @property
     def exact_softmax(self) -> ExactSoftmax:
@@ -115,7 +116,8 @@ class LossCase(Case):
         """The case at the shifted rows Xs = round(X + c): z recomputed from them."""
         parts = loss_z(Xs, self.T, self.V, self.mode, self.info, self.dps, self.engine,
                        shift=(self.X, c, self))
-        return replace(self, **parts, g=self.evaluate(parts["Z"]), _cmp=None, _grad_x=None)
+        return replace(self, **parts, g=self.evaluate(parts["Z"]), _cmp=None, _grad_x=None,
+                       _drift_G=None)
 
     def cause(self, r: int, i: int) -> str:
         cmp = self.cmp
@@ -169,6 +171,7 @@ class LossCase(Case):
             ex, c64 = self.exact_s, comp.astype(np.float64)
 
             def make(G):  # G: where the rows' sums may drift (smcheck.coherence)
+                self._drift_G = G
                 tol = grad_x_tolerance(ex.d, ex.s_hi, T, info, self.ftz)
                 if G is not None:  # s (1 + delta) sum(t) - t: + delta s sum(t)
                     q = ex.s_hi * np.sum(T, axis=-1, keepdims=True)
@@ -225,6 +228,7 @@ def loss_reference(case: LossCase) -> CheckResult:
         res.details["grad_x"] = {"statement": "gradient in x: s * sum(t) - t",
                                  "passed": gx.passed, **gx.maxima()}
         headline_from(res, gx, case.rows, "gradient in x")
+        add_drift(res, case)
         lines = case.extra_failures()
         if lines:
             res.passed = False
