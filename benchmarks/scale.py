@@ -6,6 +6,7 @@ the input included; peak RSS is the process's own VmHWM).
     python benchmarks/scale.py --quick       # up to 10^7 entries
     python benchmarks/scale.py --dir /data   # where the input files go (default: a temp dir)
     python benchmarks/scale.py --only curve  # one part: curve, memory, mpmath or rowmem
+    python benchmarks/scale.py --repeat 3    # each point of the curve the median of 3 runs
 
 1. The cost per entry (ns) of ``forward``, ``vjp`` and ``loss`` in float32 on batches of rows
    of 10^4 logits, 10^5 to 10^8 entries, read from memory-mapped ``.npy`` files (v and t too),
@@ -13,7 +14,9 @@ the input included; peak RSS is the process's own VmHWM).
    run's own time per entry (after the imports), and its marginal cost, the run's time less
    that of a run on one row (the parsing, first touches and JSON every run pays); with every
    core (a batch of one chunk, 10^5 entries of forward, is checked in one process), then with
-   ``--workers 1`` (one process at every size).
+   ``--workers 1`` (one process at every size). Each point's times are the medians of
+   ``--repeat`` runs timed alone; its memory comes from one more run, whose process tree is
+   sampled (the sampling takes part of a core: that run is not timed).
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), as a bfloat16 ``.safetensors`` tensor, and
    one row of 10^8 entries.
@@ -174,10 +177,23 @@ def save_bf16_safetensors(path: str, src) -> None:
             f.write(block.view(np.uint16).astype("<u2").tobytes())
 
 
-def curve(folder: str, sizes: list[int], workers: int | None = None) -> dict:
+class Point:
+    """One point of the curve: the medians of ``repeat`` runs timed alone (``run_seconds``,
+    ``seconds``), and the peak memory of one more run whose process tree is sampled (the
+    sampling reads /proc, taking part of a core from a run that uses both: not timed)."""
+
+    def __init__(self, *args, repeat: int = 1):
+        timed = [Run(SMCHECK, *args, sample=False) for _ in range(max(1, repeat))]
+        self.run_seconds = statistics.median(r.run_seconds for r in timed)
+        self.seconds = statistics.median(r.seconds for r in timed)
+        self.mib = Run(SMCHECK, *args).mib
+
+
+def curve(folder: str, sizes: list[int], workers: int | None = None, repeat: int = 1) -> dict:
     print(f"1. cost per entry (ns), float32, rows of {N:,} logits, --workers "
-          f"{workers or 'default (every core)'}, fresh processes: the run "
-          "after the imports (whole process in brackets), and peak memory (PSS, workers included)")
+          f"{workers or 'default (every core)'}, fresh processes, medians of {repeat} timed "
+          "alone: the run after the imports (whole process in brackets), and peak memory "
+          "(PSS, workers included, one more run)")
     print(f"   {'entries':>12}  {'forward':>16}  {'vjp':>16}  {'loss':>16}   MiB (fwd / vjp / loss)")
     table = {}
     for size in sizes:
@@ -185,9 +201,9 @@ def curve(folder: str, sizes: list[int], workers: int | None = None) -> dict:
         f = {k: save(os.path.join(folder, f"{k}_{rows}.npy"), rows, N, k) for k in "xvt"}
         common = ("--x-file", f["x"], "--dtype", "float32", "--json",
                   *(("--workers", workers) if workers else ()))
-        runs = {"forward": Run(SMCHECK, "forward", *common),
-                "vjp": Run(SMCHECK, "vjp", *common, "--v-file", f["v"]),
-                "loss": Run(SMCHECK, "loss", *common, "--t-file", f["t"])}
+        runs = {"forward": Point("forward", *common, repeat=repeat),
+                "vjp": Point("vjp", *common, "--v-file", f["v"], repeat=repeat),
+                "loss": Point("loss", *common, "--t-file", f["t"], repeat=repeat)}
         table[size] = runs
         cells = "  ".join(f"{r.run_seconds / size * 1e9:>7.0f} [{r.seconds / size * 1e9:>6.0f}]"
                           for r in runs.values())
@@ -199,10 +215,11 @@ def curve(folder: str, sizes: list[int], workers: int | None = None) -> dict:
     v1, t1 = (save(os.path.join(folder, f"{k}_1.npy"), 1, N, k) for k in "vt")
     common = ("--x-file", x1, "--dtype", "float32", "--json",
               *(("--workers", workers) if workers else ()))
-    fixed = {"forward": min(Run(SMCHECK, "forward", *common).run_seconds for _ in range(3)),
-             "vjp": min(Run(SMCHECK, "vjp", *common, "--v-file", v1).run_seconds
+    fixed = {"forward": min(Run(SMCHECK, "forward", *common, sample=False).run_seconds
+                            for _ in range(3)),
+             "vjp": min(Run(SMCHECK, "vjp", *common, "--v-file", v1, sample=False).run_seconds
                         for _ in range(3)),
-             "loss": min(Run(SMCHECK, "loss", *common, "--t-file", t1).run_seconds
+             "loss": min(Run(SMCHECK, "loss", *common, "--t-file", t1, sample=False).run_seconds
                          for _ in range(3))}
     print("   fixed cost of a run (one row, best of 3): " + ", ".join(
         f"{k} {v * 1e3:.0f} ms" for k, v in fixed.items()))
@@ -310,15 +327,17 @@ def main() -> None:
                    "curve again with --workers 1, the cost per entry of one process)")
     p.add_argument("--only", choices=("curve", "memory", "mpmath", "rowmem"), default=None,
                    help="run one part")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs timed per point of the curve, the median taken (default 1)")
     a = p.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "smcheck")],
                    check=True)
     with tempfile.TemporaryDirectory(dir=a.dir) as folder:
         sizes = [10 ** 5, 10 ** 6, 10 ** 7] + ([] if a.quick else [10 ** 8])
         if a.only in (None, "curve"):
-            curve(folder, sizes, a.workers)
+            curve(folder, sizes, a.workers, a.repeat)
             if a.workers is None:  # what one process costs an entry, with no parallel gain
-                curve(folder, sizes, 1)
+                curve(folder, sizes, 1, a.repeat)
         if a.only in (None, "memory") and not a.quick:
             memory(folder)
         if a.only in (None, "mpmath"):
