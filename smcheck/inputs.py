@@ -346,13 +346,19 @@ def _load_npz(f, key: str | None, where: str,
         return _checked(lambda: archive[key], where, "corrupt .npz file")
 
 
-def _archive_errors() -> tuple:
-    """What a corrupt .npz raises (zipfile is imported when a load fails: it costs every
-    run's start-up otherwise)."""
+#: what a loader raises on a corrupt file (MemoryError: a header can claim a shape far larger
+#: than the file); with zipfile's and zlib's, imported when a load fails (:func:`_load_errors`)
+_LOAD_ERRORS = (EOFError, OSError, KeyError, TypeError, MemoryError, NotImplementedError,
+                RuntimeError)
+
+
+def _load_errors() -> tuple:
+    """_LOAD_ERRORS and a corrupt .npz's (zipfile is imported only here: it costs every run's
+    start-up otherwise)."""
     import zipfile
     import zlib
 
-    return zipfile.BadZipFile, zlib.error
+    return _LOAD_ERRORS + (zipfile.BadZipFile, zlib.error)
 
 
 def _checked(load, where: str, what: str):
@@ -365,12 +371,8 @@ def _checked(load, where: str, what: str):
                 f"{where}: contains pickled objects; smcheck never unpickles files"
             ) from None
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
-    # MemoryError: a corrupt header can claim a shape far larger than the file.
-    except (EOFError, OSError, KeyError, TypeError, MemoryError, NotImplementedError,
-            RuntimeError) as exc:
-        raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     except Exception as exc:
-        if not isinstance(exc, _archive_errors()):
+        if not isinstance(exc, _load_errors()):
             raise
         raise InputError(f"{where}: {what} ({_one_line(exc)})") from None
     return _as_float_array(result, where) if isinstance(result, np.ndarray) else result

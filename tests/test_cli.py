@@ -137,6 +137,35 @@ def test_help_does_not_import_heavy_modules(argv):  # subprocess: a fresh interp
     assert info["loaded"] == {m: False for m in HEAVY}
 
 
+#: what only some runs use, imported where they use it (a beside check's threads, a Dask
+#: cluster's logs and mapped files, a corrupt .npz, a callable given by file)
+ONLY_SOME = ("concurrent.futures", "logging", "zipfile", "hashlib", "mmap")
+
+
+def test_a_forward_run_imports_only_what_it_uses(tmp_path):  # subprocess: a fresh interpreter
+    """A one-row forward over 10^4 float32 logits in a .npy (the CHANGELOG's start-up entry):
+    none of ONLY_SOME is loaded; the control: the run itself was. (A float64 row short enough
+    for the mpmath engine loads zipfile through gmpy2's importlib.metadata.)"""
+    np.save(tmp_path / "x.npy", np.linspace(-3, 3, 10 ** 4, dtype=np.float32)[None])
+    script = textwrap.dedent(f"""
+        import json, sys
+        from smcheck.cli import main
+        try:
+            main(["forward", "--x-file", {str(tmp_path / "x.npy")!r}, "--dtype", "float32",
+                  "--json"])
+        except SystemExit as exc:
+            code = exc.code
+        print("@@" + json.dumps({{"code": code, "loaded": sorted(sys.modules)}}))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout.rsplit("@@", 1)[1])
+    loaded = set(info["loaded"])
+    assert info["code"] in (0, None) and {"smcheck.run", "smcheck.checks.forward"} <= loaded
+    assert loaded.isdisjoint(ONLY_SOME), sorted(loaded & set(ONLY_SOME))
+
+
 def test_command_help_groups_options_under_their_panels(cli):
     out = cli("forward", "--help").out
     heads = [line for line in out.splitlines() if line and not line[0].isspace()]

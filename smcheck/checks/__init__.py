@@ -105,12 +105,8 @@ def run_checks(command: str, case, meanwhile: Callable[[], None] | None = None
     else:
         # Checked in one process, the BESIDE checks run first: their shifted cases are freed
         # before the command's own comparisons are made, which then reuse that memory instead of
-        # touching more (first touches are most of a fresh run's cost on the development
-        # machine). A forward run on a row of 10^6 float64 entries peaks at 131 instead of 173
-        # MB (tracemalloc, one process); fresh runs after the imports, alternated, medians:
-        # forward over 10 rows of 10^4 float32 39.0 against 43.4 ms (16 pairs), over 100 rows
-        # 144 against 154 ms (10); loss over 10 rows 92 against 99 ms (12); vjp 90 against 87 ms
-        # (12, within the noise). The report's order is the table's.
+        # touching more (benchmarks/beside_first.py: a forward run on a row of 10^6 float64
+        # peaks at 131 instead of 172 MB). The report's order is the table's.
         # What they call the implementation with is recorded apart, as in a forked process:
         # the reference check's note of how it ran (warnings, calls) counts the values judged.
         impl = case.impl
