@@ -16,7 +16,10 @@ the input included; peak RSS is the process's own VmHWM).
    core (a batch of one chunk, 10^5 entries of forward, is checked in one process), then with
    ``--workers 1`` (one process at every size). Each point's times are the medians of
    ``--repeat`` runs timed alone; its memory comes from one more run, whose process tree is
-   sampled (the sampling takes part of a core: that run is not timed).
+   sampled (the sampling takes part of a core: that run is not timed). With both curves,
+   the spread with every core is taken apart into three measured factors (:func:`factors`):
+   every core against one process at the smallest size, one process's own spread, and the
+   speed-up of every core at the largest size.
 2. Peak RSS of ``forward`` over 10^8 float32 entries: the ``.npy`` (10^4 rows), the same
    array as a zarr store (when zarr is installed), as a bfloat16 ``.safetensors`` tensor, and
    one row of 10^8 entries.
@@ -236,6 +239,24 @@ def curve(folder: str, sizes: list[int], workers: int | None = None, repeat: int
     return table
 
 
+def factors(every: dict, one: dict) -> None:
+    """The spread with every core, taken apart (an identity of the measured medians): the
+    smallest size with every core against one process there, the curve of one process, and
+    the parallel speed-up at the largest size. Where the smallest size is one chunk (checked
+    in one process whatever --workers says), the first factor is about 1 and the spread is
+    at least the speed-up of the largest: a perfectly flat one-process curve on 2 cores
+    still spreads by that much with every core."""
+    small, large = min(every), max(every)
+    print(f"   with every core, {small:,} against {large:,} entries, taken apart: (every core "
+          f"against --workers 1 at {small:,}) x (--workers 1, {small:,} against {large:,}) x "
+          f"(the speed-up of every core at {large:,})")
+    for cmd in ("forward", "vjp", "loss"):
+        e_s, e_l = every[small][cmd].run_seconds, every[large][cmd].run_seconds
+        o_s, o_l = one[small][cmd].run_seconds, one[large][cmd].run_seconds
+        print(f"   {cmd}: {(e_s / small) / (e_l / large):.2f} = {e_s / o_s:.2f} x "
+              f"{(o_s / small) / (o_l / large):.2f} x {o_l / e_l:.2f}")
+
+
 def memory(folder: str) -> None:
     print("2. peak RSS of forward over 10^8 float32 entries (fresh processes)")
     x = save(os.path.join(folder, f"x_{10 ** 4}.npy"), 10 ** 4, N, "x")
@@ -335,9 +356,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=a.dir) as folder:
         sizes = [10 ** 5, 10 ** 6, 10 ** 7] + ([] if a.quick else [10 ** 8])
         if a.only in (None, "curve"):
-            curve(folder, sizes, a.workers, a.repeat)
+            every = curve(folder, sizes, a.workers, a.repeat)
             if a.workers is None:  # what one process costs an entry, with no parallel gain
-                curve(folder, sizes, 1, a.repeat)
+                factors(every, curve(folder, sizes, 1, a.repeat))
         if a.only in (None, "memory") and not a.quick:
             memory(folder)
         if a.only in (None, "mpmath"):
