@@ -170,7 +170,10 @@ def _prepare(x, o: Options, command: str, row_offset=0):
     overrides = Overrides(o.rtol, o.atol, o.max_ulp)
     validate_common(o.dps, overrides, o.top, o.metric)
     info = dtype_info(o.dtype)
-    x = np.asarray(x, dtype=np.float64)
+    # rows in C order whatever the input's layout (a Fortran-order zarr store, --axis 0): an
+    # implementation's sums along a row depend on it (numpy's are pairwise only along
+    # contiguous rows), and the same numbers must give the same report
+    x = np.ascontiguousarray(x, dtype=np.float64)
     Xr, rows, undefined = split_rows(x, info, row_offset)
     implementation = get_implementation(o.impl).for_options(o).for_rows(rows + row_offset)
     engine = choose_engine(Xr, o.engine, info.name, command)
@@ -178,8 +181,9 @@ def _prepare(x, o: Options, command: str, row_offset=0):
 
 
 def _companion(name: str, arr, x_shape, info: DtypeInfo, finite: bool = True) -> np.ndarray:
-    """v, t or z: same shape as x (a 1-D one is used for every row), rounded to the dtype."""
-    a = np.asarray(arr, dtype=np.float64)
+    """v, t or z: same shape as x (a 1-D one is used for every row), rounded to the dtype,
+    in C order (as x: :func:`_prepare`)."""
+    a = np.ascontiguousarray(arr, dtype=np.float64)
     rows, n = x_shape
     if a.ndim == 1 and a.shape[0] == n:
         a = np.broadcast_to(a, (rows, n))

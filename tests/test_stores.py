@@ -140,22 +140,45 @@ def test_memory_mapped_npy_is_a_store_too(cli, files, monkeypatch):
     same_json(cli, ["forward"], [files["npy"], files["zarr"]])
 
 
-def test_a_fortran_order_npy_gives_the_rows_of_a_c_order_one(cli, files, monkeypatch):
-    """Rows of a memory-mapped .npy are read with one read each (C order) or copied out of
-    the map in C order (Fortran order): an implementation gets the same contiguous rows, so
-    float32 sums run in the same order and the JSON is identical; the control reads the
-    rows as a Fortran-ordered array and its float32 results differ."""
+def test_the_layout_of_the_input_does_not_change_the_report(cli, files, monkeypatch):
+    """The same numbers give the same report whatever their layout: a C-order and a
+    Fortran-order .npy, a Fortran-order zarr store, the transposed array read with --axis 0,
+    and (vjp) a Fortran-order v. An implementation is handed its rows in C order, as a
+    contiguous batch. The control shows why it matters: the built-in's float32 sums along
+    Fortran-ordered rows give other bits than along C-ordered ones."""
+    from smcheck.dtypes import dtype_info
+    from smcheck.impls import get_implementation
+
     monkeypatch.setattr(inputs, "MMAP_MIN_BYTES", 1024)
     x = np.where(np.isfinite(files["x"]), files["x"], 0.0).astype(np.float32)
-    np.save(files["tmp"] / "c.npy", x)
-    np.save(files["tmp"] / "f.npy", np.asfortranarray(x))
-    store = inputs.load_file(str(files["tmp"] / "f.npy"))
+    tmp = files["tmp"]
+    np.save(tmp / "c.npy", x)
+    np.save(tmp / "f.npy", np.asfortranarray(x))
+    np.save(tmp / "t.npy", np.ascontiguousarray(x.T))
+    save_zarr(tmp / "f.zarr", x, chunks=(64, N), order="F", zarr_format=2)
+    assert not np.asarray(zarr.open_array(str(tmp / "f.zarr"))[:8]).flags.c_contiguous
+    store = inputs.load_file(str(tmp / "f.npy"))
     assert store[3:9].flags.c_contiguous and np.array_equal(store[3:9], x[3:9])
-    doc = same_json(cli, ["forward", "--dtype", "float32"],
-                    [files["tmp"] / "c.npy", files["tmp"] / "f.npy"])
-    control = check_rows("forward", np.asfortranarray(x.astype(np.float64)),
-                         Options(dtype="float32"), workers=1)
-    assert json.dumps(report_json(control, "x")["checks"]) != json.dumps(doc["checks"])
+    for workers in ("1", "2"):
+        doc = same_json(cli, ["forward", "--dtype", "float32", "--workers", workers],
+                        [tmp / "c.npy", tmp / "f.npy", tmp / "f.zarr"])
+        by_axis = without_input(cli("forward", "--dtype", "float32", "--workers", workers,
+                                    "--axis", "0", "--x-file", str(tmp / "t.npy"), "--json"))
+        assert json.loads(by_axis)["checks"] == doc["checks"]
+    direct = report_json(check_rows("forward", np.asfortranarray(x.astype(np.float64)),
+                                    Options(dtype="float32"), workers=1), "x")
+    assert direct["checks"] == doc["checks"]
+    v = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    np.save(tmp / "vc.npy", v)
+    save_zarr(tmp / "vf.zarr", v, chunks=(64, N), order="F", zarr_format=2)
+    same_json(cli, ["vjp", "--dtype", "float32", "--x-file", str(tmp / "c.npy"), "--v-file"],
+              [tmp / "vc.npy", tmp / "vf.zarr"], flag=None)
+    # control: the layout changes the built-in's own float32 results
+    info, impl = dtype_info("float32"), get_implementation("stable")
+    wide = np.random.default_rng(6).standard_normal((64, 4096)).astype(np.float32) * 3
+    c_out = np.asarray(impl.softmax(wide, info))
+    f_out = np.asarray(impl.softmax(np.asfortranarray(wide), info))
+    assert not np.array_equal(c_out, f_out)
 
 
 def test_float16_stores_and_bfloat16_values_in_a_float32_store(cli, tmp_path):
