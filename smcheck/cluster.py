@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from .exceptions import InputError, SmcheckError
+from .exceptions import InputError, SmcheckError, one_line
 from .options import DASK, IN_FLIGHT
 from .process import keep_freed_memory
 
@@ -150,35 +150,85 @@ def _distributed(scheduler: str):
 @contextlib.contextmanager
 def client(scheduler: str, workers: int):
     """A ``distributed.Client``: of a LocalCluster of ``workers`` processes of one thread each,
-    started and closed here (``dask``), or of the scheduler at an address. Dask's own log
-    lines (a task's failure logged by its worker, too) are kept quiet meanwhile: smcheck says
-    what went wrong in one line."""
+    started and closed here (``dask``), or of the scheduler at an address, which must answer
+    as a Dask scheduler and have a worker within :data:`CONNECT_TIMEOUT` seconds. Dask's own
+    log lines (a task's failure logged by its worker, a lost connection) are kept quiet
+    meanwhile: smcheck says what went wrong in one line."""
     import logging
 
     dist = _distributed(scheduler)
-    log = logging.getLogger("distributed")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    quiet = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # Dask's loggers set levels of their own
     try:
         with contextlib.ExitStack() as stack:
             if scheduler == DASK:
-                cluster = stack.enter_context(dist.LocalCluster(
+                address = stack.enter_context(dist.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
                     silence_logs=logging.CRITICAL, **QUIET_HTTP))
-                address = cluster
-            else:
-                address = scheduler
-            try:
                 c = dist.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-            except (OSError, ValueError, TypeError) as exc:
-                if scheduler == DASK:
-                    raise
-                raise InputError(f"--scheduler {scheduler}: no Dask scheduler reached there "
-                                 f"({' '.join(str(exc).split()) or type(exc).__name__})"
-                                 ) from None
+            else:
+                c = _reach(dist, scheduler)
             yield stack.enter_context(c)
     finally:
-        log.setLevel(level)
+        logging.disable(quiet)
+
+
+def _unreached(scheduler: str, why) -> InputError:
+    return InputError(f"--scheduler {scheduler}: no Dask scheduler reached there ({why})")
+
+
+def _reach(dist, scheduler: str):
+    """A client of the Dask scheduler at ``scheduler``, which has a worker. Its handshake is
+    exchanged first within CONNECT_TIMEOUT: distributed's Client waits for the answer without
+    a limit, so a server that takes the connection and never answers (a web server) would
+    hang the run, and one that answers otherwise made Dask allocate what its bytes said."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def handshake():
+        comm = await asyncio.wait_for(connect(scheduler, timeout=CONNECT_TIMEOUT),
+                                      CONNECT_TIMEOUT)
+        await comm.close()
+
+    # on a thread of its own: the caller may be running an event loop (a notebook)
+    with ThreadPoolExecutor(1) as ex:
+        try:
+            ex.submit(asyncio.run, handshake()).result()
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever the far end did
+            why = (f"no answer as a Dask scheduler within {CONNECT_TIMEOUT:g} s"
+                   if isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+                   else "its answer is not Dask's" if isinstance(exc, MemoryError)
+                   else one_line(exc) or type(exc).__name__)
+            raise _unreached(scheduler, why) from None
+    try:
+        c = dist.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except Exception as exc:  # noqa: BLE001 - a worker's address, a refused client
+        raise _unreached(scheduler, one_line(exc) or type(exc).__name__) from None
+    try:
+        c.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+    except (TimeoutError, dist.TimeoutError, OSError):
+        c.close()
+        raise InputError(f"--scheduler {scheduler}: the Dask scheduler there has no workers "
+                         f"(none joined within {CONNECT_TIMEOUT:g} s)") from None
+    return c
+
+
+def _cluster_failed(scheduler: str, exc: BaseException, dist) -> SmcheckError | None:
+    """The one line for a task lost to the cluster rather than failed in smcheck's code (which
+    stays its own error): None for the latter."""
+    from concurrent.futures import CancelledError
+
+    if isinstance(exc, RuntimeError) and "deserializ" in str(exc):
+        return SmcheckError(f"--scheduler {scheduler}: the workers could not load a task (they "
+                            "need smcheck and its dependencies, in versions like this "
+                            "process's)")
+    if isinstance(exc, (CancelledError, dist.CancelledError, dist.KilledWorker, OSError,
+                        TimeoutError, dist.TimeoutError)):
+        return SmcheckError(f"--scheduler {scheduler}: the cluster failed during the run "
+                            f"({type(exc).__name__}: {one_line(exc)})")
+    return None
 
 
 def threads_of(c) -> int:
@@ -222,7 +272,15 @@ def run_chunks(runner: Callable, fn, x, companions: dict, bounds: list, fn_args:
         # a task's exception (pickled back) is raised by result(); leaving the client then
         # releases the tasks still pending, and a LocalCluster of this run is closed
         for fut in pending:
-            rep = fut.result()
+            try:
+                rep = fut.result()
+            except SmcheckError:
+                raise
+            except Exception as exc:  # lost to the cluster, or a bug of smcheck (raised as is)
+                lost = _cluster_failed(scheduler, exc, dist)
+                if lost is None:
+                    raise
+                raise lost from None
             done(rep, *where.pop(fut.key))
             nxt = submit()
             if nxt is not None:

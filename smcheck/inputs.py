@@ -81,6 +81,9 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"{where}: cannot read stdin ({_one_line(exc)})") from None
         check_size(where, max_size, text=len(text), unit="characters")
+        if text.startswith(("\x93NUMPY", "\udc93NUMPY")):  # decoded leniently or strictly
+            raise InputError(f"{where}: binary .npy data; stdin takes text (numbers, or a JSON "
+                             "array): pass the file's path instead")
         if text.lstrip().startswith("["):  # a JSON array, as --x takes one
             return _from_json(_json_loads(text, where), where, max_size)
         return _parse_text_file(text, ".txt", where, max_size)
@@ -107,6 +110,8 @@ def load_file(spec: str, name: str = "x", stdin: TextIO | None = None,
     if ext == ".zarr":
         raise InputError(f"{where}: no such zarr store (a directory)")
     if ext not in (".npy", ".npz", ".json", *_TEXT_SEPARATORS):
+        if not os.path.exists(path):  # what is wrong first: there is nothing there
+            raise InputError(f"{where}: no such file or directory")
         kind = f"unknown file type '{ext}'" if ext else "no file extension"
         raise InputError(f"{where}: {kind} (use {_FILE_TYPES})")
 

@@ -68,6 +68,16 @@ def undefined_reason(row: np.ndarray, orig: np.ndarray, info: DtypeInfo, col0: i
     return None
 
 
+def masked_reason(info: DtypeInfo, lost: tuple[int, float] | None = None) -> str:
+    """Why a row every entry of which is -inf in the dtype has no softmax: masked as given, or
+    (``lost``: the first finite entry given, its index and value) rounded there, a finite
+    number beyond the dtype's range."""
+    if lost is None:
+        return FULLY_MASKED
+    return (f"every entry is -inf in {info.name}: x_{lost[0]} = {lost[1]:g} and every other "
+            f"finite entry round to -inf (below -{info.max:g})")
+
+
 def _segments(n: int):
     return [(a, min(a + SEGMENT, n)) for a in range(0, n, SEGMENT)]
 
@@ -101,7 +111,7 @@ def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None)
     own = orig_row is not None and orig_row.dtype == info.np_dtype
     row = _Row(orig_row if own else np.empty(n, dtype=info.np_dtype), n=n, base=base,
                shift=0.0 if shift is None else shift, overflow=[], underflow=[])
-    finite_any = False
+    finite_any, lost = False, None
     for a, b in _segments(n):
         if base is None:
             orig = np.asarray(orig_row[a:b], dtype=np.float64)
@@ -114,6 +124,10 @@ def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None)
         if row.reason is None:
             row.reason = undefined_reason(seg, orig, info, a)
         fin = np.isfinite(seg)
+        if lost is None and base is None and not finite_any:
+            given = np.flatnonzero(np.isfinite(orig))
+            if given.size:  # finite as given, -inf in the dtype (as yet, every entry is)
+                lost = (a + int(given[0]), float(orig[given[0]]))
         if fin.any():
             finite_any = True
             k = int(np.argmax(np.where(fin, seg, -np.inf)))
@@ -136,7 +150,7 @@ def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None)
     del orig_row
     row.overflow, row.underflow = row.overflow[:INDEX_LIST_MAX], row.underflow[:INDEX_LIST_MAX]
     if row.reason is None and not finite_any:
-        row.reason = FULLY_MASKED
+        row.reason = masked_reason(info, lost)
     return row
 
 

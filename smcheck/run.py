@@ -24,7 +24,8 @@ from .errors_ulp import METRICS, Overrides
 from .exceptions import InputError
 from .finite_diff import METHODS
 from .impls import get_implementation
-from .longrow import FULLY_MASKED, LONG_ROW, check_long_rows, is_long, undefined_reason
+from .longrow import (LONG_ROW, check_long_rows, is_long, masked_reason,
+                      undefined_reason)
 from .memory import check_memory, held_bytes
 from .ndim import as_rows, companion_rows
 from .options import Options
@@ -65,7 +66,9 @@ def split_rows(x: np.ndarray, info: DtypeInfo, row_offset: int = 0):
         row = Xr[r]
         reason = undefined_reason(row, X[r], info)
         if reason is None and np.all(row == -np.inf):
-            reason = FULLY_MASKED
+            given = np.flatnonzero(np.isfinite(X[r]))
+            reason = masked_reason(info, (int(given[0]), float(X[r, given[0]]))
+                                   if given.size else None)
         if reason:
             undefined.append({"row": r + row_offset, "reason": f"softmax undefined: {reason}"})
         else:

@@ -4,8 +4,10 @@ for: ``.shape``, ``.ndim``, ``.size``, ``.dtype``, ``len()`` and ``store[lo:hi]`
 to hi as a numpy array, read then and no sooner. The checks take a batch a chunk of rows at a
 time (:mod:`smcheck.parallel`), so a store larger than memory streams.
 
-A store pickles by its path (``__reduce__`` reopens it, never its data): a process or machine
-that sees the same path reads its own chunks. ``np.asarray(store)`` reads it whole, which only
+A store pickles by its absolute path, never its data: a process or machine that sees the same
+path reads its own chunks. It is opened again, and checked to hold the same shape and dtype,
+when that process first reads rows, not when it unpickles the store: on a Dask worker a path
+it cannot see is then the task's error (one line), not a failure to load the task. ``np.asarray(store)`` reads it whole, which only
 an N-d store, or softmax along another axis than the last, needs: that is refused beyond
 ``--max-size`` numbers (a streamed 2-D store is limited in the length of a row).
 
@@ -78,6 +80,8 @@ class RowStore:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
+        if getattr(self, "_pickled", None) is not None:
+            self._reopen()
         if isinstance(key, slice):
             lo, hi, step = key.indices(self.shape[0])
             if step != 1:
@@ -113,10 +117,43 @@ class RowStore:
         raise NotImplementedError
 
     def __reduce__(self):
-        return type(self), self._args()
+        return _unpickled, (type(self), self._init_args(), self.shape, self.dtype, self.where,
+                            self.max_size)
+
+    def _init_args(self) -> tuple:
+        """What the store is opened with (as it was pickled, where it is not opened yet)."""
+        pickled = getattr(self, "_pickled", None)
+        return self._args() if pickled is None else pickled[0]
+
+    def _reopen(self) -> None:
+        """Open a store unpickled here (see :func:`_unpickled`) as its first read needs it:
+        what it holds must be what the pickling process saw."""
+        args, shape, dtype = self._pickled
+        where = self.where
+        try:
+            type(self).__init__(self, *args)
+        except InputError as exc:
+            raise InputError(f"{exc} (read where this run's chunks are checked: a Dask worker "
+                             "must see the same path)") from None
+        if (self.shape, self.dtype) != (shape, dtype):
+            raise InputError(f"{where}: holds {self.shape} {self.dtype} where this run's chunks "
+                             f"are checked, {shape} {dtype} where it started (a Dask worker must "
+                             "see the same file)")
+        self._pickled = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}{self._args()[:-2]} shape={self.shape} dtype={self.dtype}"
+        return (f"{type(self).__name__}{self._init_args()[:-2]} shape={self.shape} "
+                f"dtype={self.dtype}")
+
+
+def _unpickled(cls, args: tuple, shape: tuple, dtype: np.dtype, where: str,
+               max_size: int | None) -> RowStore:
+    """A store as it unpickles: what it holds as the pickling process saw it, opened at its
+    first read (:meth:`RowStore._reopen`)."""
+    store = cls.__new__(cls)
+    store.where, store.max_size = where, max_size
+    store.shape, store.dtype, store._pickled = shape, dtype, (args, shape, dtype)
+    return store
 
 
 def check_dtype(dtype: np.dtype, where: str) -> None:
@@ -187,7 +224,7 @@ class NpyRows(RowStore):
 
     def __init__(self, path: str, where: str, max_size: int | None = None):
         super().__init__(where, max_size)
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self.shape, self.dtype = _npy_file_header(self.path, where, ".npy file")
         self._opened()
         self._mm = None
@@ -212,13 +249,14 @@ class NpyRows(RowStore):
 
 class ShardRows(RowStore):
     """A directory of .npy shards in sorted name order, their rows one after another: each
-    2-D (rows x n) or 1-D (one row), all of one n and one dtype."""
+    2-D (rows x n) or 1-D (one row), all of one n and one dtype (either byte order). Hidden
+    names (starting with a dot: an editor's or a copy's temporary file) are not shards."""
 
     def __init__(self, path: str, where: str, max_size: int | None = None):
         super().__init__(where, max_size)
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         try:
-            names = sorted(os.listdir(self.path))
+            names = sorted(name for name in os.listdir(self.path) if not name.startswith("."))
         except OSError as exc:
             raise InputError(f"{where}: cannot read directory ({exc.strerror or one_line(exc)})"
                              ) from None
@@ -235,6 +273,7 @@ class ShardRows(RowStore):
             if len(shape) not in (1, 2):
                 raise InputError(f"{at} has shape {shape}: a shard is 2-D (rows x n) or 1-D "
                                  "(one row)")
+            dt = dt.newbyteorder("=")  # the values, whichever the byte order
             if n is None:
                 n, dtype = shape[-1], dt
             elif (shape[-1], dt) != (n, dtype):
@@ -279,7 +318,7 @@ class ZarrRows(RowStore):
 
     def __init__(self, path: str, name: str | None, where: str, max_size: int | None = None):
         super().__init__(where, max_size)
-        self.path, self.name = os.fspath(path), name
+        self.path, self.name = os.path.abspath(os.fspath(path)), name
         self._pid, self._array = None, None
         array = self._open()
         try:
@@ -348,7 +387,7 @@ class SafetensorsRows(RowStore):
 
     def __init__(self, path: str, name: str | None, where: str, max_size: int | None = None):
         super().__init__(where, max_size)
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self.name, self.code, self.shape, self.offset = tensor_layout(self.path, name, where)
         self.dtype = value_dtype(self.code)
         self._opened()

@@ -289,3 +289,104 @@ def test_api_and_progress_on_the_cluster(files, address):
                      progress=lambda k, total: ticks.append((k, total)))
     assert rep.shape == [300, N]
     assert sorted(k for k, _ in ticks) == [44 * N, 256 * N] and {t for _, t in ticks} == {300 * N}
+
+
+def test_a_relative_path_reaches_workers_in_another_directory(cli, files, address,
+                                                             monkeypatch, tmp_path):
+    """The cluster's workers run where the module started them; the run names its store
+    relative to a directory of its own: the store travels by its absolute path."""
+    import shutil
+
+    shutil.copy(files["x"], tmp_path / "x.npy")
+    monkeypatch.chdir(tmp_path)
+    local, remote = both(cli, address, "forward", "--x-file", "x.npy")
+    same(local, remote)
+
+
+def test_a_store_a_worker_cannot_read_is_one_error_line(files, address, tmp_path):
+    """The store is opened where the run starts, then its file goes away: the workers' read
+    is the run's one error (an InputError), not a task that fails to load."""
+    import shutil
+
+    from smcheck.exceptions import InputError
+
+    shutil.copy(files["x"], tmp_path / "x.npy")
+    store = load_file(str(tmp_path / "x.npy"))
+    assert isinstance(store, NpyRows)
+    os.remove(tmp_path / "x.npy")
+    with pytest.raises(InputError) as e:
+        check_rows("forward", store, Options(), scheduler=address)
+    assert "a Dask worker must see the same path" in str(e.value)
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that takes connections and answers nothing (a web server waiting for a
+    request line), or, with ``answer``, answers bytes that are not Dask's."""
+    import threading
+
+    def serve(answer: bytes | None):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        held = []
+
+        def loop():
+            while True:
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    return
+                held.append(conn)
+                if answer is not None:
+                    conn.sendall(answer)
+
+        threading.Thread(target=loop, daemon=True).start()
+        servers.append((s, held))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+    servers: list = []
+    yield serve
+    for s, held in servers:
+        s.close()
+        for c in held:
+            c.close()
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.0 400 Bad request\r\n\r\n" * 4])
+def test_a_server_that_is_not_a_dask_scheduler_is_one_error_line(cli, files, monkeypatch,
+                                                                  silent_server, answer):
+    """distributed's Client waits for the handshake's answer without a limit (the run hung),
+    and read an HTTP answer as a frame length (out of memory): both are one error line within
+    the connection timeout."""
+    import time
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 1.0)
+    addr = silent_server(answer)
+    t0 = time.perf_counter()
+    r = cli("forward", files["x"], "--scheduler", addr)
+    assert time.perf_counter() - t0 < 20
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1
+    assert r.err.startswith(f"error: --scheduler {addr}: no Dask scheduler reached there (")
+
+
+def test_a_scheduler_without_workers_is_one_error_line(cli, files, monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=False, **cluster.QUIET_HTTP) as c:
+        r = cli("forward", files["x"], "--scheduler", c.scheduler_address)
+    assert (r.code, r.out) == (2, "")
+    assert r.err == (f"error: --scheduler {c.scheduler_address}: the Dask scheduler there has "
+                     "no workers (none joined within 1 s)\n")
+
+
+def test_a_task_lost_to_the_cluster_is_one_line_and_a_bug_stays_a_bug():
+    from distributed.client import FutureCancelledError
+
+    lost = cluster._cluster_failed(
+        "tcp://h:1", FutureCancelledError("k", reason="scheduler-connection-lost"), distributed)
+    assert str(lost).startswith("--scheduler tcp://h:1: the cluster failed during the run "
+                                "(FutureCancelledError: ")
+    assert cluster._cluster_failed("tcp://h:1", ValueError("a bug"), distributed) is None
+    assert "could not load a task" in str(cluster._cluster_failed(
+        "tcp://h:1", RuntimeError("Error during deserialization of the task graph"),
+        distributed))

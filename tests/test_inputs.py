@@ -248,6 +248,12 @@ def test_text_file_errors_name_the_line(tmp_path):
 
 def test_stdin():
     same(load_file("-", stdin=io.StringIO("1 2 3\n4,5,6\n")), [[1, 2, 3], [4, 5, 6]])
+    buf = io.BytesIO()
+    np.save(buf, np.ones(3))
+    for text in (buf.getvalue().decode("latin-1"),  # as read by a lenient decoder, or strictly
+                 buf.getvalue().decode("utf-8", "surrogateescape")):
+        with raises("--x-file - (stdin): binary .npy data", "pass the file's path"):
+            load_file("-", stdin=io.StringIO(text))
     with raises("--v-file - (stdin)", "empty input"):
         load_file("-", name="v", stdin=io.StringIO("\n"))
 
@@ -295,7 +301,10 @@ def test_bad_file_contents(tmp_path, name, content, words):
         load_file(str(path))
 
 
-def test_unknown_or_missing_extension(tmp_path):
+def test_unknown_or_missing_extension(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("foo.xyz", "foo"):
+        (tmp_path / name).write_text("1,2,3\n")
     with raises(
         "--x-file foo.xyz: unknown file type '.xyz' (use .npy, .npz, .safetensors, .json, .csv, "
         ".tsv or .txt)"
@@ -305,6 +314,10 @@ def test_unknown_or_missing_extension(tmp_path):
         load_file("foo")
     with raises("only .npz and .safetensors files take a ':KEY'"):
         load_file("foo.npy:x")
+    # nothing there: that, before what its name lacks
+    for name in ("bar.xyz", "bar"):
+        with raises(f"--x-file {name}: no such file or directory"):
+            load_file(name)
 
 
 def test_missing_file_and_directory(tmp_path):

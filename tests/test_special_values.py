@@ -74,6 +74,29 @@ def test_undefined_rows_are_reported_and_do_not_decide(cli, row, reason, command
     assert [c["kind"] for c in d1["input_conditions"]] == ["no_defined_row"]
 
 
+def test_a_row_that_rounds_to_minus_inf_says_so(cli, monkeypatch):
+    """Finite logits below -65504 are -inf in float16: the row has no softmax, and the reason
+    names the value given (not "masked", which the user did not do); the long-row pipeline
+    says the same. Control: a row masked as given keeps its words."""
+    from smcheck import longrow
+
+    want = ("softmax undefined: every entry is -inf in float16: x_1 = -70000 and every other "
+            "finite entry round to -inf (below -65504)")
+    long_rows = []
+    monkeypatch.setattr(longrow, "forward_long_row",
+                        lambda *a, f=longrow.forward_long_row, **k: long_rows.append(1) or f(*a, **k))
+    for limit in (10 ** 12, 2):  # the whole-row pipeline, then rows of more than 2 entries
+        monkeypatch.setattr(longrow, "LONG_ROW", limit)
+        for engine in ("mpmath", "f64"):
+            d = doc(cli, "forward", "--x", "-inf,-70000,-1e5; 1,2,3", "--dtype", "float16",
+                    "--engine", engine)
+            assert d["undefined_rows"] == [{"row": 0, "reason": want}]
+            d = doc(cli, "forward", "--x", "-inf,-inf,-inf; 1,2,3", "--dtype", "float16",
+                    "--engine", engine)
+            assert d["undefined_rows"][0]["reason"].endswith("every entry is -inf (fully masked)")
+    assert long_rows  # the long-row pipeline was among them
+
+
 def test_undefined_row_with_a_wrong_implementation_elsewhere_still_fails(cli):
     d = doc(cli, "forward", "--x", "1,nan,0; 1000,999,990", "--impl", "naive", code=1)
     assert [u["row"] for u in d["undefined_rows"]] == [0]

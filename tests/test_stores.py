@@ -6,6 +6,7 @@ limits a streamed input's rows and any other input's total."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 
@@ -224,6 +225,42 @@ def test_pickling_a_store_carries_its_path_not_its_data(tmp_path):
     assert len(pickle.dumps(big)) > 10**7  # control: the data itself
 
 
+def test_a_store_pickles_by_its_absolute_path_and_opens_where_it_is_read(tmp_path,
+                                                                         monkeypatch):
+    """A relative path is made absolute when the store is made (a Dask worker has a working
+    directory of its own); an unpickled store is opened at its first read, not as it
+    unpickles, so a path that process cannot see, or a file that changed, is an error of the
+    read (one line), and the control reads the same bytes where the file is there."""
+    a = np.random.default_rng(3).standard_normal((40, 30))
+    np.save(tmp_path / "a.npy", a)
+    save_shards(tmp_path / "sh", a, (10, 11, 25))
+    save_zarr(tmp_path / "z.zarr", a, chunks=(8, 30))
+    monkeypatch.chdir(tmp_path)
+    made = [NpyRows("a.npy", "--x-file a.npy"), ShardRows("sh", "--x-file sh"),
+            ZarrRows("z.zarr", None, "--x-file z.zarr")]
+    assert [os.path.isabs(s.path) for s in made] == [True] * 3
+    data = [pickle.dumps(s) for s in made]
+    monkeypatch.chdir("/")
+    for d in data:  # the control: the same rows, read from elsewhere
+        np.testing.assert_array_equal(pickle.loads(d)[5:12], a[5:12])
+    for path in ("a.npy", "sh", "z.zarr"):
+        (tmp_path / path).rename(tmp_path / f"gone-{path}")
+    for d, flag in zip(data, ("a.npy", "sh", "z.zarr")):
+        back = pickle.loads(d)  # unpickles: nothing is opened yet
+        assert back.shape == a.shape and back.dtype == a.dtype
+        with pytest.raises(InputError) as e:
+            back[0:3]
+        msg = str(e.value)
+        assert msg.startswith(f"--x-file {flag}: ") and "\n" not in msg
+        assert msg.endswith("a Dask worker must see the same path)")
+    np.save(tmp_path / "a.npy", a[:, :20])  # another file at the same path
+    with pytest.raises(InputError, match=r"holds \(40, 20\) float64 where this run's chunks "
+                       r"are checked, \(40, 30\) float64 where it started"):
+        pickle.loads(data[0])[0:3]
+    again = pickle.loads(pickle.dumps(pickle.loads(data[1])))  # pickled again unopened
+    assert "sh" in repr(again) and again.shape == a.shape
+
+
 class Recording(RowStore):
     """An array behind the store interface that records the slices asked of it and fails
     when asked for the whole."""
@@ -282,6 +319,22 @@ def assert_error(r, *words):
     assert "Traceback" not in r.err and "internal error" not in r.err, r.err
     for w in words:
         assert w in r.err, (w, r.err)
+
+
+def test_shards_of_either_byte_order_and_hidden_files(cli, files, tmp_path):
+    """Shards saved big-endian and little-endian hold the same numbers: one batch. A hidden
+    name (an editor's or a copy's temporary) is not a shard; the control: the same file
+    unhidden is read as the first shard, another batch."""
+    x = files["x"]
+    sh = tmp_path / "bo"
+    sh.mkdir()
+    np.save(sh / "s0.npy", x[:100].astype(">f8"))
+    np.save(sh / "s1.npy", x[100:])
+    np.save(sh / ".s-partial.npy", x[:7])
+    same_json(cli, ["forward"], [files["npy"], sh])
+    (sh / ".s-partial.npy").rename(sh / "a-partial.npy")
+    doc = without_input(cli("forward", "--x-file", str(sh), "--json"))
+    assert json.loads(doc)["shape"] == [307, N]
 
 
 def test_store_errors_are_one_line(cli, tmp_path, files):
