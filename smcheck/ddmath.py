@@ -226,6 +226,11 @@ def pair_row_sums(hi: np.ndarray, lo: np.ndarray, mask: np.ndarray):
     return h[..., 0], lo_[..., 0]
 
 
+def plain_terms(t):
+    """Terms of a plain sum for :func:`row_sums_blocked`: t, no low parts, all."""
+    return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
+
+
 def row_sums_blocked(terms, args: tuple, shape: tuple[int, int]):
     """Row sums of the pairs ``terms(*block_args) -> (hi, lo, mask)``, block by block
     (see :mod:`smcheck.blocks`): each block pairwise, then the blocks' sums pairwise, so

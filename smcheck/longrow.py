@@ -32,10 +32,10 @@ from .checks import merge_reports
 from .checks.common import shift_combine, shift_one, shift_statement, shift_targets
 from .checks.forward import (ForwardCase, exp_overflows, exp_underflows, forward_finite,
                              forward_reference, merge_finite)
-from .checks.normalization import normalization_result, plain_terms
+from .checks.normalization import normalization_result
 from .checks.merge import merge_checks, merge_shift_parts
 from .coherence import coherent_segments, long_drift_finding
-from .ddmath import pair_row_sums, row_sums_blocked
+from .ddmath import pair_row_sums, plain_terms, row_sums_blocked
 from .dtypes import DtypeInfo, dtype_info
 from .errors_ulp import Overrides
 from .exceptions import ImplementationError
@@ -184,7 +184,7 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
     n = row.n
     K = scale_of(row.second, row.a) if engine == "double-double" else 0
     parts, sums = [], []
-    S = W = T = Wp = 0.0
+    S = W = T = Wp = dmax = 0.0
     small_e = 0
     finite = True
     for a, b in _segments(n):
@@ -198,6 +198,7 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
                 others[0, row.first - a] = 0.0
             t = float(np.sum(others))
             S, W = S + float(np.sum(e)), W + float(np.sum(e * ad))
+            dmax = max(dmax, float(np.max(ad)))
             T, Wp = T + t, Wp + float(np.sum(others * ad))
             small_e += int(np.sum((e > 0) & (e < info.tiny)))
             c = out[:, a:b].astype(np.float64)
@@ -211,7 +212,8 @@ def _pass_one(row: _Row, out: np.ndarray, engine: str, log: bool, info: DtypeInf
         sums.append(tuple(float(v[0]) for v in row_sums_blocked(
             plain_terms, (terms,), terms.shape)))
     consts = row_constants(engine, n, row.a, row.first, K, parts)
-    stats = RowStats(W=W / S, S=S, n=n, small=small_e, T=T, Wp=Wp / T if T > 0 else 0.0)
+    stats = RowStats(W=W / S, S=S, n=n, small=small_e, T=T, Wp=Wp / T if T > 0 else 0.0,
+                     dmax=dmax)
     th, tl = pair_row_sums(np.array([[h for h, _ in sums]]), np.array([[lo for _, lo in sums]]),
                            np.ones((1, len(sums)), dtype=bool))
     return consts, stats, (float(th[0]), float(tl[0])), finite
@@ -229,7 +231,7 @@ def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple
         allowed = drift["allowed"]
     row_info = {"overflow_indices": np.array(row.overflow, dtype=np.int64),
                 "every_exp_underflows": row.all_under, "max_abs_x": row.max_abs,
-                "total": total[0] + total[1], "sum_allowed": allowed}
+                "total": total[0] + total[1], "total_pair": total, "sum_allowed": allowed}
     case = None
     for a, b in _segments(row.n):
         case = None  # the previous segment's arrays go before this one's are made

@@ -123,6 +123,7 @@ class RowStats:
     small: int = 0
     T: float = 0.0
     Wp: float = 0.0
+    dmax: float = 0.0  # max |d_j| over the entries not masked
 
 
 def _n(d: np.ndarray, stats: RowStats | None) -> int:
@@ -145,8 +146,36 @@ def _log_scaled(d, y, row, u):
         return np.where(fin, u * ad + u * ay + u * row, u * C_OPS)
 
 
+def entry_sigma(sig, off, u: float, W, logS, dmax=None):
+    """sigma(n) as an entry's allowance counts it, per row: at most what the computed row's sum
+    says. A correct implementation divides each exp(d_i) (1 + e_i) by one computed sum
+    S (1 + delta) (or multiplies by its reciprocal, or subtracts its log); its row then sums
+    to (1 + sum_j s_j e_j) / (1 + delta), so |delta| <= ``off`` + u (12 + W + log S), off =
+    |sum - 1| (log-softmax: |log sum exp(y_j)|, and 2W for its doubly rounded gaps), whatever
+    the summation. sigma(n) u, the bound of a sum taken one term after another (5 sqrt(n) u:
+    1,600 u at 10^5 terms), is allowed only as far as the row shows it, and an error of each
+    entry's own fails where sigma(n) hid it. ``dmax`` (softmax: the row's largest |d_j|) adds
+    what exp(d_i - log S), the division-free form, rounds a second time, u (|d_i| + log S).
+    A row with a term that is not finite (off = inf) keeps sigma(n)."""
+    if off is None:
+        return sig
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dmax is None:  # log-softmax
+            return np.minimum(sig, off / u + C_OPS + 2 * W + logS)
+        return np.minimum(sig, off / u + C_OPS + W + 2 * logS + dmax)
+
+
+def _dmax(d: np.ndarray, stats: "RowStats | None") -> np.ndarray:
+    if stats is not None:
+        return np.array([stats.dmax])
+    (m,) = row_reduce(lambda d: (np.max(np.where(np.isfinite(d), np.abs(d), 0.0), axis=-1),),
+                      (d,), d.shape, 1, ops=("max",))
+    return m
+
+
 def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
-                from_log: bool = False, stats: RowStats | None = None) -> np.ndarray:
+                from_log: bool = False, stats: RowStats | None = None,
+                off: np.ndarray | None = None) -> np.ndarray:
     """r_i = min(u (12 + |d_i| + W + sigma(n)), 1): the relative error a correct softmax may
     make at each entry of the 2-D arrays, dividing e^(d_i) by the sum (or multiplying by its
     reciprocal). ``from_log``: s formed as exp of the rounded log-softmax d_i - log S, which
@@ -156,27 +185,31 @@ def softmax_rel(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
     d = np.asarray(d, dtype=np.float64)
     W, S = gap_stats(d, s, stats)
     with np.errstate(divide="ignore"):
-        row = C_OPS + W + summation_allowance(_n(d, stats), info) + (
-            np.log(S) if from_log else 0.0)
-    gaps = 2.0 if from_log else 1.0
+        logS = np.log(S)
+        gaps = 2.0 if from_log else 1.0
+        sig = entry_sigma(summation_allowance(_n(d, stats), info), off, info.u, W, logS,
+                          None if off is None else _dmax(d, stats))
+        row = C_OPS + W + sig + (logS if from_log else 0.0)
     (r,) = map_blocks(lambda d, row: _rel(d, row, info.u, gaps), (d, row[:, None]), d.shape,
                       (np.float64,))
     return r
 
 
-SOFTMAX_FORMULA = ("|c - s_i| <= u*(12 + |d_i| + W + sigma(n))*s_i + 2*unit, d_i = x_i - max(x), "
-                   "W = sum_j s_j|d_j|, sigma(n) = ceil(log2 n) + 5 sqrt(n) u_acc/u")
+SOFTMAX_FORMULA = ("|c - s_i| <= u*(12 + |d_i| + W + sigma)*s_i + 2*unit, d_i = x_i - max(x), "
+                   "W = sum_j s_j|d_j|, sigma = min(ceil(log2 n) + 5 sqrt(n) u_acc/u, "
+                   "|sum_j c_j - 1|/u + 12 + W + 2 log S + max_j |d_j|), S = sum_j exp(d_j)")
 
 
 def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
                       ftz: bool = False, stats: RowStats | None = None,
-                      widen: np.ndarray | None = None) -> Tolerance:
+                      widen: np.ndarray | None = None,
+                      off: np.ndarray | None = None) -> Tolerance:
     """Allowance for s_i = softmax(x)_i computed in ``info``'s format: a relative error r_i
     (:func:`softmax_rel`) plus two roundings into the subnormal range. ``widen``: per row, a
     relative error every entry of the row may share, the computed row's own |sum - 1| where
     its sum may drift (:mod:`smcheck.coherence`)."""
     unit = underflow_unit(info, ftz)
-    rtol = softmax_rel(d, s, info, stats=stats)
+    rtol = softmax_rel(d, s, info, stats=stats, off=off)
     if widen is not None:
         rtol = np.minimum(rtol + widen[:, None], 1.0)
     return Tolerance(atol=2.0 * unit, rtol=rtol, formula=SOFTMAX_FORMULA, metric="relative",
@@ -186,7 +219,8 @@ def softmax_tolerance(d: np.ndarray, s: np.ndarray, info: DtypeInfo,
 def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: DtypeInfo,
                           metric: str = "scaled", ftz: bool = False,
                           stats: RowStats | None = None,
-                          widen: np.ndarray | None = None) -> Tolerance:
+                          widen: np.ndarray | None = None,
+                          off: np.ndarray | None = None) -> Tolerance:
     """Allowance for y_i = log softmax(x)_i in ``info``'s format.
 
     ``scaled`` (default): the absolute error of the shifted evaluation (x_i - max) - log S,
@@ -226,14 +260,16 @@ def log_softmax_tolerance(d: np.ndarray, s: np.ndarray, y: np.ndarray, info: Dty
                          formula=STRICT_LOG_FORMULA, under=unit)
     W, S = gap_stats(d, s, stats)
     with np.errstate(divide="ignore"):
-        row = (C_OPS + W + np.log(S) + sig)[:, None]  # the per-row terms
+        logS = np.log(S)
+        row = (C_OPS + W + logS + entry_sigma(sig, off, u, W, logS))[:, None]
     (atol,) = map_blocks(lambda d, y, row: _log_scaled(d, y, row, u),
                          (np.asarray(d, dtype=np.float64), np.asarray(y, dtype=np.float64), row),
                          d.shape, (np.float64,))
     if widen is not None:
         atol = atol + shared
-    formula = ("|c - y_i| <= u*(12 + |d_i| + W + |y_i| + log S + sigma(n)), d_i = x_i - max(x), "
-               "W = sum_j s_j|d_j|, S = sum_j exp(d_j)")
+    formula = ("|c - y_i| <= u*(12 + |d_i| + W + |y_i| + log S + sigma), d_i = x_i - max(x), "
+               "W = sum_j s_j|d_j|, S = sum_j exp(d_j), sigma = min(ceil(log2 n) + "
+               "5 sqrt(n) u_acc/u, |log sum_j exp(c_j)|/u + 12 + 2W + log S)")
     return Tolerance(atol=atol, rtol=None, metric="scaled", formula=formula, under=unit)
 
 

@@ -521,3 +521,68 @@ def test_finite_differences_of_an_offset_input_follow_its_gaps(impl):
             np.atleast_2d(z), dtype_info("float64")))[0] * (1 + 1e-6)
 
     assert "finite_difference" in failed(smcheck.check("jacobian", x[0], impl=off))
+
+
+# --- the sum's share of an entry's allowance: as large as the row's sum shows -----------------
+
+
+def _fast_exp(d):
+    """exp(d) as 2^k p(f), p the Taylor polynomial of degree 4 on |f| <= ln2 / 2: relative
+    error up to about 4e-5, the kind of approximate exp a hand-written kernel uses."""
+    t = d * (1.0 / math.log(2.0))
+    k = np.rint(t)
+    f = (t - k) * math.log(2.0)
+    p = 1.0 + f * (1.0 + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0))))
+    return np.ldexp(p, k.astype(np.int64))
+
+
+def fast_exp_softmax(x):
+    x = np.asarray(x)
+    e = _fast_exp((x - np.max(x)).astype(np.float64)).astype(x.dtype)
+    return e / np.sum(e, dtype=x.dtype)
+
+
+def exact_exp_softmax(x):  # the control: the same kernel with the exp it stands for
+    x = np.asarray(x)
+    e = np.exp(x - np.max(x))
+    return e / np.sum(e, dtype=x.dtype)
+
+
+def lanes_softmax(x):
+    """A correct method whose sum is taken one term after another in each of 16 lanes, then
+    the lanes added (torch's CPU kernel): its sum is off by far more than a pairwise sum's,
+    an error every entry shares, which the row's sum shows."""
+    x = np.asarray(x)
+    e = np.exp(x - np.max(x))
+    lanes = np.concatenate([e, np.zeros(-len(e) % 16, dtype=e.dtype)]).reshape(-1, 16)
+    return e / np.sum(np.cumsum(lanes, axis=0)[-1], dtype=e.dtype)
+
+
+def division_free_softmax(x):  # exp(x - max - log S): the gap rounded twice, correct
+    x = np.asarray(x)
+    d = x - np.max(x)
+    return np.exp(d - np.log(np.sum(np.exp(d))))
+
+
+@pytest.mark.parametrize("n", [1000, 100000])
+def test_an_error_of_each_entry_fails_however_long_the_row(n):
+    """sigma(n) (5 sqrt(n) u: 1,600 u at 10^5 entries) bounds a sum taken one term after
+    another; it is an error every entry shares, and the computed row's sum shows it. An entry
+    is now allowed that share only as far as the row's sum shows it: a softmax whose exp errs
+    by up to 4e-5 in each entry (over 300 ULP of float32, its row sum within 1 ULP) failed at
+    1,000 entries and passed at 10^5; it fails at both. Controls: the same kernel with numpy's
+    exp, sums in running lanes (off by more, an error the row's sum shows), and the
+    division-free form on wide rows, pass."""
+    x = (random_input(n, seed=3) * 3).astype(np.float32)
+    d = (x - x.max()).astype(np.float64)
+    err = np.max(np.abs(_fast_exp(d) / np.exp(d) - 1))
+    u = 2.0 ** -24
+    # its error is real, far above a correct exp's, and within what sigma(10^5) u allowed
+    assert 300 * u < err < summation_allowance(10 ** 5, dtype_info("float32")) * u
+    rep = smcheck.check("forward", x, impl=fast_exp_softmax, dtype="float32")
+    assert not rep.checks[0].passed and rep.checks[1].passed  # each entry off; the sum is not
+    for control in (exact_exp_softmax, lanes_softmax):
+        assert smcheck.check("forward", x, impl=control, dtype="float32").passed, control
+    wide = random_input(n, seed=4) * 30
+    for dtype in ("float64", "float32"):
+        assert smcheck.check("forward", wide, impl=division_free_softmax, dtype=dtype).passed

@@ -273,6 +273,26 @@ def shift_one(shifted, label: str, target: float, statement: str, rows, top: int
     return {"label": label, "one": one, "per": per, "by": by, "key": key}
 
 
+def nanmax(*vals):
+    return float("nan") if any(v != v for v in vals) else max(vals)
+
+
+#: not a maximum over the entries
+WORST_TOLERANCE = ("step",)
+
+
+def merge_tolerance(parts: list[dict], worst: dict) -> dict:
+    """One tolerance record from several parts' (chunks, shifts): the worst part's, its numbers
+    the largest of any part's (an allowance's largest value over every entry judged)."""
+    out = dict(worst)
+    for t in parts:
+        for k, v in t.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
+                    out.get(k), (int, float)) and k not in WORST_TOLERANCE:
+                out[k] = nanmax(out[k], v)
+    return out
+
+
 def shift_combine(parts: list[dict]) -> CheckResult:
     """shift_invariance from its shifts' parts (:func:`shift_one`): the worst shift's result
     (the first of equals), every shift's line and worst entries."""
@@ -281,6 +301,9 @@ def shift_combine(parts: list[dict]) -> CheckResult:
         if p["key"] > worst["key"]:
             worst = p
     res = worst["one"]
+    # the allowance over every entry judged, at both shifts (as chunks of rows merge it: the
+    # same for a batch and for its rows checked one at a time, whose worst shifts may differ)
+    res.tolerance = merge_tolerance([p["one"].tolerance for p in parts], res.tolerance)
     by_shift = {p["label"]: p["by"] for p in parts}
     res.passed = all(p["per"]["passed"] for p in parts)
     res.details["shifts"] = [p["per"] for p in parts]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..causes import cause
 from ..coherence import coherence, with_coherence
+from ..ddmath import plain_terms, row_sums_blocked
 from ..dtypes import DtypeInfo
 from ..errors_ulp import Comparison, Tolerance, apply_overrides, compare
 from ..exceptions import ImplementationError
@@ -110,6 +111,7 @@ class ForwardCase(Case):
     _main: Comparison | None = field(default=None, repr=False)
     _scaled_ok: np.ndarray | None = field(default=None, repr=False)
     _sum_allowed: dict = field(default_factory=dict, repr=False)  # row -> its sum's allowance
+    _sums: tuple | None = field(default=None, repr=False)  # (hi, lo, finite) of the rows' sums
 
     @property
     def quantity(self) -> str:
@@ -120,14 +122,38 @@ class ForwardCase(Case):
         return self.exact
 
     def tolerance(self, exact: ExactSoftmax, metric: str | None = None,
-                  widen: np.ndarray | None = None) -> Tolerance:
+                  widen: np.ndarray | None = None, off: np.ndarray | None = None) -> Tolerance:
         m = metric or self.metric
         if self.log:
             tol = log_softmax_tolerance(exact.d, exact.s_hi, exact.y_hi, self.info, m, self.ftz,
-                                        self.stats, widen)
+                                        self.stats, widen, off)
         else:
-            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz, self.stats, widen)
+            tol = softmax_tolerance(exact.d, exact.s_hi, self.info, self.ftz, self.stats, widen,
+                                    off)
         return apply_overrides(tol, self.overrides)
+
+    def computed_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's sum of the computed terms (s_i, or exp(y_i)) as a pair, exact to 2^-100,
+        and whether every term was finite (taken once: the allowances and normalization)."""
+        if self._sums is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                terms = np.exp(self.computed) if self.log else self.computed
+                th, tl = row_sums_blocked(plain_terms, (terms,), terms.shape)
+            self._sums = (th, tl, np.all(np.isfinite(terms), axis=-1))
+        return self._sums
+
+    def row_off(self) -> np.ndarray:
+        """Per row, how far the computed row's sum is from 1 (log-softmax: |log sum_j
+        exp(y_j)|; inf where a term is not finite): what one error in the sum every entry was
+        divided by can be, beside the entries' own (smcheck.tolerance.entry_sigma)."""
+        if self.row_info is not None:  # a segment: the whole row's, from its first pass
+            th, tl = (np.array([v]) for v in self.row_info["total_pair"])
+            finite = np.array([True])
+        else:
+            th, tl, finite = self.computed_sums()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            off = np.abs(np.log(th + tl)) if self.log else np.abs((th - 1.0) + tl)
+        return np.where(finite & np.isfinite(off), off, np.inf)
 
     def compare(self, computed, exact: ExactSoftmax, metric: str | None = None,
                 drift: bool = True) -> Comparison:
@@ -138,11 +164,15 @@ class ForwardCase(Case):
         hi, lo = (exact.y_hi, exact.y_lo) if self.log else (exact.s_hi, exact.s_lo)
         if self.stats is not None:  # a segment: its row's share, found over the whole row
             widen = None if self.row_widen is None or not drift else np.array([self.row_widen])
-            return compare(computed, hi, lo, self.tolerance(exact, metric, widen), self.info)
+            off = self.row_off() if computed is self.computed and drift else None
+            return compare(computed, hi, lo, self.tolerance(exact, metric, widen, off),
+                           self.info)
+        # the entries' share of the sum's error as large as the computed row's sum says
+        off = self.row_off() if computed is self.computed and drift else None
         return with_coherence(
             lambda G: compare(computed, hi, lo, self.tolerance(
-                exact, metric, None if G is None else self.shared_error(computed, exact, G)),
-                self.info),
+                exact, metric, None if G is None else self.shared_error(computed, exact, G),
+                off), self.info),
             exact.d if drift else None, self.info,
             lambda cmp: ~np.all(cmp.ok, axis=-1))
 
@@ -191,7 +221,7 @@ class ForwardCase(Case):
         exact = shifted_softmax(self.X, Xs, c, self.exact, self.dps, self.info.name,
                                 self.engine, self.progress)
         return replace(self, X=Xs, computed=self.evaluate(Xs), exact=exact, _main=None,
-                       _scaled_ok=None, _sum_allowed={})
+                       _scaled_ok=None, _sum_allowed={}, _sums=None)
 
     def _overflows(self, r: int) -> np.ndarray:
         if self.row_info is not None:

@@ -17,7 +17,7 @@ from ..reference.verify import merge as merge_verification
 from ..results import (CAPPED_BLOCK_LISTS, CAPPED_LISTS, LIST_MAX, NO_RESULT, RESULT_MAX,
                        ROWS_NAMED, SUMMED_DETAILS, CheckResult, Failure, Note, Report,
                        merge_findings, result_size)
-from .common import finding_totals
+from .common import finding_totals, merge_tolerance, nanmax
 from .worst import entry_order
 
 #: a check's own merge: (merged result, the chunks' results, top) -> None, finishing it
@@ -46,11 +46,7 @@ def _worst_chunk(results: list[CheckResult]) -> CheckResult:
 def _max(values):
     """The largest, nan if any is nan (as numpy's max over one chunk of all the rows)."""
     vals = [v for v in values if v is not None]
-    return _nanmax(*vals) if vals else None
-
-
-def _nanmax(*vals):
-    return float("nan") if any(v != v for v in vals) else max(vals)
+    return nanmax(*vals) if vals else None
 
 
 def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None) -> CheckResult:
@@ -64,7 +60,7 @@ def merge_checks(results: list[CheckResult], top: int, hook: Hook | None = None)
         max_ulp=_max(c.max_ulp for c in results), tolerance=w.tolerance, worst=w.worst,
         measured=w.measured, allowed=w.allowed, statement=w.statement, score=w.score,
         merge_data=dict(w.merge_data))
-    out.tolerance = _merge_tolerance([c.tolerance for c in results], w.tolerance)
+    out.tolerance = merge_tolerance([c.tolerance for c in results], w.tolerance)
     out.notes = _merge_notes([c.notes for c in results], w.notes)
     out.failures = _merge_failures(results, w)
     for key in ("entries", "row_count"):
@@ -144,7 +140,7 @@ def _merge_notes(parts: list[list], worst: list) -> list:
             key = MAX_NOTES[n.kind]
             values = [m.extra[key] for notes in parts for m in notes
                       if isinstance(m, Note) and m.kind == n.kind]
-            out[i] = Note(n.kind, {**n.extra, key: _nanmax(*values)})
+            out[i] = Note(n.kind, {**n.extra, key: nanmax(*values)})
     return out
 
 
@@ -168,7 +164,7 @@ def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict
                 if k in SUMMED_DETAILS:
                     out[k] = out[k] + v
                 elif nested:
-                    out[k] = _nanmax(out[k], v)
+                    out[k] = nanmax(out[k], v)
             elif isinstance(v, bool) and nested and k == "passed":
                 out[k] = out[k] and v
     for k in CAPPED_LISTS:
@@ -183,20 +179,6 @@ def _merge_details(parts: list[dict], worst: dict, nested: bool = False) -> dict
 
 
 #: tolerance numbers that describe the worst entry (the finite-difference step of its row),
-#: not a maximum over the entries
-WORST_TOLERANCE = ("step",)
-
-
-def _merge_tolerance(parts: list[dict], worst: dict) -> dict:
-    out = dict(worst)
-    for t in parts:
-        for k, v in t.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                    out.get(k), (int, float)) and k not in WORST_TOLERANCE:
-                out[k] = _nanmax(out[k], v)
-    return out
-
-
 def _merge_by(items: list[dict], key: str) -> list[dict]:
     """Per-label maxima of lists of dicts (e.g. the two shifts of each chunk): numbers their
     maximum, ``passed`` all of them."""
@@ -210,7 +192,7 @@ def _merge_by(items: list[dict], key: str) -> list[dict]:
                 m[k] = m[k] and v
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
                     m.get(k), (int, float)):
-                m[k] = _nanmax(m[k], v)
+                m[k] = nanmax(m[k], v)
             elif m.get(k) is None:
                 m[k] = v
     return list(merged.values())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..coherence import drift_finding, with_coherence
-from ..ddmath import row_sums_blocked
 from ..errors_ulp import error_ratio
 from ..results import CheckResult, Failure, Finding
 from ..sentences import pair
@@ -16,19 +15,11 @@ from .common import fmt, score
 from .forward import ForwardCase
 
 
-def plain_terms(t):
-    """Terms of a plain sum for :func:`~smcheck.ddmath.row_sums_blocked`: t, no low parts, all."""
-    return t, np.zeros_like(t), np.ones(t.shape, dtype=bool)
-
-
 def forward_normalization(case: ForwardCase) -> CheckResult:
     """Each row's sum against the summation error of a correct implementation (never the
     entries' allowances added up, which reach 1 on wide inputs)."""
     cmp = case.main
-    with np.errstate(over="ignore", invalid="ignore"):
-        terms = np.exp(case.computed) if case.log else case.computed
-        th, tl = row_sums_blocked(plain_terms, (terms,), terms.shape)  # exact to 2^-100
-    finite = np.all(np.isfinite(terms), axis=-1)
+    th, tl, finite = case.computed_sums()  # exact to 2^-100
     err = sum_errors(th, tl, finite)[1]
     ex = case.exact
     tried = []  # (G, allowance): the usual one, then the drifting sums' where any
