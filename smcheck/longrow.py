@@ -106,7 +106,9 @@ class _Row:
 def _read_row(x, r: int, info: DtypeInfo, shift: float | None = None, base=None) -> _Row:
     """Row r of x rounded to the dtype (``shift``: base's row plus shift, rounded), and pass A."""
     n = int(np.shape(x)[-1]) if base is None else base.n
-    orig_row = None if base is not None else x[r:r + 1][0]
+    # in C order (a row of a Fortran-order batch is strided, and an implementation's sums
+    # depend on the layout): as smcheck.run._prepare puts a batch
+    orig_row = None if base is not None else np.ascontiguousarray(x[r:r + 1][0])
     # a row read as the dtype is its own rounding: no second copy
     own = orig_row is not None and orig_row.dtype == info.np_dtype
     row = _Row(orig_row if own else np.empty(n, dtype=info.np_dtype), n=n, base=base,
@@ -231,7 +233,7 @@ def _compare_row(row, out, engine, base, info, log, on_case, tick=None) -> tuple
         allowed = drift["allowed"]
     row_info = {"overflow_indices": np.array(row.overflow, dtype=np.int64),
                 "every_exp_underflows": row.all_under, "max_abs_x": row.max_abs,
-                "total": total[0] + total[1], "total_pair": total, "sum_allowed": allowed}
+                "total_pair": total, "sum_allowed": allowed}
     case = None
     for a, b in _segments(row.n):
         case = None  # the previous segment's arrays go before this one's are made

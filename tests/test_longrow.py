@@ -227,11 +227,10 @@ def test_progress_counts_the_six_passes_over_each_row(monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_an_implementation_gets_c_order_rows_from_a_fortran_order_batch(dtype, monkeypatch):
-    """Rows of a Fortran-order batch are strided; an implementation is handed them in C order
-    (its sums along a row depend on the layout), by the long-row pipeline (which copies each
-    row into the dtype) as by the whole-row one (smcheck.run._prepare), and the report is the
-    C-order batch's. The control: the same callable sees the Fortran layout when it is called
-    on the array directly."""
+    """Rows of a Fortran-order batch are strided; a batched implementation is handed them in C
+    order (its sums along a row depend on the layout), by the long-row pipeline as by the
+    whole-row one (smcheck.run._prepare), and the report is the C-order batch's. The control:
+    the same callable sees the Fortran layout when it is called on the array directly."""
     seen = []
 
     def softmax(x):
@@ -240,7 +239,7 @@ def test_an_implementation_gets_c_order_rows_from_a_fortran_order_batch(dtype, m
 
     x = np.asfortranarray(batch().astype(dtype))
     assert not x[1].flags.c_contiguous  # the control: a row of it is strided
-    kw = {"impl": softmax, "dtype": dtype}
+    kw = {"impl": softmax, "dtype": dtype, "batched": True}
     f_whole, f_long = whole_and_long(x, monkeypatch, **kw)
     assert seen and all(seen)
     c_whole, c_long = whole_and_long(np.ascontiguousarray(x), monkeypatch, **kw)

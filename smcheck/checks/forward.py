@@ -162,13 +162,12 @@ class ForwardCase(Case):
         allowed the error the whole row shares (:meth:`shared_error`). ``drift`` False: the
         allowance alone (the strict bound that only names cancelled entries)."""
         hi, lo = (exact.y_hi, exact.y_lo) if self.log else (exact.s_hi, exact.s_lo)
-        if self.stats is not None:  # a segment: its row's share, found over the whole row
-            widen = None if self.row_widen is None or not drift else np.array([self.row_widen])
-            off = self.row_off() if computed is self.computed and drift else None
-            return compare(computed, hi, lo, self.tolerance(exact, metric, widen, off),
-                           self.info)
         # the entries' share of the sum's error as large as the computed row's sum says
         off = self.row_off() if computed is self.computed and drift else None
+        if self.stats is not None:  # a segment: its row's share, found over the whole row
+            widen = None if self.row_widen is None or not drift else np.array([self.row_widen])
+            return compare(computed, hi, lo, self.tolerance(exact, metric, widen, off),
+                           self.info)
         return with_coherence(
             lambda G: compare(computed, hi, lo, self.tolerance(
                 exact, metric, None if G is None else self.shared_error(computed, exact, G),
@@ -236,7 +235,7 @@ class ForwardCase(Case):
     def row_total(self, r: int) -> float:
         """The sum of row r of the computed softmax (log: of exp of it)."""
         if self.row_info is not None:
-            return self.row_info["total"]
+            return sum(self.row_info["total_pair"])
         c = self.computed[r]
         with np.errstate(over="ignore", invalid="ignore"):
             return math.fsum(np.exp(c) if self.log else c) if np.all(np.isfinite(
